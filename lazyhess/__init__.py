@@ -2,8 +2,16 @@
 
 from importlib.metadata import version as _version
 
+from ._cache import CacheInfo
+from ._hessian import Hessian, HessianBlock, HessianNode, hessian
+
 __version__ = _version("lazyhess")
 
 __all__ = [
+    "CacheInfo",
+    "Hessian",
+    "HessianBlock",
+    "HessianNode",
     "__version__",
+    "hessian",
 ]

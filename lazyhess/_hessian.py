@@ -1,0 +1,729 @@
+"""The lazy Hessian object, its blocks and its nodes."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from functools import cached_property
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._cache import CacheInfo, DirectionCache
+from ._engine import Engine
+from ._hvp import MODES, Kernels, Mode
+from ._index import resolve
+from ._tree import BlockSpec, Layout, LeafInfo, Signature, leaf_infos
+
+_CHUNK_BYTES = 64 * 2**20
+_MAX_CHUNK = 128
+
+
+def _check_argnums(argnums: Any, nargs: int) -> tuple[tuple[int, ...], bool]:
+    sequence = not isinstance(argnums, int)
+    items = tuple(argnums) if isinstance(argnums, Sequence) else (argnums,)
+    if isinstance(argnums, bool) or not all(
+        isinstance(a, int) and not isinstance(a, bool) for a in items
+    ):
+        raise TypeError(f"argnums must be an int or a sequence of ints; got {argnums!r}.")
+    if not items:
+        raise ValueError("argnums=() selects nothing to differentiate; name at least one argument.")
+    bad = [a for a in items if not -nargs <= a < nargs]
+    if bad:
+        raise ValueError(
+            f"argnums={argnums!r} but fun is called with {nargs} positional argument"
+            f"{'s' if nargs != 1 else ''}; pick indices in range({nargs})."
+        )
+    normal = tuple(a % nargs for a in items)
+    if len(set(normal)) != len(normal):
+        raise ValueError(f"argnums={argnums!r} repeats an argument; list each one once.")
+    return normal, sequence
+
+
+def _check_options(
+    fun, mode, batch_axis, sparsity, chunk_size, cache_bytes, has_aux, holomorphic
+) -> None:
+    if not callable(fun):
+        raise TypeError(f"fun must be callable; got {type(fun).__name__}.")
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not a valid mode; use one of {', '.join(MODES)}.")
+    if batch_axis is not None and (isinstance(batch_axis, bool) or batch_axis != 0):
+        raise ValueError(
+            f"batch_axis={batch_axis!r} is not supported; use batch_axis=None (no batch) or "
+            "batch_axis=0 (leading axis of every input is the sample axis)."
+        )
+    if sparsity is not None:
+        raise ValueError(f"sparsity={sparsity!r} is not supported; use sparsity=None (dense).")
+    if chunk_size is not None and (
+        not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive int or None (automatic); got {chunk_size!r}.")
+    if not isinstance(cache_bytes, int) or isinstance(cache_bytes, bool):
+        raise TypeError(f"cache_bytes must be an int number of bytes; got {cache_bytes!r}.")
+    if cache_bytes < 0:
+        raise ValueError(f"cache_bytes must be >= 0 (0 disables the cache); got {cache_bytes}.")
+    for name, flag in (("has_aux", has_aux), ("holomorphic", holomorphic)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False; got {flag!r}.")
+
+
+def _check_inputs(primals: Any, holomorphic: bool, batch: bool, argnums) -> list:
+    paths = jax.tree_util.tree_flatten_with_path(primals)[0]
+    if not paths:
+        raise ValueError(f"argnums={argnums!r} selects arguments with no array leaves to differentiate.")
+    where = "args" if isinstance(argnums, Sequence) else f"args[{argnums}]"
+    for path, leaf in paths:
+        name = where + jax.tree_util.keystr(path)
+        dtype = jnp.asarray(leaf).dtype
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(
+                f"{name} has dtype {dtype}; a Hessian needs floating-point inputs (as jax.grad). "
+                "Convert it, e.g. x.astype(float), or leave it out of argnums."
+            )
+        complex_ = jnp.issubdtype(dtype, jnp.complexfloating)
+        if complex_ and not holomorphic:
+            raise TypeError(
+                f"{name} has complex dtype {dtype}; pass holomorphic=True for a holomorphic "
+                "function (as jax.hessian requires)."
+            )
+        if holomorphic and not complex_:
+            raise TypeError(
+                f"holomorphic=True needs complex inputs, but {name} has dtype {dtype}; "
+                "convert it with x.astype(complex) or drop holomorphic=True."
+            )
+    if batch:
+        sizes = {jax.tree_util.keystr(p): (jnp.shape(leaf)[:1] or (None,))[0] for p, leaf in paths}
+        if None in sizes.values() or len(set(sizes.values())) != 1:
+            listed = ", ".join(f"{where}{k}: {v}" for k, v in sizes.items())
+            raise ValueError(
+                "batch_axis=0 needs every differentiated input to have the same leading "
+                f"(sample) size; got {listed}."
+            )
+    return paths
+
+
+def _check_outputs(out: Any, holomorphic: bool, batch: int | None) -> None:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(out)[0]:
+        name = "output" + jax.tree_util.keystr(path)
+        kind = jnp.complexfloating if holomorphic else jnp.floating
+        if not jnp.issubdtype(leaf.dtype, kind):
+            need = "complex" if holomorphic else "real floating-point"
+            raise TypeError(
+                f"fun's {name} has dtype {leaf.dtype}; a Hessian needs {need} outputs"
+                + ("" if holomorphic else " (for complex outputs use holomorphic=True)")
+                + "."
+            )
+    if batch is not None:
+        shape = getattr(out, "shape", None)
+        if not isinstance(out, jax.ShapeDtypeStruct) or shape not in ((batch,), (batch, 1)):
+            got = shape if shape is not None else jax.tree_util.tree_structure(out)
+            raise ValueError(
+                f"batch_axis=0 needs fun to return one array of shape ({batch},) or "
+                f"({batch}, 1), one value per sample; got {got}."
+            )
+
+
+class _ArrayOps:
+    """Arithmetic on a block: it is evaluated densely and behaves as the array would.
+
+    Subclasses define ``_dense()``, the block as one array.
+    """
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.asarray(self._dense(), dtype=dtype)
+
+    def __len__(self) -> int:
+        shape = self.shape
+        if not shape:
+            raise TypeError("len() of a 0-d Hessian block")
+        return shape[0]
+
+    def __iter__(self) -> Iterator[jax.Array]:
+        return (self[i] for i in range(len(self)))
+
+    __hash__ = None
+
+
+def _binary(op: Callable, reflected: bool = False) -> Callable:
+    def method(self: _ArrayOps, other: Any) -> Any:
+        if isinstance(other, _ArrayOps):
+            other = other._dense()
+        return op(other, self._dense()) if reflected else op(self._dense(), other)
+
+    return method
+
+
+for _name, _op in {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "truediv": operator.truediv,
+    "floordiv": operator.floordiv,
+    "mod": operator.mod,
+    "pow": operator.pow,
+}.items():
+    setattr(_ArrayOps, f"__{_name}__", _binary(_op))
+    setattr(_ArrayOps, f"__r{_name}__", _binary(_op, reflected=True))
+for _name in ("lt", "le", "gt", "ge", "eq", "ne"):
+    setattr(_ArrayOps, f"__{_name}__", _binary(getattr(operator, _name)))
+for _name in ("neg", "pos", "abs"):
+    setattr(_ArrayOps, f"__{_name}__", lambda self, _f=getattr(operator, _name): _f(self._dense()))
+
+
+class HessianBlock(_ArrayOps):
+    """One block ``d²f[out] / dx_row dx_col`` of a :class:`Hessian`, indexed lazily.
+
+    ``block[key]`` equals ``np.asarray(dense_block)[key]`` for every numpy key; only the HVP
+    directions the selected entries need are evaluated: a row or a column costs one.
+    """
+
+    def __init__(
+        self,
+        hessian: Hessian,
+        prefix: tuple[int, ...],
+        p_offset: int,
+        rows: LeafInfo,
+        cols: LeafInfo,
+        dtype: np.dtype,
+        name: str,
+    ):
+        self._hessian = hessian
+        self._prefix = prefix
+        self._p_offset = p_offset
+        self._rows = rows
+        self._cols = cols
+        self._name = name
+        self.dtype = dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``out (or batch) + row input + column input`` shape."""
+        return self._prefix + self._rows.shape + self._cols.shape
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes."""
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of entries."""
+        return math.prod(self.shape)
+
+    def _entries(self, p: np.ndarray, r: np.ndarray, c: np.ndarray) -> jax.Array:
+        shape = p.shape
+        values = self._hessian._engine.entries(
+            self._p_offset + p.ravel(), self._rows.offset + r.ravel(), self._cols.offset + c.ravel()
+        )
+        return jnp.asarray(values).reshape(shape).astype(self.dtype)
+
+    def __getitem__(self, key: Any) -> jax.Array:
+        return self._entries(*resolve(key, self._prefix, self._rows.shape, self._cols.shape))
+
+    def to_dense(self) -> jax.Array:
+        """The whole block as a jax array (one HVP per row or column, the fewer)."""
+        return self[...]
+
+    def _dense(self) -> jax.Array:
+        return self.to_dense()
+
+    def diagonal(self) -> jax.Array:
+        """The second derivatives ``d²f / dx_k²``, shaped ``out (or batch) + x.shape``.
+
+        Only for square blocks (row and column input the same). Dense engine: one HVP per
+        entry.
+        """
+        if self._rows != self._cols:
+            raise ValueError(
+                f"diagonal() needs a square block (the same input twice); {self._name} "
+                "pairs two different inputs."
+            )
+        p_count, n = math.prod(self._prefix), self._rows.size
+        p = np.repeat(np.arange(p_count), n)
+        k = np.tile(np.arange(n), p_count)
+        return self._entries(p, k, k).reshape(self._prefix + self._rows.shape)
+
+    def _product(self, v: Any, rows: LeafInfo, cols: LeafInfo) -> jax.Array:
+        """``block @ v`` contracting the ``cols`` axes, by HVPs; v may carry a trailing k."""
+        lay = self._hessian._layout
+        v = jnp.asarray(v)
+        matrix = v.shape != cols.shape
+        k = v.shape[-1] if matrix else 1
+        seeds = jnp.zeros((k, lay.n), lay.dtype)
+        seeds = seeds.at[:, cols.offset : cols.stop].set(v.reshape(cols.size, k).T)
+        if lay.batch is not None:
+            seeds = jnp.broadcast_to(seeds[:, None, :], (k, lay.batch, lay.n))
+        out = self._hessian._engine.matvec(seeds.reshape(k, lay.d))
+        p_count = math.prod(self._prefix)
+        part = out[:, self._p_offset : self._p_offset + p_count, rows.offset : rows.stop]
+        part = part.reshape((k,) + self._prefix + rows.shape).astype(self.dtype)
+        return jnp.moveaxis(part, 0, -1) if matrix else part[0]
+
+    def _vector_like(self, v: Any, cols: LeafInfo) -> bool:
+        shape = np.shape(v)
+        return shape == cols.shape or (shape[:-1] == cols.shape and len(shape) > 0)
+
+    def hvp(self, v: Any) -> jax.Array:
+        """``block @ v`` by HVPs, without forming the block.
+
+        ``v`` has the column input's shape (a vector) or that shape plus a trailing axis of
+        ``k`` vectors; the result has shape ``out (or batch) + row input (+ (k,))``. Costs one
+        HVP per vector.
+        """
+        if not self._vector_like(v, self._cols):
+            raise ValueError(
+                f"hvp needs v of shape {self._cols.shape} (or that plus a trailing axis of "
+                f"vectors) for {self._name}; got {np.shape(v)}."
+            )
+        return self._product(v, self._rows, self._cols)
+
+    def __matmul__(self, other: Any) -> Any:
+        if not isinstance(other, _ArrayOps) and self._vector_like(other, self._cols):
+            return self.hvp(other)
+        return self._dense() @ (other._dense() if isinstance(other, _ArrayOps) else other)
+
+    def __rmatmul__(self, other: Any) -> Any:
+        if not self._prefix and np.shape(other) == self._rows.shape and self._rows.shape:
+            return self._product(other, self._cols, self._rows)
+        return other @ self._dense()
+
+    def __repr__(self) -> str:
+        return f"HessianBlock({self._name}, shape={self.shape}, dtype={self.dtype})"
+
+
+class HessianNode:
+    """A level of a :class:`Hessian`'s nesting: index it to go down, ``[:]`` to evaluate."""
+
+    def __init__(self, hessian: Hessian, tree: Any, name: str):
+        self._hessian = hessian
+        self._tree = tree
+        self._name = name
+
+    def __getitem__(self, key: Any) -> HessianNode | HessianBlock | Any:
+        if key is Ellipsis or key == slice(None):
+            return self.to_dense()
+        if isinstance(key, slice):
+            raise TypeError(
+                f"{self._name} holds blocks; select one with an int or key (e.g. [0] or "
+                "['w']), or evaluate them all with [:]."
+            )
+        try:
+            child = self._tree[key]
+        except (KeyError, IndexError, TypeError) as err:
+            keys = list(self._tree.keys()) if isinstance(self._tree, dict) else None
+            if keys is None:
+                size = len(self._tree) if hasattr(self._tree, "__len__") else 0
+                raise IndexError(
+                    f"{self._name} has no block {key!r}; valid indices are 0..{size - 1}."
+                ) from err
+            raise KeyError(f"{self._name} has no block {key!r}; the keys are {keys}.") from err
+        return self._hessian._view(child, f"{self._name}[{key!r}]")
+
+    def __len__(self) -> int:
+        return len(self._tree)
+
+    def __iter__(self) -> Iterator:
+        keys = self._tree.keys() if isinstance(self._tree, dict) else range(len(self._tree))
+        return (self[k] for k in keys)
+
+    def keys(self) -> list:
+        """The keys (dicts) or indices (sequences) of this level."""
+        return list(self._tree.keys() if isinstance(self._tree, dict) else range(len(self._tree)))
+
+    @property
+    def shape(self) -> Any:
+        """The blocks' shapes, nested like the blocks."""
+        lay = self._hessian._layout
+        return jax.tree_util.tree_map(lay.block_shape, self._tree)
+
+    def to_dense(self) -> Any:
+        """Every block below this level, evaluated together: jax.hessian's pytree."""
+        return self._hessian._evaluate_tree(self._tree)
+
+    def __repr__(self) -> str:
+        count = len(jax.tree_util.tree_leaves(self._tree))
+        return f"HessianNode({self._name}, {type(self._tree).__name__} of {count} block(s))"
+
+
+class Hessian(_ArrayOps):
+    """The Hessian of ``fun`` at ``args``, evaluated lazily.
+
+    Nothing is differentiated at construction (shapes come from ``jax.eval_shape``). Indexing
+    evaluates only the Hessian-vector products (HVPs) that the selected entries need and caches
+    their results within ``cache_bytes``: a row or column costs one HVP, ``H[I, J]`` costs
+    ``min(|I|, |J|)`` minus directions already cached.
+
+    ``H`` mirrors the nesting of ``jax.hessian(fun, argnums)(*args)``: with one array input
+    and one array output it is itself an indexable block of shape ``out + x.shape + x.shape``;
+    with pytree inputs or outputs, ``H[i][j]`` or ``H["a"]["b"]`` walks down to a block, and
+    ``H[:]`` evaluates the pytree. ``H.flat`` views all inputs as one flat vector.
+
+    Args:
+        fun: the function; its output (first of a pair with ``has_aux``) is differentiated.
+        *args: the point; ``args[argnums]`` are differentiated.
+        argnums: int or sequence of ints, as in ``jax.hessian``.
+        has_aux: ``fun`` returns ``(output, aux)``; ``aux`` is available as ``H.aux``.
+        holomorphic: complex inputs and outputs, as in ``jax.hessian``.
+        batch_axis: ``0`` for per-sample Hessians: every input has a leading sample axis ``B``,
+            ``fun`` returns ``(B,)`` or ``(B, 1)``, and blocks have shape
+            ``(B,) + x_i.shape[1:] + x_j.shape[1:]``. One HVP serves every sample.
+        sparsity: ``None``: every entry may be nonzero.
+        mode: ``"fwd_over_rev"`` (default), ``"rev_over_fwd"`` or ``"rev_over_rev"``.
+        chunk_size: directions per compiled HVP call (default: sized to about 64 MiB).
+        cache_bytes: budget for cached HVP results; ``0`` disables the cache.
+        **kwargs: passed to ``fun``, not differentiated.
+
+    Example:
+        >>> import jax.numpy as jnp, lazyhess
+        >>> H = lazyhess.hessian(lambda x: jnp.sum(x**3), jnp.arange(4.0))
+        >>> H[2]
+        Array([ 0.,  0., 12.,  0.], dtype=float32)
+        >>> H.cache_info().hvps
+        1
+    """
+
+    def __init__(
+        self,
+        fun: Callable,
+        *args: Any,
+        argnums: int | Sequence[int] = 0,
+        has_aux: bool = False,
+        holomorphic: bool = False,
+        batch_axis: int | None = None,
+        sparsity: None = None,
+        mode: Mode = "fwd_over_rev",
+        chunk_size: int | None = None,
+        cache_bytes: int = 256 * 2**20,
+        **kwargs: Any,
+    ):
+        _check_options(fun, mode, batch_axis, sparsity, chunk_size, cache_bytes, has_aux, holomorphic)
+        argnums_t, sequence = _check_argnums(argnums, len(args))
+        self._fun = fun
+        self._options = dict(
+            argnums=argnums,
+            has_aux=has_aux,
+            holomorphic=holomorphic,
+            batch_axis=batch_axis,
+            sparsity=sparsity,
+            mode=mode,
+            chunk_size=chunk_size,
+            cache_bytes=cache_bytes,
+        )
+        signature = Signature(args, kwargs, argnums_t, sequence)
+        primals = signature.primals(args)
+        paths = _check_inputs(primals, holomorphic, batch_axis is not None, argnums)
+        batch = int(jnp.shape(paths[0][1])[0]) if batch_axis is not None else None
+        inputs = leaf_infos(paths, drop_leading=batch is not None)
+        in_tree = jax.tree_util.tree_structure(primals)
+
+        def call(prims: Any, dyn: Any) -> tuple[Any, Any]:
+            out = signature.call(fun, prims, dyn)
+            if not has_aux:
+                return out, None
+            if not (isinstance(out, tuple | list) and len(out) == 2):
+                raise TypeError(
+                    "has_aux=True needs fun to return a pair (output, aux); it returned "
+                    f"{type(out).__name__}."
+                )
+            return out[0], out[1]
+
+        dyn = signature.dynamic(args, kwargs)
+        out_shape, _ = jax.eval_shape(call, primals, dyn)
+        _check_outputs(out_shape, holomorphic, batch)
+        out_paths, out_tree = jax.tree_util.tree_flatten_with_path(out_shape)
+        layout = Layout(in_tree, inputs, out_tree, leaf_infos(out_paths, False), batch)
+        kernels = Kernels(call, layout, mode, holomorphic)
+        self._init_point(signature, kernels, args, kwargs)
+
+    def _init_point(self, signature: Signature, kernels: Kernels, args: tuple, kwargs: dict):
+        self._signature = signature
+        self._kernels = kernels
+        self._layout = layout = kernels.layout
+        self._args = args
+        self._kwargs = kwargs
+        leaves = jax.tree_util.tree_leaves(signature.primals(args))
+        x = layout.ravel(leaves)
+        per_direction = max(layout.p * layout.n + layout.d, 1) * layout.dtype.itemsize
+        chunk = self._options["chunk_size"] or min(
+            _MAX_CHUNK, 1 << max((_CHUNK_BYTES // per_direction).bit_length() - 1, 0)
+        )
+        cache = DirectionCache(self._options["cache_bytes"])
+        self._engine = Engine(kernels, x, signature.dynamic(args, kwargs), chunk, cache)
+        self._root = self._view(layout.structure(), "H")
+
+    def _view(self, tree: Any, name: str) -> HessianNode | HessianBlock:
+        if not isinstance(tree, BlockSpec):
+            return HessianNode(self, tree, name)
+        lay = self._layout
+        p_offset = 0 if lay.batch is not None else lay.outputs[tree.out].offset
+        rows, cols = lay.inputs[tree.row], lay.inputs[tree.col]
+        return HessianBlock(self, lay.prefix(tree.out), p_offset, rows, cols, rows.dtype, name)
+
+    def _evaluate_tree(self, tree: Any) -> Any:
+        blocks = [self._view(spec, "") for spec in jax.tree_util.tree_leaves(tree)]
+        ps, rs, cs = [], [], []
+        for b in blocks:
+            p, r, c = resolve(Ellipsis, b._prefix, b._rows.shape, b._cols.shape)
+            ps.append(b._p_offset + p.ravel())
+            rs.append(b._rows.offset + r.ravel())
+            cs.append(b._cols.offset + c.ravel())
+        values = jnp.asarray(
+            self._engine.entries(np.concatenate(ps), np.concatenate(rs), np.concatenate(cs))
+        )
+        ends = np.cumsum([b.size for b in blocks])[:-1]
+        dense = [
+            v.reshape(b.shape).astype(b.dtype) for b, v in zip(blocks, jnp.split(values, ends))
+        ]
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), dense)
+
+    # --- navigation and arrays -------------------------------------------------------------
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._root[key]
+
+    def _block(self, what: str) -> HessianBlock:
+        if isinstance(self._root, HessianBlock):
+            return self._root
+        raise TypeError(
+            f"{what} needs a single block, but this Hessian is a {type(self._root._tree).__name__}"
+            " of blocks; select one first (e.g. H[0][1]) or use H.flat."
+        )
+
+    @property
+    def shape(self) -> Any:
+        """``out + x.shape + x.shape`` for one input; the blocks' shapes nested otherwise."""
+        return self._root.shape
+
+    @property
+    def dtype(self) -> Any:
+        """The block's dtype (jax.hessian's: the row input's dtype); nested for pytrees."""
+        if isinstance(self._root, HessianBlock):
+            return self._root.dtype
+        return jax.tree_util.tree_map(lambda s: self._layout.inputs[s.row].dtype, self._root._tree)
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes of the (single) block."""
+        return self._block("ndim").ndim
+
+    @property
+    def size(self) -> int:
+        """Number of entries of the (single) block."""
+        return self._block("size").size
+
+    @cached_property
+    def flat(self) -> HessianBlock:
+        """All inputs as one flat vector (``ravel_pytree`` order): shape ``lead + (N, N)``.
+
+        ``lead`` is the batch ``(B,)``, the output's shape for one output array, or
+        ``(M,)`` over all output elements for a pytree output.
+        """
+        lay = self._layout
+        if lay.batch is not None:
+            lead: tuple[int, ...] = (lay.batch,)
+        elif len(lay.outputs) == 1:
+            lead = lay.outputs[0].shape
+        else:
+            lead = (lay.p,)
+        whole = LeafInfo("flat", (lay.n,), lay.dtype, 0)
+        return HessianBlock(self, lead, 0, whole, whole, lay.dtype, "H.flat")
+
+    def to_dense(self) -> Any:
+        """The whole Hessian, as jax.hessian returns it."""
+        return self._root.to_dense()
+
+    def _dense(self) -> jax.Array:
+        return self._block("arithmetic").to_dense()
+
+    def diagonal(self) -> jax.Array:
+        """Diagonal of the (single, square) block; see :meth:`HessianBlock.diagonal`."""
+        return self._block("diagonal()").diagonal()
+
+    def hvp(self, v: Any) -> Any:
+        """``H @ v`` by HVPs, without forming H: v is a pytree like the inputs.
+
+        Leaves of ``v`` have the inputs' (full, batched) shapes, or those plus a trailing axis
+        of ``k`` vectors. The result is nested like ``jax.jacrev(fun)``'s output with leaves
+        ``out + x_i.shape (+ (k,))``. One HVP per vector.
+        """
+        if isinstance(self._root, HessianBlock):
+            return self._root.hvp(v)
+        lay = self._layout
+        leaves, tree = jax.tree_util.tree_flatten(v)
+        if tree != lay.in_tree:
+            raise ValueError(f"hvp needs v structured like the inputs ({lay.in_tree}); got {tree}.")
+        lead = () if lay.batch is None else (lay.batch,)
+        shapes = [lead + leaf.shape for leaf in lay.inputs]
+        matrix = [np.shape(a) != s for a, s in zip(leaves, shapes)]
+        ks = {np.shape(a)[-1] for a, m in zip(leaves, matrix) if m}
+        if any(np.shape(a)[: len(s)] != s for a, s in zip(leaves, shapes)) or len(ks) > 1 or (
+            ks and not all(matrix)
+        ):
+            got = [np.shape(a) for a in leaves]
+            raise ValueError(
+                f"hvp needs leaves of shapes {shapes} (or each with the same trailing axis of "
+                f"vectors); got {got}."
+            )
+        k = ks.pop() if ks else 1
+        cols = [
+            jnp.asarray(a, lay.dtype).reshape(lead + (leaf.size, k))
+            for a, leaf in zip(leaves, lay.inputs)
+        ]
+        seeds = jnp.moveaxis(jnp.concatenate(cols, axis=-2), -1, 0).reshape(k, lay.d)
+        out = self._engine.matvec(seeds)
+        blocks = []
+        for o, out_leaf in enumerate(lay.outputs):
+            prefix = lay.prefix(o)
+            start = 0 if lay.batch is not None else out_leaf.offset
+            row = []
+            for leaf in lay.inputs:
+                part = out[:, start : start + math.prod(prefix), leaf.offset : leaf.stop]
+                part = part.reshape((k,) + prefix + leaf.shape).astype(leaf.dtype)
+                row.append(jnp.moveaxis(part, 0, -1) if any(matrix) else part[0])
+            blocks.append(jax.tree_util.tree_unflatten(lay.in_tree, row))
+        return jax.tree_util.tree_unflatten(lay.out_tree, blocks)
+
+    def __matmul__(self, other: Any) -> Any:
+        if isinstance(self._root, HessianBlock):
+            return self._root @ other
+        return self.hvp(other)
+
+    def __rmatmul__(self, other: Any) -> Any:
+        return other @ self._block("@")
+
+    def __len__(self) -> int:
+        return len(self._root)
+
+    def __iter__(self) -> Iterator:
+        return iter(self._root)
+
+    # --- the point -----------------------------------------------------------------------
+
+    @cached_property
+    def _first_order(self) -> tuple[Any, Any, Any]:
+        return self._kernels.first_order(self._engine.x, self._engine.dyn)
+
+    @property
+    def value(self) -> Any:
+        """``fun`` at the point (its output, without aux); computed once, on first access."""
+        return self._first_order[0]
+
+    @property
+    def grad(self) -> Any:
+        """The gradient (``jax.jacrev``'s result; with a batch, each sample's gradient)."""
+        return self._first_order[1]
+
+    @property
+    def aux(self) -> Any:
+        """The auxiliary output of ``fun`` (with ``has_aux=True``)."""
+        if not self._options["has_aux"]:
+            raise AttributeError("H.aux needs has_aux=True when building the Hessian.")
+        return self._first_order[2]
+
+    def at(self, *args: Any, **kwargs: Any) -> Hessian:
+        """The same function and options at a new point, with a fresh cache.
+
+        Inputs must keep their shapes and dtypes; compiled kernels are reused when the
+        non-array arguments are the same.
+        """
+        old = self._signature
+        signature = Signature(args, kwargs, old.argnums, old.sequence)
+        mine = jax.tree_util.tree_flatten_with_path((self._args, self._kwargs))
+        theirs = jax.tree_util.tree_flatten_with_path((args, kwargs))
+        if mine[1] != theirs[1]:
+            raise ValueError(
+                f"H.at needs arguments structured as the original ({mine[1]}); got {theirs[1]}. "
+                "Build a new Hessian with lazyhess.hessian for a different structure."
+            )
+        for (path, a), (_, b) in zip(mine[0], theirs[0]):
+            sa, sb = (jnp.shape(a), jnp.result_type(a)), (jnp.shape(b), jnp.result_type(b))
+            if sa != sb and (_array_like(a) or _array_like(b)):
+                raise ValueError(
+                    f"H.at: argument {jax.tree_util.keystr(path)[1:]} has shape {sb[0]} and "
+                    f"dtype {sb[1]}, but the Hessian was built with {sa[0]} and {sa[1]}; "
+                    "keep shapes and dtypes, or build a new Hessian."
+                )
+        if signature.same_statics(old):
+            new = object.__new__(Hessian)
+            new._fun, new._options = self._fun, self._options
+            new._init_point(signature, self._kernels, args, kwargs)
+            return new
+        return Hessian(self._fun, *args, **self._options, **kwargs)
+
+    # --- cost ----------------------------------------------------------------------------
+
+    def cache_info(self) -> CacheInfo:
+        """HVP directions spent, cache hits and misses, and the cache's use."""
+        return self._engine.cache.info()
+
+    def clear_cache(self) -> None:
+        """Drop every cached HVP result (counters are kept)."""
+        self._engine.cache.clear()
+
+    def __repr__(self) -> str:
+        info = self.cache_info()
+        if isinstance(self._root, HessianBlock):
+            what = f"shape={self.shape}, dtype={self.dtype}"
+        else:
+            count = len(jax.tree_util.tree_leaves(self._root._tree))
+            what = f"blocks={count}, flat={self.flat.shape}, dtype={self._layout.dtype}"
+        return (
+            f"Hessian({what}, engine=dense, hvps={info.hvps}, "
+            f"cache={_bytes(info.bytes)}/{_bytes(info.max_bytes)})"
+        )
+
+
+def _array_like(a: Any) -> bool:
+    return isinstance(a, jax.Array | np.ndarray | np.generic | float | complex)
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def hessian(
+    fun: Callable,
+    *args: Any,
+    argnums: int | Sequence[int] = 0,
+    has_aux: bool = False,
+    holomorphic: bool = False,
+    batch_axis: int | None = None,
+    sparsity: None = None,
+    mode: Mode = "fwd_over_rev",
+    chunk_size: int | None = None,
+    cache_bytes: int = 256 * 2**20,
+    **kwargs: Any,
+) -> Hessian:
+    """The Hessian of ``fun`` at ``args`` as a lazy, indexable :class:`Hessian`.
+
+    Same arguments as :class:`Hessian`. Nothing is evaluated until the result is indexed.
+
+    Example:
+        >>> import jax.numpy as jnp, lazyhess
+        >>> H = lazyhess.hessian(lambda x: x[0] ** 3 - 2 * x[0] * x[1] - x[1] ** 6,
+        ...                      jnp.array([1.0, 2.0]))
+        >>> H[:]
+        Array([[   6.,   -2.],
+               [  -2., -480.]], dtype=float32)
+    """
+    return Hessian(
+        fun,
+        *args,
+        argnums=argnums,
+        has_aux=has_aux,
+        holomorphic=holomorphic,
+        batch_axis=batch_axis,
+        sparsity=sparsity,
+        mode=mode,
+        chunk_size=chunk_size,
+        cache_bytes=cache_bytes,
+        **kwargs,
+    )
+

@@ -1,0 +1,140 @@
+"""Hessian-vector product kernels: three modes, one linearisation per point, chunked seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, get_args
+
+import jax
+import jax.numpy as jnp
+
+from ._tree import Layout
+
+Mode = Literal["fwd_over_rev", "rev_over_fwd", "rev_over_rev"]
+MODES: tuple[str, ...] = get_args(Mode)
+
+
+class Kernels:
+    """Compiled HVP kernels for one function, input layout and mode, shared across points.
+
+    ``call(primals, dyn)`` evaluates ``fun`` as ``(output, aux)`` from the differentiated
+    inputs and the traced non-differentiated arguments ``dyn``. The kernels differentiate its
+    output as a vector of ``q`` elements (the output leaves raveled, or their sum over the
+    samples with a batch) of the flat input vector ``x``.
+
+    ``linearize(x, dyn)`` returns the per-point state: the residuals of the gradient's
+    linearisation (``fwd_over_rev``) or of its VJP (``rev_over_rev``); ``rev_over_fwd`` has
+    none and differentiates afresh for every chunk. ``apply(state, x, dyn, v)`` maps
+    directions ``v`` of shape ``(k, d)`` to HVP results ``(k, p, n)``; ``seeded`` builds the
+    directions on the device from column labels: seed ``t`` is the indicator of
+    ``labels == ids[t]`` (``ids[t] = -1`` gives a zero padding direction), repeated in every
+    sample. Each kernel compiles once per chunk size.
+    """
+
+    def __init__(
+        self,
+        call: Callable[[Any, Any], tuple[Any, Any]],
+        layout: Layout,
+        mode: Mode,
+        holomorphic: bool,
+    ):
+        self._call = call
+        self.layout = layout
+        self.mode = mode
+        self.holomorphic = holomorphic
+        self._trees: dict[Any, Any] = {}
+        self._linearize = jax.jit(self._linearize_impl)
+        self._apply = jax.jit(self._apply_impl, static_argnums=0)
+        self._seeded = jax.jit(self._seeded_impl, static_argnums=0)
+        self.first_order = jax.jit(self._first_order)
+
+    def _flat(self, x: jax.Array, dyn: Any) -> jax.Array:
+        out, _ = self._call(self.layout.unravel(x), dyn)
+        y = jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree_util.tree_leaves(out)])
+        return jnp.sum(y, keepdims=True) if self.layout.batch is not None else y
+
+    def _first_order(self, x: jax.Array, dyn: Any) -> tuple[Any, Any, Any]:
+        """``(output, gradient, aux)``: the gradient (of the sum over samples, with a batch)
+        is shaped like ``jax.jacrev``'s."""
+
+        def target(primals: Any) -> tuple[Any, tuple[Any, Any]]:
+            out, aux = self._call(primals, dyn)
+            return (jnp.sum(out) if self.layout.batch is not None else out), (out, aux)
+
+        jac = jax.jacrev(target, has_aux=True, holomorphic=self.holomorphic)
+        grad, (out, aux) = jac(self.layout.unravel(x))
+        return out, grad, aux
+
+    def _q(self) -> int:
+        return 1 if self.layout.batch is not None else self.layout.p
+
+    def _first(self, x: jax.Array, dyn: Any) -> jax.Array:
+        """The first derivative of the flat output, shaped ``(p, n)``."""
+        lay = self.layout
+        if self._q() == 1:
+            g = jax.grad(lambda z: self._flat(z, dyn)[0], holomorphic=self.holomorphic)(x)
+        else:
+            g = jax.jacrev(lambda z: self._flat(z, dyn), holomorphic=self.holomorphic)(x)
+        return g.reshape(lay.p, lay.n)
+
+    def _linearize_impl(self, x: jax.Array, dyn: Any) -> list:
+        if self.mode == "fwd_over_rev":
+            _, lin = jax.linearize(lambda z: self._first(z, dyn), x)
+        elif self.mode == "rev_over_rev":
+            _, lin = jax.vjp(lambda z: self._first(z, dyn), x)
+        else:
+            return []
+        leaves, tree = jax.tree_util.tree_flatten(lin)
+        self._trees[_signature(x, dyn)] = tree
+        return leaves
+
+    def linearize(self, x: jax.Array, dyn: Any) -> tuple:
+        """The per-point state (residuals and the static structure that reads them)."""
+        leaves = self._linearize(x, dyn)
+        return self._trees.get(_signature(x, dyn)), leaves
+
+    def _hvp(self, tree: Any, leaves: list, x: jax.Array, dyn: Any, v: jax.Array) -> jax.Array:
+        """H v for one direction ``v`` of shape ``(d,)``, as ``(p, n)``."""
+        lay = self.layout
+        if self.mode == "fwd_over_rev":
+            return jax.tree_util.tree_unflatten(tree, leaves)(v)
+        if self.mode == "rev_over_rev":
+            pullback = jax.tree_util.tree_unflatten(tree, leaves)
+            if lay.batch is not None:
+                return pullback(v.reshape(lay.p, lay.n))[0].reshape(lay.p, lay.n)
+            cotangents = jnp.eye(lay.p, dtype=v.dtype)[:, :, None] * v[None, None, :]
+            return jax.vmap(lambda ct: pullback(ct)[0])(cotangents)
+
+        def directional(z: jax.Array) -> jax.Array:
+            return jax.jvp(lambda w: self._flat(w, dyn), (z,), (v,))[1]
+
+        if self._q() == 1:
+            g = jax.grad(lambda z: directional(z)[0], holomorphic=self.holomorphic)(x)
+        else:
+            g = jax.jacrev(directional, holomorphic=self.holomorphic)(x)
+        return g.reshape(lay.p, lay.n)
+
+    def _apply_impl(self, tree: Any, leaves: list, x: jax.Array, dyn: Any, v: jax.Array):
+        return jax.vmap(lambda u: self._hvp(tree, leaves, x, dyn, u))(v)
+
+    def _seeded_impl(self, tree, leaves, x, dyn, labels: jax.Array, ids: jax.Array):
+        lay = self.layout
+        v = (labels[None, :] == ids[:, None]).astype(lay.dtype)
+        if lay.batch is not None:
+            v = jnp.broadcast_to(v[:, None, :], (v.shape[0], lay.batch, lay.n))
+        return self._apply_impl(tree, leaves, x, dyn, v.reshape(v.shape[0], lay.d))
+
+    def apply(self, state: tuple, x: jax.Array, dyn: Any, v: jax.Array) -> jax.Array:
+        """HVP results ``(k, p, n)`` for explicit directions ``v`` of shape ``(k, d)``."""
+        tree, leaves = state
+        return self._apply(tree, leaves, x, dyn, v)
+
+    def seeded(self, state: tuple, x, dyn, labels: jax.Array, ids: jax.Array) -> jax.Array:
+        """HVP results ``(k, p, n)`` for seeds ``labels == ids[t]`` (one per sample)."""
+        tree, leaves = state
+        return self._seeded(tree, leaves, x, dyn, labels, ids)
+
+
+def _signature(x: jax.Array, dyn: Any) -> tuple:
+    avals = [(tuple(a.shape), str(a.dtype)) for a in jax.tree_util.tree_leaves((x, dyn))]
+    return tuple(avals)

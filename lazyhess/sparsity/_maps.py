@@ -1,0 +1,143 @@
+"""Boolean dependency matrices and the structural maps that move them between variables.
+
+A dependency matrix ``D`` of a variable with m elements is an m×N boolean CSR array: row e
+holds the flat inputs that element e depends on to first order. A map describes the local
+first-order structure of one operand of an operation: which operand elements each output
+element depends on. Each map moves dependency rows forward (`apply`) and output liveness
+backward (`pull`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def csr(indptr: np.ndarray, indices: np.ndarray, shape: tuple[int, int]) -> sp.csr_array:
+    """A boolean CSR array from its index arrays, without copies or checks."""
+    a = sp.csr_array((np.ones(indices.size, bool), indices, indptr), shape=shape, copy=False)
+    return a
+
+
+def identity_rows(n_total: int, start: int, size: int) -> sp.csr_array:
+    """The dependency matrix of inputs ``start .. start + size`` of ``n_total`` flat inputs."""
+    return csr(
+        np.arange(size + 1, dtype=np.int64), np.arange(start, start + size, dtype=np.int64),
+        (size, n_total),
+    )
+
+
+def take_rows(d: sp.csr_array, idx: np.ndarray | None) -> sp.csr_array:
+    """Rows ``idx`` of ``d`` (an index of -1 gives an empty row). O(len(idx) + nnz taken)."""
+    if idx is None:
+        return d
+    indptr = d.indptr
+    valid = idx >= 0
+    safe = np.where(valid, idx, 0)
+    starts = indptr[safe].astype(np.int64)
+    lens = np.where(valid, indptr[safe + 1] - starts, 0)
+    new_indptr = np.zeros(idx.size + 1, np.int64)
+    np.cumsum(lens, out=new_indptr[1:])
+    total = int(new_indptr[-1])
+    if total == 0:
+        return csr(new_indptr, np.zeros(0, np.int64), (idx.size, d.shape[1]))
+    offs = np.repeat(starts - new_indptr[:-1], lens) + np.arange(total, dtype=np.int64)
+    return csr(new_indptr, d.indices[offs], (idx.size, d.shape[1]))
+
+
+def union(mats: list[sp.csr_array]) -> sp.csr_array | None:
+    """Elementwise OR of equally shaped dependency matrices (None for an empty list)."""
+    mats = [m for m in mats if m is not None]
+    if not mats:
+        return None
+    out = mats[0]
+    for m in mats[1:]:
+        out = out + m
+    return out
+
+
+def row_union(d: sp.csr_array) -> np.ndarray:
+    """The sorted set of columns used by any row of ``d``."""
+    return np.unique(d.indices)
+
+
+class IndexMap:
+    """Output element e depends on operand element ``idx[e]`` only (none where -1).
+
+    ``idx=None`` is the identity. Covers elementwise operations, broadcasting, reshapes,
+    slicing, transposes, padding and gathers with known indices.
+    """
+
+    __slots__ = ("idx",)
+
+    def __init__(self, idx: np.ndarray | None):
+        self.idx = None if idx is None else np.asarray(idx, dtype=np.int64).ravel()
+
+    def apply(self, d: sp.csr_array) -> sp.csr_array:
+        return take_rows(d, self.idx)
+
+    def pull(self, live_out: np.ndarray, live_in: np.ndarray) -> None:
+        if self.idx is None:
+            live_in |= live_out
+        else:
+            sel = self.idx[live_out]
+            live_in[sel[sel >= 0]] = True
+
+    def fold(self, value: np.ndarray, fill: object = 0) -> np.ndarray:
+        """Applies the map to a constant operand (positions with -1 get ``fill``)."""
+        flat = np.ravel(value)
+        if self.idx is None:
+            return flat
+        out = flat[np.maximum(self.idx, 0)] if flat.size else np.zeros(self.idx.size, flat.dtype)
+        if np.any(self.idx < 0):
+            out = np.where(self.idx >= 0, out, fill)
+        return out
+
+
+class MatrixMap:
+    """Output element e depends on the operand elements in row e of the boolean CSR ``mat``."""
+
+    __slots__ = ("mat",)
+
+    def __init__(self, mat: sp.csr_array):
+        self.mat = mat
+
+    def apply(self, d: sp.csr_array) -> sp.csr_array:
+        return self.mat @ d
+
+    def pull(self, live_out: np.ndarray, live_in: np.ndarray) -> None:
+        live_in[take_rows(self.mat, np.flatnonzero(live_out)).indices] = True
+
+
+class GroupMap:
+    """Output element e depends on every operand element i with ``g_in[i] == g_out[e]``.
+
+    Groups model reductions onto a broadcast (sort along an axis, operations with unknown
+    indices, the conservative rule: one group holding everything). -1 means no group.
+    """
+
+    __slots__ = ("g_in", "g_out", "ngroups")
+
+    def __init__(self, g_in: np.ndarray, g_out: np.ndarray, ngroups: int):
+        self.g_in = np.asarray(g_in, dtype=np.int64).ravel()
+        self.g_out = np.asarray(g_out, dtype=np.int64).ravel()
+        self.ngroups = int(ngroups)
+
+    @classmethod
+    def everything(cls, m_in: int, m_out: int) -> GroupMap:
+        """Every output element depends on every operand element."""
+        return cls(np.zeros(m_in, np.int64), np.zeros(m_out, np.int64), 1)
+
+    def apply(self, d: sp.csr_array) -> sp.csr_array:
+        keep = np.flatnonzero(self.g_in >= 0)
+        gather = sp.csr_array(
+            (np.ones(keep.size, bool), (self.g_in[keep], keep)),
+            shape=(self.ngroups, self.g_in.size),
+        )
+        return take_rows(gather @ d, self.g_out)
+
+    def pull(self, live_out: np.ndarray, live_in: np.ndarray) -> None:
+        hit = np.zeros(self.ngroups + 1, bool)
+        hit[self.g_out[live_out]] = True
+        hit[-1] = False
+        live_in |= hit[self.g_in]
