@@ -4,14 +4,18 @@ from importlib.metadata import version as _version
 
 from ._cache import CacheInfo
 from ._hessian import Hessian, HessianBlock, HessianNode, hessian
+from .coloring import ColoredPattern, hessian_coloring, hessian_coloring_from_sparsity
 
 __version__ = _version("lazyhess")
 
 __all__ = [
     "CacheInfo",
+    "ColoredPattern",
     "Hessian",
     "HessianBlock",
     "HessianNode",
     "__version__",
     "hessian",
+    "hessian_coloring",
+    "hessian_coloring_from_sparsity",
 ]

@@ -4,7 +4,7 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def symmetric_csr(pattern) -> sp.csr_array:
+def square_csr(pattern) -> sp.csr_array:
     """The sparsity pattern as a boolean CSR array with sorted, unique indices.
 
     Args:
@@ -17,7 +17,7 @@ def symmetric_csr(pattern) -> sp.csr_array:
 
     Raises:
         TypeError: for any other input.
-        ValueError: if the pattern is not 2-D, not square, or not symmetric.
+        ValueError: if the pattern is not 2-D or not square.
     """
     if hasattr(pattern, "to_scipy"):
         matrix = sp.csr_array(pattern.to_scipy("csr"))
@@ -40,19 +40,40 @@ def symmetric_csr(pattern) -> sp.csr_array:
         raise ValueError(
             f"a Hessian sparsity pattern must be square; got shape {matrix.shape}"
         )
-    matrix = sp.csr_array(matrix != 0, dtype=bool)
-    matrix.sum_duplicates()
-    matrix.sort_indices()
+    if not (matrix.dtype == bool and matrix.has_canonical_format and matrix.data.all()):
+        matrix = sp.csr_array(matrix != 0, dtype=bool)
+        matrix.sum_duplicates()
+        matrix.sort_indices()
     if matrix.nnz >= np.iinfo(np.int32).max:
-        raise ValueError(f"patterns with 2**31 or more entries are not supported; got {matrix.nnz}")
+        raise ValueError(
+            f"patterns with 2**31 or more entries are not supported; got {matrix.nnz}"
+        )
     matrix.indptr = matrix.indptr.astype(np.int32, copy=False)
     matrix.indices = matrix.indices.astype(np.int32, copy=False)
+    return matrix
+
+
+def symmetric_csr(pattern) -> sp.csr_array:
+    """Like ``square_csr``, and check that the pattern is symmetric.
+
+    Raises:
+        TypeError: for an input ``square_csr`` does not accept.
+        ValueError: if the pattern is not 2-D, not square, or not symmetric.
+    """
+    matrix = square_csr(pattern)
     asymmetric = matrix != matrix.T
     if asymmetric.nnz:
         i, j = (int(a[0]) for a in asymmetric.nonzero())
         raise ValueError(
-            f"a Hessian sparsity pattern must be symmetric; got {asymmetric.nnz} entries "
-            f"without their mirror, e.g. ({i}, {j}) is {bool(matrix[i, j])} but ({j}, {i}) "
-            f"is {bool(matrix[j, i])}. Pass pattern + pattern.T (or pattern | pattern.T)."
+            f"a Hessian sparsity pattern must be symmetric; got {asymmetric.nnz} positions "
+            f"that differ from their mirror, e.g. ({i}, {j}) is {bool(matrix[i, j])} but "
+            f"({j}, {i}) is {bool(matrix[j, i])}. Pass pattern + pattern.T (or "
+            f"pattern | pattern.T)."
         )
     return matrix
+
+
+def entry_rows(csr: sp.csr_array) -> np.ndarray:
+    """The row index of every stored entry, aligned with ``csr.indices`` (int32)."""
+    n = csr.shape[0]
+    return np.repeat(np.arange(n, dtype=np.int32), np.diff(csr.indptr))

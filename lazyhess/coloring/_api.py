@@ -1,0 +1,241 @@
+"""Coloring entry points: full colorings with a portfolio of methods and orders, and the
+partial colorings the planner asks for."""
+
+from typing import Literal, NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import _greedy
+from ._colored import METHODS, ColoredPattern, Method
+from ._normalize import entry_rows, square_csr, symmetric_csr
+from ._orders import ORDERS, Order, vertex_order
+
+MethodOption = Literal["auto", "star", "column", "diagonal"]
+OrderOption = Literal[
+    "auto", "natural", "largest_first", "smallest_last", "incidence_degree", "random"
+]
+METHOD_OPTIONS: tuple[str, ...] = ("auto", *METHODS)
+ORDER_OPTIONS: tuple[str, ...] = ("auto", *ORDERS)
+# Orders tried by order="auto", best first on the benchmark suite; "random" is left out
+# because it is never better there and its scattered memory access is slow.
+AUTO_ORDERS: tuple[Order, ...] = ("largest_first", "smallest_last", "incidence_degree", "natural")
+
+
+def hessian_coloring_from_sparsity(
+    pattern, method: MethodOption = "auto", order: OrderOption = "auto"
+) -> ColoredPattern:
+    """A coloring of the columns of a symmetric sparsity pattern, with recovery data.
+
+    ``num_colors`` Hessian-vector products with the seeds of the result give every entry
+    of the Hessian (``"star"``, ``"column"``) or its diagonal (``"diagonal"``); see
+    ``ColoredPattern``. ``method="auto"`` colors with ``"star"`` and ``"column"`` and keeps
+    the fewest colors (ties go to ``"star"``); ``order="auto"`` tries several greedy
+    orders and keeps the fewest colors. Star colorings are post-processed: color classes
+    that are only ever read from the other side of their entries become neutral (-1).
+
+    Cost: per method and order O(nnz) for star and diagonal colorings, O(sum of squared
+    row counts) for column colorings, plus O(nnz log nnz) to normalise the pattern. The
+    portfolio stops early once a lower bound is reached and skips column colorings that
+    cannot beat the best star coloring (they need at least the largest row count).
+
+    Args:
+        pattern: symmetric sparsity pattern: a scipy sparse matrix or array, a dense
+            boolean numpy array, or an object with ``to_scipy(format)`` such as
+            ``lazyhess.SparsityPattern``.
+        method: ``"auto"``, ``"star"``, ``"column"`` or ``"diagonal"``.
+        order: ``"auto"``, ``"natural"``, ``"largest_first"``, ``"smallest_last"``,
+            ``"incidence_degree"`` or ``"random"`` (fixed seed, deterministic).
+
+    Returns:
+        A ``ColoredPattern``.
+
+    Example:
+        >>> import numpy as np, scipy.sparse as sp
+        >>> tridiagonal = sp.diags_array([np.ones(9), np.ones(10), np.ones(9)], offsets=[-1, 0, 1])
+        >>> lazyhess.hessian_coloring_from_sparsity(tridiagonal).num_colors
+        3
+    """
+    _check_options(method, order)
+    csr = symmetric_csr(pattern)
+    return _color(csr, method, order, pattern if hasattr(pattern, "to_scipy") else None)
+
+
+def hessian_coloring(
+    fun, *args, argnums=0, method: MethodOption = "auto", order: OrderOption = "auto", **kwargs
+) -> ColoredPattern:
+    """A coloring of the Hessian sparsity pattern of ``fun`` with respect to ``argnums``.
+
+    ``lazyhess.hessian_sparsity(fun, *args, argnums=argnums, **kwargs)`` followed by
+    ``hessian_coloring_from_sparsity(pattern, method, order)``; only shapes and dtypes
+    of ``args`` matter.
+
+    Args:
+        fun: scalar function of JAX arrays.
+        *args: example arguments (arrays or ``jax.ShapeDtypeStruct``).
+        argnums: which positional argument(s) to differentiate, as in ``jax.hessian``.
+        method: see ``hessian_coloring_from_sparsity``.
+        order: see ``hessian_coloring_from_sparsity``.
+        **kwargs: keyword arguments of ``fun``.
+
+    Returns:
+        A ``ColoredPattern`` whose ``pattern`` is the detected ``SparsityPattern``.
+    """
+    _check_options(method, order)
+    from lazyhess import hessian_sparsity
+
+    pattern = hessian_sparsity(fun, *args, argnums=argnums, **kwargs)
+    return hessian_coloring_from_sparsity(pattern, method=method, order=order)
+
+
+def partial_coloring(pattern, rows, cols) -> np.ndarray:
+    """A coloring of the columns ``cols`` that recovers the block ``H[rows][:, cols]``.
+
+    With ``s_c`` the indicator of the columns ``cols[k]`` of color ``c``, every stored
+    entry ``(i, j)`` of the pattern with ``i`` in ``rows`` and ``j`` in ``cols`` equals
+    ``(H @ s_c)[i]`` for ``c = colors[k]`` where ``cols[k] == j``: a greedy distance-2
+    coloring of the bipartite graph ``rows x cols`` (largest column count first). Any
+    pattern is accepted, symmetric or not; to color the other orientation, swap the
+    arguments.
+
+    Cost: O(nnz of the selected rows + n) to extract the block, then
+    O(sum over ``rows`` of squared row counts within ``cols``).
+
+    Args:
+        pattern: a ``ColoredPattern`` (its ``csr`` is used as is, the fastest input) or
+            anything ``hessian_coloring_from_sparsity`` accepts.
+        rows: 1-D int array of row indices ``R`` (repeats allowed).
+        cols: 1-D int array of column indices ``C`` (repeats get the same color).
+
+    Returns:
+        int32 array of the same length as ``cols``: colors ``0 .. k - 1``, and -1 for
+        columns with no entry in ``rows`` (they need no seed).
+
+    Example:
+        >>> import numpy as np, scipy.sparse as sp
+        >>> tridiagonal = sp.diags_array([np.ones(9), np.ones(10), np.ones(9)], offsets=[-1, 0, 1])
+        >>> lazyhess.coloring.partial_coloring(tridiagonal, [4], [3, 4, 5, 8]).tolist()
+        [0, 1, 2, -1]
+    """
+    csr = pattern.csr if isinstance(pattern, ColoredPattern) else square_csr(pattern)
+    n = csr.shape[0]
+    rows = _check_indices("rows", rows, n)
+    cols = _check_indices("cols", cols, n)
+    unique_cols, position = np.unique(cols, return_inverse=True)
+    block = csr[np.unique(rows)][:, unique_cols]
+    by_column = block.tocsc()
+    count = np.diff(by_column.indptr)
+    order = np.argsort(-count, kind="stable").astype(np.int64)
+    colors = _greedy.bipartite_distance2(
+        by_column.indptr, by_column.indices, block.indptr, block.indices, order
+    )
+    return colors[position.reshape(-1)]
+
+
+def _check_options(method: str, order: str) -> None:
+    if method not in METHOD_OPTIONS:
+        raise ValueError(f"method={method!r} is not one of {METHOD_OPTIONS}")
+    if order not in ORDER_OPTIONS:
+        raise ValueError(f"order={order!r} is not one of {ORDER_OPTIONS}")
+
+
+def _check_indices(name: str, index, n: int) -> np.ndarray:
+    array = np.asarray(index)
+    if array.ndim != 1 or not (array.size == 0 or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(
+            f"{name} must be a 1-D array of integer indices; got dtype {array.dtype} and "
+            f"shape {array.shape}"
+        )
+    if array.size and (array.min() < 0 or array.max() >= n):
+        bad = array[(array < 0) | (array >= n)][0]
+        raise IndexError(f"{name} contains {bad}, outside 0 .. {n - 1} for a pattern of size {n}")
+    return array.astype(np.int64)
+
+
+def _color(csr: sp.csr_array, method: str, order: str, pattern) -> ColoredPattern:
+    """Run the portfolio for the resolved options and build the best ``ColoredPattern``."""
+    graph = _Graph.of(csr)
+    methods: tuple[Method, ...] = ("star", "column") if method == "auto" else (method,)
+    orders: tuple[Order, ...] = AUTO_ORDERS if order == "auto" else (order,)
+    column_bound = int(np.diff(csr.indptr).max(initial=0))
+    best = None
+    for candidate in methods:
+        if best is not None and column_bound >= best[0]:
+            break
+        bound = column_bound if candidate == "column" else int(csr.nnz > 0)
+        for name in orders:
+            colors = graph.color(candidate, vertex_order(name, graph.indptr, graph.indices))
+            num_colors = int(colors.max(initial=-1)) + 1
+            if best is None or num_colors < best[0]:
+                best = (num_colors, candidate, name, colors)
+            if best[0] <= bound:
+                break
+    _, method, order, colors = best
+    return ColoredPattern(csr, colors, method, order, pattern=pattern)
+
+
+class _Graph(NamedTuple):
+    """What every coloring of one pattern needs, computed once per portfolio."""
+
+    csr: sp.csr_array
+    rows: np.ndarray
+    indptr: np.ndarray
+    indices: np.ndarray
+    has_diagonal: np.ndarray
+    has_entry: np.ndarray
+
+    @classmethod
+    def of(cls, csr: sp.csr_array) -> "_Graph":
+        """The pattern's graph (entries minus the diagonal, int64 CSR) and vertex flags."""
+        n = csr.shape[0]
+        rows = entry_rows(csr)
+        on_diagonal = rows == csr.indices
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows[~on_diagonal], minlength=n), out=indptr[1:])
+        indices = csr.indices[~on_diagonal].astype(np.int64)
+        has_diagonal = np.zeros(n, dtype=bool)
+        has_diagonal[rows[on_diagonal]] = True
+        return cls(csr, rows, indptr, indices, has_diagonal, np.diff(csr.indptr) > 0)
+
+    def color(self, method: Method, order: np.ndarray) -> np.ndarray:
+        """Colors for one method and vertex order; vertices that need no seed are -1."""
+        if method == "column":
+            indptr = self.csr.indptr.astype(np.int64)
+            indices = self.csr.indices.astype(np.int64)
+            return _greedy.bipartite_distance2(indptr, indices, indptr, indices, order)
+        if method == "diagonal":
+            return _greedy.distance1(self.indptr, self.indices, order[self.has_diagonal[order]])
+        colors = _greedy.star(self.indptr, self.indices, order[self.has_entry[order]])
+        return self.neutralize(colors)
+
+    def neutralize(self, colors: np.ndarray) -> np.ndarray:
+        """Drop star color classes whose entries can all be read from the other side.
+
+        A vertex j can be left out of every seed when it has no diagonal entry and its
+        neighbours have pairwise different colors (each H[i, j] is then
+        B[colors[i], j]). A class of such vertices is dropped unless an edge joins it to
+        another dropped class; classes are dropped greedily, fewest conflicts first.
+        Returns renumbered colors. Cost O(nnz).
+        """
+        colored = colors >= 0
+        if not (colored & ~self.has_diagonal).any():
+            return colors
+        num_colors = int(colors.max()) + 1
+        csr, rows = self.csr, self.rows
+        alone = _greedy.unique_in_row(csr.indptr, csr.indices, colors)
+        shared = np.bincount(rows[~alone], minlength=csr.shape[0]) > 0
+        leaf_only = colored & ~self.has_diagonal & ~shared
+        candidate = np.bincount(colors[colored & ~leaf_only], minlength=num_colors) == 0
+        if not candidate.any():
+            return colors
+        a, b = colors[rows], colors[csr.indices]
+        both = (rows != csr.indices) & (a >= 0) & (b >= 0)
+        both[both] = candidate[a[both]] & candidate[b[both]]
+        pairs = np.unique(np.stack([a[both], b[both]], axis=1), axis=0)
+        conflicts = np.bincount(pairs[:, 0], minlength=num_colors)
+        dropped = np.zeros(num_colors, dtype=bool)
+        for c in np.flatnonzero(candidate)[np.argsort(conflicts[candidate], kind="stable")]:
+            if not dropped[pairs[pairs[:, 0] == c, 1]].any():
+                dropped[c] = True
+        renumber = np.where(dropped, -1, np.cumsum(~dropped) - 1).astype(np.int32)
+        return np.where(colored, renumber[np.maximum(colors, 0)], -1).astype(np.int32)

@@ -1,0 +1,272 @@
+"""The colored pattern: a coloring of a Hessian pattern and how to read the Hessian back."""
+
+import os
+from typing import Literal, get_args
+
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+from jax.experimental.sparse import BCOO
+
+from . import _greedy
+from ._normalize import entry_rows
+
+Method = Literal["star", "column", "diagonal"]
+METHODS: tuple[str, ...] = get_args(Method)
+Format = Literal["csr", "csc", "coo", "dense", "numpy", "bcoo"]
+FORMATS: tuple[str, ...] = get_args(Format)
+_FILE_VERSION = 1
+
+
+class ColoredPattern:
+    """A symmetric sparsity pattern with a coloring of its columns, ready for decompression.
+
+    Seed ``c`` is ``s_c = indicator(colors == c)``; the compressed Hessian ``B`` has shape
+    ``(num_colors, n)`` with ``B[c, :] = H @ s_c``, one Hessian-vector product per color.
+    Stored entry ``k`` of the pattern (row-major order, ``rows[k], cols[k]``) is
+    ``H[rows[k], cols[k]] == B[recover_color[k], recover_index[k]]``.
+
+    * ``"star"``: every entry is recoverable. ``(i, j)`` is read as
+      ``B[colors[j], i]`` when ``j`` is the only column of its color in row ``i``, otherwise
+      as ``B[colors[i], j]``; both ``(i, j)`` and ``(j, i)`` read the same element, so
+      decompressed Hessians are exactly symmetric. Columns colored ``-1`` ("neutral")
+      are in no seed: they have no diagonal entry and each of their entries is read from
+      the other side.
+    * ``"column"``: every entry is recoverable as ``B[colors[j], i]``.
+    * ``"diagonal"``: only diagonal entries are recoverable, as ``B[colors[i], i]``;
+      ``recover_color`` and ``recover_index`` are ``-1`` on off-diagonal entries.
+
+    Columns without any entry are neutral (``-1``) in every method.
+
+    Attributes:
+        pattern: the pattern as given if it had a ``to_scipy`` method, else ``csr``.
+        csr: the pattern as a boolean ``scipy.sparse.csr_array`` with sorted indices.
+        method: ``"star"``, ``"column"`` or ``"diagonal"``.
+        order: the vertex order that produced ``colors``.
+        colors: int32 array of shape ``(n,)``, values in ``-1 .. num_colors - 1``.
+        num_colors: number of seeds (HVPs) needed.
+        n: the Hessian is ``n x n``.
+        nnz: number of stored entries of the pattern.
+        rows, cols: int32 coordinates of the stored entries, row-major sorted.
+        recover_color, recover_index: int32 arrays of length ``nnz`` as described above.
+    """
+
+    def __init__(
+        self,
+        csr: sp.csr_array,
+        colors: np.ndarray,
+        method: Method,
+        order: str,
+        *,
+        pattern=None,
+        recovery: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
+        self.csr = csr
+        self.pattern = csr if pattern is None else pattern
+        self.method = method
+        self.order = order
+        self.colors = np.asarray(colors, dtype=np.int32)
+        self.n = csr.shape[0]
+        self.nnz = csr.nnz
+        self.num_colors = int(self.colors.max(initial=-1)) + 1
+        self.rows = entry_rows(csr)
+        self.cols = csr.indices
+        if recovery is None:
+            recovery = _recovery(csr, self.rows, self.colors, method)
+        self.recover_color, self.recover_index = recovery
+        self._csc_perm = None
+
+    def __repr__(self) -> str:
+        return (
+            f"ColoredPattern(n={self.n}, nnz={self.nnz}, method={self.method!r}, "
+            f"order={self.order!r}, num_colors={self.num_colors})"
+        )
+
+    def seeds(self, dtype=np.float64) -> np.ndarray:
+        """The seed matrix S^T: row ``c`` is the indicator of the columns of color ``c``.
+
+        Dense, shape ``(num_colors, n)``; meant for small ``n``. ``B = (H @ S).T``.
+        """
+        seeds = np.zeros((self.num_colors, self.n), dtype=dtype)
+        colored = np.flatnonzero(self.colors >= 0)
+        seeds[self.colors[colored], colored] = 1
+        return seeds
+
+    def decompress_data(self, compressed) -> jnp.ndarray:
+        """The Hessian's stored entries in pattern order, read from the compressed matrix.
+
+        A gather with constant index arrays: jit-able and differentiable in
+        ``compressed``. Cost O(nnz).
+
+        Args:
+            compressed: ``B``, shape ``(num_colors, n)``, ``B[c] = H @ s_c``.
+
+        Returns:
+            A jax array of length ``nnz``, ``H[rows[k], cols[k]]`` at position ``k``.
+        """
+        self._require_full_recovery("decompress_data")
+        compressed = self._check_compressed(compressed)
+        return compressed[self.recover_color, self.recover_index]
+
+    def decompress_diagonal(self, compressed) -> jnp.ndarray:
+        """The Hessian's diagonal, read from the compressed matrix (any method).
+
+        Diagonal positions outside the pattern are 0. Jit-able and differentiable.
+
+        Args:
+            compressed: ``B``, shape ``(num_colors, n)``.
+
+        Returns:
+            A jax array of shape ``(n,)``.
+        """
+        compressed = self._check_compressed(compressed)
+        on_diagonal = self.rows == self.cols
+        vertices = self.rows[on_diagonal]
+        values = compressed[self.colors[vertices], vertices]
+        return jnp.zeros(self.n, compressed.dtype).at[vertices].set(values)
+
+    def decompress(self, compressed, format: Format = "csr"):
+        """The Hessian rebuilt from its compressed form.
+
+        Sparse outputs have exactly the pattern's coordinates (explicit zeros kept), in
+        the same order at every call. Cost O(nnz), plus O(n^2) for dense outputs.
+
+        Args:
+            compressed: ``B``, shape ``(num_colors, n)``, ``B[c] = H @ s_c``.
+            format: ``"csr"``, ``"csc"``, ``"coo"`` (scipy sparse arrays), ``"numpy"``
+                (dense numpy array), ``"dense"`` (dense jax array) or ``"bcoo"``
+                (``jax.experimental.sparse.BCOO``). ``"dense"`` and ``"bcoo"`` are
+                jit-able.
+
+        Returns:
+            The ``n x n`` Hessian in the requested format.
+        """
+        if format not in FORMATS:
+            raise ValueError(f"format={format!r} is not one of {FORMATS}")
+        data = self.decompress_data(compressed)
+        shape = (self.n, self.n)
+        if format == "dense":
+            return jnp.zeros(shape, data.dtype).at[self.rows, self.cols].set(data)
+        if format == "bcoo":
+            indices = np.stack([self.rows, self.cols], axis=1)
+            return BCOO((data, indices), shape=shape, indices_sorted=True, unique_indices=True)
+        data = np.asarray(data)
+        if format == "numpy":
+            dense = np.zeros(shape, data.dtype)
+            dense[self.rows, self.cols] = data
+            return dense
+        if format == "coo":
+            return sp.coo_array((data, (self.rows.copy(), self.cols.copy())), shape=shape)
+        indptr, indices = self.csr.indptr.copy(), self.csr.indices.copy()
+        if format == "csr":
+            return sp.csr_array((data, indices, indptr), shape=shape)
+        return sp.csc_array((data[self._transpose_perm()], indices, indptr), shape=shape)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the colored pattern to ``path`` as an uncompressed ``.npz`` file.
+
+        The file holds the CSR structure, colors and recovery arrays (about
+        ``4 * (n + 4 * nnz)`` bytes); ``load`` restores it without recoloring.
+        """
+        with open(path, "wb") as file:
+            np.savez(
+                file,
+                version=np.int64(_FILE_VERSION),
+                n=np.int64(self.n),
+                indptr=self.csr.indptr,
+                indices=self.csr.indices,
+                colors=self.colors,
+                method=np.str_(self.method),
+                order=np.str_(self.order),
+                recover_color=self.recover_color,
+                recover_index=self.recover_index,
+            )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ColoredPattern":
+        """Read a colored pattern written by ``save``; ``pattern`` becomes the CSR array."""
+        with np.load(path, allow_pickle=False) as file:
+            version = int(file["version"])
+            if version != _FILE_VERSION:
+                raise ValueError(
+                    f"{os.fspath(path)!r} has colored-pattern file version {version}; this "
+                    f"lazyhess reads version {_FILE_VERSION}. Recolor and save again."
+                )
+            n = int(file["n"])
+            data = np.ones(len(file["indices"]), dtype=bool)
+            csr = sp.csr_array((data, file["indices"], file["indptr"]), shape=(n, n))
+            return cls(
+                csr,
+                file["colors"],
+                str(file["method"]),
+                str(file["order"]),
+                recovery=(file["recover_color"], file["recover_index"]),
+            )
+
+    def _require_full_recovery(self, caller: str) -> None:
+        if self.method == "diagonal" and np.any(self.recover_color < 0):
+            raise ValueError(
+                f"{caller} needs every entry of the pattern, but a 'diagonal' coloring "
+                f"recovers only the diagonal and this pattern has off-diagonal entries. "
+                f"Use decompress_diagonal, or color with method='star' or 'column'."
+            )
+
+    def _check_compressed(self, compressed) -> jnp.ndarray:
+        compressed = jnp.asarray(compressed)
+        if compressed.shape != (self.num_colors, self.n):
+            raise ValueError(
+                f"the compressed Hessian must have shape (num_colors, n) = "
+                f"{(self.num_colors, self.n)}; got {compressed.shape}"
+            )
+        return compressed
+
+    def _transpose_perm(self) -> np.ndarray:
+        if self._csc_perm is None:
+            self._csc_perm = _transpose_perm(self.csr)
+        return self._csc_perm
+
+
+def _transpose_perm(csr: sp.csr_array) -> np.ndarray:
+    """For each stored entry (i, j) of a symmetric pattern, the position of (j, i).
+
+    Equivalently, the CSR positions in column-major order. Cost O(nnz + n).
+    """
+    positions = np.arange(csr.nnz, dtype=np.int32)
+    return sp.csr_array((positions, csr.indices, csr.indptr), shape=csr.shape).tocsc().data
+
+
+def _recovery(
+    csr: sp.csr_array, rows: np.ndarray, colors: np.ndarray, method: Method
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where each stored entry is read in the compressed matrix; see ``ColoredPattern``.
+
+    Raises:
+        RuntimeError: if ``colors`` cannot recover some entry that ``method`` promises
+            (a bug in the coloring, never a user error).
+    """
+    cols = csr.indices
+    if method == "diagonal":
+        on_diagonal = rows == cols
+        recover_color = np.where(on_diagonal, colors[rows], -1).astype(np.int32)
+        recover_index = np.where(on_diagonal, rows, -1).astype(np.int32)
+        valid = _greedy.unique_in_row(csr.indptr, cols, colors)[on_diagonal]
+    else:
+        # forward[k]: colors[j] is alone in row i, so H[i, j] = B[colors[j], i].
+        forward = _greedy.unique_in_row(csr.indptr, cols, colors)
+        if method == "column":
+            use_forward, valid = np.ones(csr.nnz, dtype=bool), forward
+        else:
+            # backward[k]: colors[i] is alone in row j, so H[i, j] = H[j, i] = B[colors[i], j].
+            # Entry (i, j) with i <= j decides; its mirror reads the same element.
+            backward = forward[_transpose_perm(csr)]
+            use_forward = np.where(rows <= cols, forward, ~backward)
+            valid = np.where(use_forward, forward, backward)
+        recover_color = np.where(use_forward, colors[cols], colors[rows]).astype(np.int32)
+        recover_index = np.where(use_forward, rows, cols).astype(np.int32)
+    if not np.all(valid):
+        k = int(np.argmin(valid))
+        raise RuntimeError(
+            f"internal error: the {method} coloring does not recover entry number {k} of "
+            f"the pattern; please report this with the pattern"
+        )
+    return recover_color, recover_index
