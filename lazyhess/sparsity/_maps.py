@@ -83,16 +83,6 @@ class IndexMap:
             sel = self.idx[live_out]
             live_in[sel[sel >= 0]] = True
 
-    def fold(self, value: np.ndarray, fill: object = 0) -> np.ndarray:
-        """Applies the map to a constant operand (positions with -1 get ``fill``)."""
-        flat = np.ravel(value)
-        if self.idx is None:
-            return flat
-        out = flat[np.maximum(self.idx, 0)] if flat.size else np.zeros(self.idx.size, flat.dtype)
-        if np.any(self.idx < 0):
-            out = np.where(self.idx >= 0, out, fill)
-        return out
-
 
 class MatrixMap:
     """Output element e depends on the operand elements in row e of the boolean CSR ``mat``."""

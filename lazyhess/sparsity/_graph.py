@@ -1,0 +1,281 @@
+"""The jaxpr interpreter: nodes, recorded operations and the three passes.
+
+Forward, every variable becomes a `Node` holding its first-order dependency matrix (or
+nothing, for constants) and, when known, its concrete value. Each equation records how its
+outputs depend on its operands (`LinkOp`) and, where it is nonlinear, which pairs of
+dependency rows meet in its second derivative (`PairOp`). Backward, `pull` marks the
+elements the output depends on (liveness). Last, `pairs` turns the live nonlinear terms into
+sparse products whose sum is the Hessian pattern.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from jax.extend import core as jcore
+
+from . import _const
+from ._maps import GroupMap, IndexMap, take_rows, union
+
+#: Loops whose carried dependencies have not settled after this many sweeps are treated
+#: as coupling every carried element with every input that enters the loop.
+MAX_FIXED_POINT_SWEEPS = 32
+
+
+class SparsityWarning(UserWarning):
+    """Sparsity detection used the conservative rule for an operation it does not know."""
+
+
+def is_float(dtype) -> bool:
+    """Whether values of ``dtype`` can carry derivatives."""
+    return np.issubdtype(np.dtype(dtype), np.inexact)
+
+
+class Node:
+    """One array value of the traced program: its dependency matrix, value and liveness."""
+
+    __slots__ = ("shape", "dtype", "size", "dep", "value", "live")
+
+    def __init__(self, shape, dtype, dep: sp.csr_array | None = None, value=None):
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.size = math.prod(self.shape)
+        self.dep = dep if dep is not None and dep.nnz else None
+        self.value = value
+        self.live = None
+
+    @classmethod
+    def of(cls, aval, dep=None, value=None) -> Node:
+        return cls(aval.shape, aval.dtype, dep, value)
+
+    @classmethod
+    def constant(cls, value) -> Node:
+        value = np.asarray(value)
+        return cls(value.shape, value.dtype, value=value)
+
+    def ensure_live(self) -> np.ndarray:
+        if self.live is None:
+            self.live = np.zeros(self.size, bool)
+        return self.live
+
+    def live_count(self) -> int:
+        return 0 if self.live is None else int(self.live.sum())
+
+
+class LinkOp:
+    """``out`` depends to first order on ``src`` through ``map``."""
+
+    __slots__ = ("out", "src", "map")
+
+    def __init__(self, out: Node, src: Node, map_):
+        self.out, self.src, self.map = out, src, map_
+
+    def pull(self) -> None:
+        if self.out.live is not None and self.src.dep is not None:
+            self.map.pull(self.out.live, self.src.ensure_live())
+
+    def pairs(self, acc: list) -> None:
+        pass
+
+
+class PairOp:
+    """Second-order term: for each live ``out[e[k]]``, rows ``a[ia[k]]`` and ``b[ib[k]]`` meet.
+
+    ``None`` for ``e``, ``ia`` or ``ib`` means ``arange(out.size)``.
+    """
+
+    __slots__ = ("out", "a", "ia", "b", "ib", "e")
+
+    def __init__(self, out: Node, a: Node, ia, b: Node, ib, e=None):
+        self.out, self.a, self.ia, self.b, self.ib, self.e = out, a, ia, b, ib, e
+
+    def pull(self) -> None:
+        pass
+
+    def pairs(self, acc: list) -> None:
+        if self.out.live is None or self.a.dep is None or self.b.dep is None:
+            return
+        mask = self.out.live if self.e is None else self.out.live[self.e]
+        if not mask.any():
+            return
+        k = np.flatnonzero(mask)
+        ia = k if self.ia is None else self.ia[k]
+        ib = k if self.ib is None else self.ib[k]
+        acc.append((take_rows(self.a.dep, ia), take_rows(self.b.dep, ib)))
+
+
+class LoopOp:
+    """A loop body recorded once at the fixed point of its carried dependencies.
+
+    Liveness is iterated to its own fixed point: a carried element is live if the loop's
+    result needs it or if the next iteration's live elements need it.
+    """
+
+    __slots__ = ("body", "carry_in", "carry_out")
+
+    def __init__(self, body: list, carry_in: Sequence[Node], carry_out: Sequence[Node]):
+        self.body, self.carry_in, self.carry_out = body, list(carry_in), list(carry_out)
+
+    def pull(self) -> None:
+        while True:
+            before = sum(c.live_count() for c in self.carry_in)
+            for ci, co in zip(self.carry_in, self.carry_out, strict=True):
+                if ci.live is not None and co.dep is not None and co is not ci:
+                    co.ensure_live()[:] |= ci.live
+            for op in reversed(self.body):
+                op.pull()
+            if sum(c.live_count() for c in self.carry_in) == before:
+                return
+
+    def pairs(self, acc: list) -> None:
+        for op in self.body:
+            op.pairs(acc)
+
+
+Rule = Callable[["Interpreter", object, list[Node]], list[Node]]
+
+#: Rules by primitive name, filled in by `_rules`.
+RULES: dict[str, Rule] = {}
+
+
+class Interpreter:
+    """Runs the forward pass over a jaxpr, recording operations into ``ops``."""
+
+    def __init__(self, n: int, warned: set[str] | None = None):
+        self.n = n
+        self.ops: list = []
+        self.warned = set() if warned is None else warned
+
+    def child(self) -> Interpreter:
+        """A fresh recorder for a loop body, sharing the warning set."""
+        return Interpreter(self.n, self.warned)
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, jaxpr, consts: Sequence[Node], args: Sequence[Node]) -> list[Node]:
+        """Interprets an open ``jaxpr`` on ``consts`` and ``args`` nodes; returns outputs."""
+        env: dict = {}
+
+        def read(v):
+            if isinstance(v, jcore.Literal):
+                return Node.constant(v.val)
+            return env[v]
+
+        for v, node in zip(jaxpr.constvars, consts, strict=True):
+            env[v] = node
+        for v, node in zip(jaxpr.invars, args, strict=True):
+            env[v] = node
+        for eqn in jaxpr.eqns:
+            outs = self.equation(eqn, [read(v) for v in eqn.invars])
+            for v, node in zip(eqn.outvars, outs, strict=True):
+                if not isinstance(v, jcore.DropVar):
+                    env[v] = node
+        return [read(v) for v in jaxpr.outvars]
+
+    def run_closed(self, closed, args: Sequence[Node]) -> list[Node]:
+        """Interprets a closed jaxpr (its constants are known values)."""
+        consts = [Node.constant(c) for c in closed.consts]
+        return self.run(closed.jaxpr, consts, args)
+
+    def equation(self, eqn, ins: list[Node]) -> list[Node]:
+        name = eqn.primitive.name
+        avals = [v.aval for v in eqn.outvars]
+        rule = RULES.get(name)
+        inline = getattr(rule, "inline", False)
+        if not inline and all(i.dep is None for i in ins):
+            return self.fold(eqn, ins)
+        if not inline and not any(is_float(a.dtype) for a in avals):
+            return [Node.of(a) for a in avals]
+        if rule is None:
+            outs = self.conservative(eqn, ins)
+        else:
+            outs = rule(self, eqn, ins)
+        for o in outs:
+            if o.dep is not None and not is_float(o.dtype):
+                o.dep = None
+        return outs
+
+    def fold(self, eqn, ins: list[Node]) -> list[Node]:
+        """Outputs of an equation none of whose operands depends on the inputs."""
+        avals = [v.aval for v in eqn.outvars]
+        if all(i.value is not None for i in ins):
+            values = _const.evaluate(eqn, [i.value for i in ins])
+            return [Node.of(a, value=v) for a, v in zip(avals, values, strict=True)]
+        return [Node.of(a) for a in avals]
+
+    def conservative(self, eqn, ins: list[Node]) -> list[Node]:
+        """Every output element depends nonlinearly on every operand element (with a warning)."""
+        name = eqn.primitive.name
+        if name not in self.warned:
+            self.warned.add(name)
+            warnings.warn(
+                f"lazyhess has no sparsity rule for primitive {name!r}; assuming every output "
+                "element depends nonlinearly on every element of its operands. The pattern "
+                "stays valid but may be denser than the truth.",
+                SparsityWarning,
+                stacklevel=2,
+            )
+        outs = []
+        for v in eqn.outvars:
+            out = self.link(v.aval, [(i, GroupMap.everything(i.size, v.aval.size)) for i in ins])
+            self.nonlinear(out)
+            outs.append(out)
+        return outs
+
+    # ------------------------------------------------------------------ recording
+
+    def link(self, aval_or_shape, sources, dtype=None) -> Node:
+        """A node depending on each ``(node, map)`` source; records the links."""
+        if dtype is None:
+            shape, dtype = aval_or_shape.shape, aval_or_shape.dtype
+        else:
+            shape = aval_or_shape
+        sources = [(s, m) for s, m in sources if s.dep is not None]
+        out = Node(shape, dtype, union([m.apply(s.dep) for s, m in sources]))
+        if out.dep is not None:
+            for s, m in sources:
+                self.ops.append(LinkOp(out, s, m))
+        return out
+
+    def pull_link(self, out: Node, src: Node, map_=None) -> None:
+        """Records a link used only for liveness (``out.dep`` is already set)."""
+        if src.dep is not None:
+            self.ops.append(LinkOp(out, src, map_ or IndexMap(None)))
+
+    def nonlinear(self, out: Node) -> None:
+        """Marks ``out`` as a nonlinear function of everything it depends on, elementwise."""
+        if out.dep is not None:
+            self.ops.append(PairOp(out, out, None, out, None))
+
+    def pair(self, out: Node, a: Node, ia, b: Node, ib, e=None) -> None:
+        """Records the bilinear term ``a[ia[k]] * b[ib[k]]`` feeding ``out[e[k]]``."""
+        if out.dep is not None and a.dep is not None and b.dep is not None:
+            self.ops.append(PairOp(out, a, ia, b, ib, e))
+
+
+def backward(ops: list, outputs: Sequence[Node]) -> None:
+    """Liveness: marks every element the (float) ``outputs`` depend on."""
+    for o in outputs:
+        if o.dep is not None:
+            o.ensure_live()[:] = True
+    for op in reversed(ops):
+        op.pull()
+
+
+def hessian_coordinates(ops: list, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (row, col) coordinates of the Hessian pattern, sorted row-major, symmetric."""
+    acc: list = []
+    for op in ops:
+        op.pairs(acc)
+    if not acc:
+        return np.zeros(n + 1, np.int64), np.zeros(0, np.int64)
+    a = sp.vstack([x for x, _ in acc], format="csr")
+    b = sp.vstack([y for _, y in acc], format="csr")
+    h = (a.T.tocsr() @ b).tocsr()
+    h = (h + h.T).tocsr()
+    h.sort_indices()
+    return h.indptr.astype(np.int64), h.indices.astype(np.int64)
