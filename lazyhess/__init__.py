@@ -5,6 +5,7 @@ from importlib.metadata import version as _version
 from ._cache import CacheInfo
 from ._hessian import Hessian, HessianBlock, HessianNode, hessian
 from .coloring import ColoredPattern, hessian_coloring, hessian_coloring_from_sparsity
+from .sparsity import SparsityPattern, SparsityWarning, hessian_sparsity
 
 __version__ = _version("lazyhess")
 
@@ -14,8 +15,11 @@ __all__ = [
     "Hessian",
     "HessianBlock",
     "HessianNode",
+    "SparsityPattern",
+    "SparsityWarning",
     "__version__",
     "hessian",
     "hessian_coloring",
     "hessian_coloring_from_sparsity",
+    "hessian_sparsity",
 ]
