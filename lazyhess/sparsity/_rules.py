@@ -37,30 +37,30 @@ def _register(*names, inline=False):
     return deco
 
 
-def _bidx(node: Node, size: int):
-    """Index map of an elementwise operand onto an output of ``size`` elements."""
-    if node.size == size:
+def _bidx(node: Node, shape):
+    """Index map of an elementwise operand broadcast (numpy rules) to ``shape``."""
+    if node.shape == tuple(shape):
         return None
-    if node.size == 1:
-        return np.zeros(size, np.int64)
-    raise ValueError(f"cannot broadcast an operand of shape {node.shape} to {size} elements")
+    pos = st.positions(node.shape).reshape((1,) * (len(shape) - len(node.shape)) + node.shape)
+    return np.broadcast_to(pos, shape).ravel()
 
 
-def _mask(idx, size: int, keep: np.ndarray | None):
-    """``idx`` (None = identity) with -1 where ``keep`` (broadcast to size) is False."""
+def _mask(idx, shape, keep: np.ndarray | None):
+    """``idx`` (None = identity) with -1 where ``keep`` (broadcast to shape) is False."""
     if keep is None:
         return idx
-    keep = np.broadcast_to(np.ravel(keep), (size,)) if np.size(keep) == 1 else np.ravel(keep)
-    base = np.arange(size, dtype=np.int64) if idx is None else idx
+    base = np.arange(math.prod(shape), dtype=np.int64) if idx is None else idx
     return np.where(keep, base, -1)
 
 
-def _nonzero(node: Node, size: int):
-    """Where a constant operand is nonzero (None when it depends on inputs or is unknown)."""
+def _nonzero(node: Node, shape):
+    """Where a constant operand is nonzero, broadcast to ``shape`` and flat.
+
+    None when the operand depends on the inputs or its value is unknown.
+    """
     if node.dep is not None or node.value is None:
         return None
-    v = np.ravel(node.value)
-    return np.broadcast_to(v != 0, (size,)) if v.size == 1 else v != 0
+    return np.broadcast_to(np.asarray(node.value) != 0, shape).ravel()
 
 
 # ---------------------------------------------------------------- elementwise
@@ -69,17 +69,25 @@ def _nonzero(node: Node, size: int):
 @_register(
     "add", "sub", "add_any", "neg", "convert_element_type", "copy", "copy_p", "real", "imag",
     "conj", "reduce_precision", "max", "min", "abs", "clamp", "rem", "optimization_barrier",
-    "squeeze", "reshape", "expand_dims",
 )
 def _linear_elementwise(ctx: Interpreter, eqn, ins):
-    """Linear (or piecewise linear) elementwise maps; reshapes keep the flat order."""
+    """Linear (or piecewise linear) elementwise maps, with numpy broadcasting."""
     outs = []
     multi = eqn.primitive.multiple_results
     for k, v in enumerate(eqn.outvars):
-        size = v.aval.size
         srcs = [ins[k]] if multi else [i for i in ins if is_float(i.dtype)]
-        outs.append(ctx.link(v.aval, [(i, IndexMap(_bidx(i, size))) for i in srcs]))
+        outs.append(ctx.link(v.aval, [(i, IndexMap(_bidx(i, v.aval.shape))) for i in srcs]))
     return outs
+
+
+@_register("reshape", "squeeze", "expand_dims")
+def _reshape(ctx, eqn, ins):
+    """Reshapes keep the flat (row-major) order."""
+    (v,) = eqn.outvars
+    if eqn.params.get("dimensions") is not None:
+        idx = st.transpose(ins[0].shape, eqn.params["dimensions"])
+        return [ctx.link(v.aval, [(ins[0], IndexMap(idx))])]
+    return [ctx.link(v.aval, [(ins[0], IndexMap(None))])]
 
 
 @_register(
@@ -112,7 +120,7 @@ def _unary_nonlinear(ctx, eqn, ins):
 def _nonlinear_elementwise(ctx, eqn, ins):
     """Nonlinear elementwise functions of several operands: every pair of operands couples."""
     (v,) = eqn.outvars
-    out = ctx.link(v.aval, [(i, IndexMap(_bidx(i, v.aval.size))) for i in ins if is_float(i.dtype)])
+    out = ctx.link(v.aval, [(i, IndexMap(_bidx(i, v.aval.shape))) for i in ins if is_float(i.dtype)])
     ctx.nonlinear(out)
     return [out]
 
@@ -132,10 +140,10 @@ def _integer_pow(ctx, eqn, ins):
 @_register("mul")
 def _mul(ctx, eqn, ins):
     (v,) = eqn.outvars
-    size = v.aval.size
+    shape = v.aval.shape
     a, b = ins
-    ia = _mask(_bidx(a, size), size, _nonzero(b, size))
-    ib = _mask(_bidx(b, size), size, _nonzero(a, size))
+    ia = _mask(_bidx(a, shape), shape, _nonzero(b, shape))
+    ib = _mask(_bidx(b, shape), shape, _nonzero(a, shape))
     out = ctx.link(v.aval, [(a, IndexMap(ia)), (b, IndexMap(ib))])
     ctx.pair(out, a, ia, b, ib)
     return [out]
@@ -144,10 +152,10 @@ def _mul(ctx, eqn, ins):
 @_register("div")
 def _div(ctx, eqn, ins):
     (v,) = eqn.outvars
-    size = v.aval.size
+    shape = v.aval.shape
     a, b = ins
-    ia = _bidx(a, size)
-    ib = _mask(_bidx(b, size), size, _nonzero(a, size))
+    ia = _bidx(a, shape)
+    ib = _mask(_bidx(b, shape), shape, _nonzero(a, shape))
     out = ctx.link(v.aval, [(a, IndexMap(ia)), (b, IndexMap(ib))])
     ctx.pair(out, a, ia, b, ib)
     ctx.pair(out, b, ib, b, ib)
@@ -157,13 +165,13 @@ def _div(ctx, eqn, ins):
 @_register("select_n")
 def _select_n(ctx, eqn, ins):
     (v,) = eqn.outvars
-    size = v.aval.size
+    shape = v.aval.shape
     pred, cases = ins[0], ins[1:]
     if pred.value is not None:
-        which = np.broadcast_to(np.ravel(pred.value).astype(np.int64), (size,))
-        maps = [_mask(_bidx(c, size), size, which == k) for k, c in enumerate(cases)]
+        which = np.broadcast_to(np.asarray(pred.value).astype(np.int64), shape).ravel()
+        maps = [_mask(_bidx(c, shape), shape, which == k) for k, c in enumerate(cases)]
     else:
-        maps = [_bidx(c, size) for c in cases]
+        maps = [_bidx(c, shape) for c in cases]
     return [ctx.link(v.aval, [(c, IndexMap(m)) for c, m in zip(cases, maps, strict=True)])]
 
 
