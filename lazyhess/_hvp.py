@@ -119,7 +119,9 @@ class Kernels:
 
     def _seeded_impl(self, tree, leaves, x, dyn, labels: jax.Array, ids: jax.Array):
         lay = self.layout
-        v = (labels[None, :] == ids[:, None]).astype(lay.dtype)
+        # The barrier keeps XLA from rewriting ``x * seed`` as a select, which would turn
+        # ``nan * 0`` into 0 and hide NaNs that jax.hessian propagates.
+        v = jax.lax.optimization_barrier((labels[None, :] == ids[:, None]).astype(lay.dtype))
         if lay.batch is not None:
             v = jnp.broadcast_to(v[:, None, :], (v.shape[0], lay.batch, lay.n))
         return self._apply_impl(tree, leaves, x, dyn, v.reshape(v.shape[0], lay.d))

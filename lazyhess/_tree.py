@@ -49,6 +49,8 @@ def leaf_infos(leaves_with_paths, drop_leading: bool) -> tuple[LeafInfo, ...]:
     """Offsets of ``(path, leaf)`` pairs laid end to end, optionally without a batch axis."""
     infos, offset = [], 0
     for path, leaf in leaves_with_paths:
+        if not hasattr(leaf, "dtype"):
+            leaf = jnp.asarray(leaf)
         shape = tuple(leaf.shape[1:] if drop_leading else leaf.shape)
         info = LeafInfo(jax.tree_util.keystr(path), shape, np.dtype(leaf.dtype), offset)
         infos.append(info)

@@ -14,7 +14,8 @@ def distance1(indptr, indices, order):
     """Greedy distance-1 coloring: adjacent vertices get different colors.
 
     Args:
-        indptr, indices: CSR of an undirected graph without self-loops.
+        indptr: CSR row pointers of an undirected graph without self-loops.
+        indices: CSR column indices of that graph.
         order: the vertices to color, in visiting order; others stay -1.
 
     Returns:
@@ -43,8 +44,10 @@ def bipartite_distance2(col_ptr, col_rows, row_ptr, row_cols, order):
     i-th entry of A @ indicator(colors == colors[j]).
 
     Args:
-        col_ptr, col_rows: CSC structure of A (rows of each column).
-        row_ptr, row_cols: CSR structure of A (columns of each row).
+        col_ptr: CSC column pointers of A.
+        col_rows: CSC row indices of A (rows of each column).
+        row_ptr: CSR row pointers of A.
+        row_cols: CSR column indices of A (columns of each row).
         order: the columns to color, in visiting order; columns without entries stay -1.
 
     Returns:
@@ -100,9 +103,9 @@ def _widen(sets):
 
 @kernel
 def star(indptr, indices, order):
-    """Greedy star coloring: a distance-1 coloring in which every path on four vertices
-    uses at least three colors (so every two-colored subgraph is a union of stars).
+    """Greedy star coloring: every path on four vertices gets at least three colors.
 
+    A star coloring is a distance-1 coloring whose two-colored subgraphs are all stars.
     Three color sets per vertex, kept as bit sets, make each step cost O(degree):
     ``seen[w]`` holds the colors among w's colored neighbours, ``twice[w]`` those seen
     at least twice, ``hubs[w]`` the colors c of neighbours x of w that are hubs towards
@@ -114,7 +117,8 @@ def star(indptr, indices, order):
       (path w-v-x-y, colors baba).
 
     Args:
-        indptr, indices: CSR of an undirected graph without self-loops.
+        indptr: CSR row pointers of an undirected graph without self-loops.
+        indices: CSR column indices of that graph.
         order: the vertices to color, in visiting order; others stay -1.
 
     Returns:
@@ -175,7 +179,8 @@ def unique_in_row(indptr, indices, colors):
     """For each stored entry (i, j): is colors[j] >= 0 and the only such color in row i?
 
     Args:
-        indptr, indices: CSR structure (rows may include their diagonal).
+        indptr: CSR row pointers (rows may include their diagonal).
+        indices: CSR column indices.
         colors: int colors of the columns, -1 for uncolored.
 
     Returns:

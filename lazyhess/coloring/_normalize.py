@@ -37,9 +37,7 @@ def square_csr(pattern) -> sp.csr_array:
             f"{type(pattern).__name__}"
         )
     if matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(
-            f"a Hessian sparsity pattern must be square; got shape {matrix.shape}"
-        )
+        raise ValueError(f"a Hessian sparsity pattern must be square; got shape {matrix.shape}")
     if not (matrix.dtype == bool and matrix.has_canonical_format and matrix.data.all()):
         matrix = sp.csr_array(matrix != 0, dtype=bool)
         matrix.sum_duplicates()

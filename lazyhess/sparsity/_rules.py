@@ -84,7 +84,7 @@ def _linear_elementwise(ctx: Interpreter, eqn, ins):
 def _reshape(ctx, eqn, ins):
     """Reshapes keep the flat (row-major) order."""
     (v,) = eqn.outvars
-    if eqn.params.get("dimensions") is not None:
+    if eqn.primitive.name == "reshape" and eqn.params.get("dimensions") is not None:
         idx = st.transpose(ins[0].shape, eqn.params["dimensions"])
         return [ctx.link(v.aval, [(ins[0], IndexMap(idx))])]
     return [ctx.link(v.aval, [(ins[0], IndexMap(None))])]
