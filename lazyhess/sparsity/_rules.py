@@ -247,10 +247,8 @@ def _dynamic_slice(ctx, eqn, ins):
     known = _known(starts)
     if known is not None:
         return _moved(ctx, eqn, [(op, st.dynamic_slice(op.shape, known, sizes))])
-    g_in, g_out, ng = st.window_groups(
-        op.shape, sizes, [None if s.value is None else int(s.value) for s in starts]
-    )
-    return [ctx.link(v.aval, [(op, GroupMap(g_in, g_out, ng))])]
+    where = st.window_matrix(op.shape, sizes, [s.value for s in starts])
+    return [ctx.link(v.aval, [(op, MatrixMap(where.T.tocsr()))])]
 
 
 @_register("dynamic_update_slice")
@@ -261,10 +259,8 @@ def _dynamic_update_slice(ctx, eqn, ins):
     if known is not None:
         i_op, i_upd = st.dynamic_update_slice(op.shape, upd.shape, known)
         return _moved(ctx, eqn, [(op, i_op), (upd, i_upd)])
-    g_out, g_in, ng = st.window_groups(
-        op.shape, upd.shape, [None if s.value is None else int(s.value) for s in starts]
-    )
-    return [ctx.link(v.aval, [(op, IndexMap(None)), (upd, GroupMap(g_in, g_out, ng))])]
+    where = st.window_matrix(op.shape, upd.shape, [s.value for s in starts])
+    return [ctx.link(v.aval, [(op, IndexMap(None)), (upd, MatrixMap(where))])]
 
 
 def _is_clip(mode) -> bool:
@@ -334,6 +330,12 @@ def _scatter(ctx, eqn, ins):
             hit[sure[sure >= 0]] = True
             op_idx = np.where(hit, -1, np.arange(m, dtype=np.int64))
         out = ctx.link(v.aval, [(op, IndexMap(op_idx)), (upd, MatrixMap(mat))])
+        if name in ("scatter-mul", "scatter_mul"):
+            targets = maybe[keep]
+            ctx.pair(out, op, targets, upd, np.flatnonzero(keep), targets)
+            if np.unique(targets).size < targets.size:
+                ctx.nonlinear(out)
+        return [out]
     if name in ("scatter-mul", "scatter_mul"):
         ctx.nonlinear(out)
     return [out]
@@ -359,8 +361,28 @@ def _reduce(ctx, eqn, ins):
     g, m = _reduce_groups(ins[0].shape, tuple(eqn.params["axes"]))
     out = ctx.link(v.aval, [(ins[0], GroupMap(g, np.arange(m), m))])
     if eqn.primitive.name == "reduce_prod":
-        ctx.nonlinear(out)
+        members = np.argsort(g, kind="stable").reshape(m, -1)
+        _product_pairs(ctx, out, ins[0], np.arange(m), members)
     return [out]
+
+
+#: Products of more factors than this couple all their factors, diagonal included, instead
+#: of enumerating the distinct pairs.
+_PAIR_LIMIT = 32
+
+
+def _product_pairs(ctx, out: Node, src: Node, e: np.ndarray, members: np.ndarray) -> None:
+    """``out[e[r]]`` is the product of ``src[members[r, :]]``: distinct factors couple.
+
+    A product has no second derivative in any single factor, so only distinct positions
+    pair up (a variable that occupies two positions still gets its diagonal entry).
+    """
+    k = members.shape[1]
+    if k > _PAIR_LIMIT:
+        ctx.nonlinear(out)
+        return
+    p, q = np.nonzero(~np.eye(k, dtype=bool))
+    ctx.pair(out, src, members[:, p].ravel(), src, members[:, q].ravel(), np.repeat(e, p.size))
 
 
 def _fibers(shape, axis):
@@ -400,8 +422,16 @@ def _cumulative(ctx, eqn, ins):
             (np.ones(rows.size, bool), (rows, cols)), shape=(ins[0].size, ins[0].size)
         ))
     out = ctx.link(v.aval, [(ins[0], map_)])
-    if eqn.primitive.name in ("cumprod", "cumlogsumexp"):
+    if eqn.primitive.name == "cumlogsumexp" or (
+        eqn.primitive.name == "cumprod" and length > _PAIR_LIMIT
+    ):
         ctx.nonlinear(out)
+    elif eqn.primitive.name == "cumprod":
+        pos = np.moveaxis(st.positions(shape), axis, -1).reshape(-1, length)
+        r = np.arange(length)
+        upto = (r[None, :] >= r[:, None]) if eqn.params["reverse"] else (r[None, :] <= r[:, None])
+        t, a, b = np.nonzero(upto[:, :, None] & upto[:, None, :] & ~np.eye(length, dtype=bool))
+        ctx.pair(out, ins[0], pos[:, a].ravel(), ins[0], pos[:, b].ravel(), pos[:, t].ravel())
     return [out]
 
 
@@ -465,17 +495,72 @@ def _dot_general(ctx, eqn, ins):
     return [out]
 
 
+def _bilinear(ctx, aval, lhs: Node, rhs: Node, e, ia, ib) -> Node:
+    """``out[e[k]] += lhs[ia[k]] * rhs[ib[k]]`` (entries with a -1 index are absent)."""
+    ok = (ia >= 0) & (ib >= 0)
+    e, ia, ib = e[ok], ia[ok], ib[ok]
+    m = math.prod(aval.shape)
+    sources = []
+    for node, own, other_node, other in ((lhs, ia, rhs, ib), (rhs, ib, lhs, ia)):
+        if node.dep is None:
+            continue
+        keep = slice(None)
+        if other_node.dep is None and other_node.value is not None:
+            keep = np.ravel(other_node.value)[other] != 0
+        mat = sp.csr_array(
+            (np.ones(e[keep].size, bool), (e[keep], own[keep])), shape=(m, node.size)
+        )
+        sources.append((node, MatrixMap(mat)))
+    out = ctx.link(aval, sources)
+    ctx.pair(out, lhs, ia, rhs, ib, e)
+    return out
+
+
+def _conv_taps(x, y, k, stride, lo, lhs_dil, rhs_dil) -> np.ndarray:
+    """Input position read by output position y through kernel tap k (-1 for padding)."""
+    pos = np.arange(y)[:, None] * stride + np.arange(k)[None, :] * rhs_dil - lo
+    inside = (pos >= 0) & (pos < (x - 1) * lhs_dil + 1) & (pos % lhs_dil == 0)
+    return np.where(inside, pos // lhs_dil, -1)
+
+
 @_register("conv_general_dilated")
 def _conv(ctx, eqn, ins):
-    """Every output element depends on every operand element; bilinear in (lhs, rhs)."""
+    """Bilinear in (lhs, rhs): each output reads its receptive field through the kernel."""
     (v,) = eqn.outvars
+    p = eqn.params
     lhs, rhs = ins
-    out = ctx.link(
-        v.aval, [(i, GroupMap.everything(i.size, v.aval.size)) for i in (lhs, rhs)]
+    dn = p["dimension_numbers"]
+    if p["batch_group_count"] != 1:
+        return ctx.conservative(eqn, ins)
+    lp = st.positions(lhs.shape).transpose(dn.lhs_spec)
+    rp = st.positions(rhs.shape).transpose(dn.rhs_spec)
+    op = st.positions(v.aval.shape).transpose(dn.out_spec)
+    nsp = lp.ndim - 2
+    n_b, n_o, n_i = lp.shape[0], rp.shape[0], rp.shape[1]
+    og = n_o // p["feature_group_count"]
+    taps = [
+        _conv_taps(lp.shape[2 + d], op.shape[2 + d], rp.shape[2 + d], p["window_strides"][d],
+                   p["padding"][d][0], (p["lhs_dilation"] or (1,) * nsp)[d],
+                   (p["rhs_dilation"] or (1,) * nsp)[d])
+        for d in range(nsp)
+    ]
+    grids = np.ix_(
+        np.arange(n_b), np.arange(n_o), np.arange(n_i),
+        *[np.arange(op.shape[2 + d]) for d in range(nsp)],
+        *[np.arange(rp.shape[2 + d]) for d in range(nsp)],
     )
-    if lhs.dep is not None and rhs.dep is not None:
-        ctx.nonlinear(out)
-    return [out]
+    b, o, i = grids[:3]
+    ys, ks = grids[3 : 3 + nsp], grids[3 + nsp :]
+    xs = [t[y, k] for t, y, k in zip(taps, ys, ks, strict=True)]
+    valid = np.ones((), bool)
+    for x in xs:
+        valid = valid & (x >= 0)
+    ia = lp[(b, (o // og) * n_i + i, *[np.maximum(x, 0) for x in xs])]
+    shape = np.broadcast_shapes(ia.shape, valid.shape)
+    ia = np.where(valid, ia, -1)
+    e = np.broadcast_to(op[(b, o, *ys)], shape).ravel()
+    ib = np.broadcast_to(rp[(o, i, *ks)], shape).ravel()
+    return [_bilinear(ctx, v.aval, lhs, rhs, e, np.broadcast_to(ia, shape).ravel(), ib)]
 
 
 # --------------------------------------------------------------- control flow
@@ -489,7 +574,7 @@ def _sub_jaxpr(params):
 
 
 @_register("pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
-           "custom_vjp_call_jaxpr", "remat", "checkpoint", "custom_lin", "named_call",
+           "custom_vjp_call_jaxpr", "remat", "remat2", "checkpoint", "custom_lin", "named_call",
            inline=True)
 def _call(ctx, eqn, ins):
     """Calls are inlined: their body is interpreted in place."""

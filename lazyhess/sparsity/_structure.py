@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.sparse as sp
 
 
 def positions(shape: tuple[int, ...]) -> np.ndarray:
@@ -102,40 +103,24 @@ def clamp_starts(in_shape, starts, sizes) -> list[int]:
     ]
 
 
-def window_groups(
-    big_shape, small_shape, starts
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Groups relating a window of ``small_shape`` inside ``big_shape`` at partly known starts.
+def window_matrix(big_shape, small_shape, starts) -> sp.csr_array:
+    """Where a window of ``small_shape`` may sit inside ``big_shape``, as a boolean matrix.
 
-    ``starts[d]`` is an int or None (unknown). Elements are grouped by their window
-    coordinates along the dimensions whose start is known (or where the window spans the
-    whole dimension); along the others any position may match. Returns (groups of the big
-    array's elements, -1 outside the window; groups of the small array's elements; count).
+    Entry (p, q) is set when big-array element p may hold window element q. ``starts[d]`` is
+    the window's start along dimension d, or None when unknown (any clamped start).
+    Built as a Kronecker product of one banded matrix per dimension.
     """
-    known = []
-    for d, (big, small, s) in enumerate(zip(big_shape, small_shape, starts, strict=True)):
-        if small == big:
-            known.append((d, 0))
-        elif s is not None:
-            known.append((d, int(np.clip(int(s), 0, big - small))))
-    dims = [small_shape[d] for d, _ in known]
-    ngroups = math.prod(dims)
-    big_coords = np.indices(big_shape, sparse=True)
-    small_coords = np.indices(small_shape, sparse=True)
-    g_big = np.zeros(big_shape, np.int64)
-    ok = np.ones(big_shape, bool)
-    g_small = np.zeros(small_shape, np.int64)
-    for (d, start), size in zip(known, dims, strict=True):
-        local = big_coords[d] - start
-        ok = ok & (local >= 0) & (local < size)
-        g_big = g_big * size + local
-        g_small = g_small * size + small_coords[d]
-    g_big = np.where(ok, g_big, -1)
-    return (
-        np.broadcast_to(g_big, big_shape).ravel(),
-        np.broadcast_to(g_small, small_shape).ravel(),
-        ngroups,
-    )
+    out = sp.csr_array(np.ones((1, 1), bool))
+    for big, small, start in zip(big_shape, small_shape, starts, strict=True):
+        p, q = np.meshgrid(np.arange(big), np.arange(small), indexing="ij")
+        shift = p - q
+        if start is not None or small == big:
+            lo = hi = int(np.clip(int(start or 0), 0, big - small))
+        else:
+            lo, hi = 0, big - small
+        band = sp.csr_array((shift >= lo) & (shift <= hi))
+        out = sp.kron(out, band, format="csr")
+    return out
 
 
 def gather(
