@@ -84,20 +84,23 @@ def _lowest_clear_bit(words):
     return 64 * len(words)
 
 
-@kernel
-def _has_bit(sets, v, c):
-    return ((sets[v, c >> 6] >> np.uint64(c & 63)) & np.uint64(1)) != 0
+_SEEN, _TWICE, _HUBS = 0, 1, 2
 
 
 @kernel
-def _set_bit(sets, v, c):
-    sets[v, c >> 6] |= np.uint64(1) << np.uint64(c & 63)
+def _has_bit(sets, v, kind, c):
+    return ((sets[v, kind, c >> 6] >> np.uint64(c & 63)) & np.uint64(1)) != 0
+
+
+@kernel
+def _set_bit(sets, v, kind, c):
+    sets[v, kind, c >> 6] |= np.uint64(1) << np.uint64(c & 63)
 
 
 @kernel
 def _widen(sets):
-    wider = np.zeros((sets.shape[0], 2 * sets.shape[1]), np.uint64)
-    wider[:, : sets.shape[1]] = sets
+    wider = np.zeros((sets.shape[0], sets.shape[1], 2 * sets.shape[2]), np.uint64)
+    wider[:, :, : sets.shape[2]] = sets
     return wider
 
 
@@ -106,14 +109,15 @@ def star(indptr, indices, order):
     """Greedy star coloring: every path on four vertices gets at least three colors.
 
     A star coloring is a distance-1 coloring whose two-colored subgraphs are all stars.
-    Three color sets per vertex, kept as bit sets, make each step cost O(degree):
-    ``seen[w]`` holds the colors among w's colored neighbours, ``twice[w]`` those seen
-    at least twice, ``hubs[w]`` the colors c of neighbours x of w that are hubs towards
-    w's color (x has two or more neighbours colored like w). A vertex v may not take
+    Three color sets per vertex, kept as bit sets side by side in memory, make each step
+    cost O(degree): ``seen`` holds the colors among w's colored neighbours, ``twice``
+    those seen at least twice, ``hubs`` the colors c of neighbours x of w that are hubs
+    towards w's color (x has two or more neighbours colored like w). A vertex v may not
+    take
 
     * a color of a neighbour (distance-1);
-    * a color in ``hubs[w]`` for a colored neighbour w (path v-w-x-y, colors abab);
-    * a color in ``seen[x]`` for a colored neighbour x whose color v sees twice
+    * a color in ``hubs`` of a colored neighbour w (path v-w-x-y, colors abab);
+    * a color in ``seen`` of a colored neighbour x whose color v sees twice
       (path w-v-x-y, colors baba).
 
     Args:
@@ -127,50 +131,47 @@ def star(indptr, indices, order):
     """
     n = len(indptr) - 1
     colors = np.full(n, -1, np.int32)
-    seen = np.zeros((n, 1), np.uint64)
-    twice = np.zeros((n, 1), np.uint64)
-    hubs = np.zeros((n, 1), np.uint64)
+    sets = np.zeros((n, 3, 1), np.uint64)
     forbid = np.zeros(1, np.uint64)
     for v in order:
-        width = seen.shape[1]
+        width = sets.shape[2]
         forbid[:] = 0
         for p in range(indptr[v], indptr[v + 1]):
             w = indices[p]
             cw = colors[w]
-            if cw >= 0:
-                forbid[cw >> 6] |= np.uint64(1) << np.uint64(cw & 63)
-                forbid |= hubs[w]
-                if _has_bit(twice, v, cw):
-                    forbid |= seen[w]
+            if cw < 0:
+                continue
+            forbid[cw >> 6] |= np.uint64(1) << np.uint64(cw & 63)
+            if _has_bit(sets, v, _TWICE, cw):
+                for k in range(width):
+                    forbid[k] |= sets[w, _HUBS, k] | sets[w, _SEEN, k]
+            else:
+                for k in range(width):
+                    forbid[k] |= sets[w, _HUBS, k]
         c = _lowest_clear_bit(forbid)
         if c >= 64 * width:
-            seen = _widen(seen)
-            twice = _widen(twice)
-            hubs = _widen(hubs)
+            sets = _widen(sets)
             forbid = np.zeros(2 * width, np.uint64)
         colors[v] = c
         for p in range(indptr[v], indptr[v + 1]):
             w = indices[p]
             cw = colors[w]
-            if not _has_bit(seen, w, c):
-                _set_bit(seen, w, c)
+            if cw >= 0 and _has_bit(sets, v, _TWICE, cw):
+                _set_bit(sets, w, _HUBS, c)
+            if not _has_bit(sets, w, _SEEN, c):
+                _set_bit(sets, w, _SEEN, c)
                 continue
-            first_repeat = not _has_bit(twice, w, c)
-            _set_bit(twice, w, c)
+            first_repeat = not _has_bit(sets, w, _TWICE, c)
+            _set_bit(sets, w, _TWICE, c)
             if cw < 0:
                 continue
-            _set_bit(hubs, v, cw)
+            _set_bit(sets, v, _HUBS, cw)
             if first_repeat:
                 for q in range(indptr[w], indptr[w + 1]):
                     x = indices[q]
                     if x != v and colors[x] == c:
-                        _set_bit(hubs, x, cw)
+                        _set_bit(sets, x, _HUBS, cw)
                         break
-        for p in range(indptr[v], indptr[v + 1]):
-            w = indices[p]
-            cw = colors[w]
-            if cw >= 0 and _has_bit(twice, v, cw):
-                _set_bit(hubs, w, c)
     return colors
 
 

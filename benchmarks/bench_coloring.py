@@ -1,0 +1,251 @@
+"""Coloring benchmark: lazyhess colorings against asdex on the suite's Hessian patterns.
+
+Prints a markdown table of color counts and median coloring times. Patterns are built
+directly with scipy, following the structures in PROBLEMS.md (0-based indices).
+
+    python -m benchmarks.bench_coloring            # n = 1e3, 1e4, 1e5 (+ banded 1e6)
+    python -m benchmarks.bench_coloring --sizes 1000 --repeats 3
+"""
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+
+import lazyhess
+
+
+def _from_pairs(n: int, rows, cols, diagonal: bool = True) -> sp.csr_array:
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    if diagonal:
+        rows, cols = np.concatenate([rows, np.arange(n)]), np.concatenate([cols, np.arange(n)])
+    data = np.ones(len(rows), dtype=bool)
+    pattern = sp.coo_array((data, (rows, cols)), shape=(n, n)).tocsr()
+    pattern = pattern + pattern.T
+    pattern.sum_duplicates()
+    return pattern
+
+
+def _cliques(n: int, members: np.ndarray) -> sp.csr_array:
+    """Diagonal plus every pair within each row of ``members`` (shape (m, s))."""
+    s = members.shape[1]
+    a, b = np.meshgrid(np.arange(s), np.arange(s), indexing="ij")
+    return _from_pairs(n, [members[:, a.ravel()].ravel()], [members[:, b.ravel()].ravel()])
+
+
+def tridiagonal(n):
+    """GENROSE: x_i couples with x_{i+1}."""
+    i = np.arange(n - 1)
+    return _from_pairs(n, [i], [i + 1])
+
+
+def arrowhead(n):
+    """ARWHEAD: every x_i couples with x_n."""
+    return _from_pairs(n, [np.arange(n - 1)], [np.full(n - 1, n - 1)])
+
+
+def banded_dense_row(n):
+    """BDQRTIC: cliques {i, ..., i + 3, n - 1} for i <= n - 5."""
+    i = np.arange(n - 4)[:, None]
+    return _cliques(n, np.hstack([i + np.arange(4), np.full_like(i, n - 1)]))
+
+
+def grid5(n):
+    """CLPLATEA: 5-point stencil on a p x p grid, n = p^2 (n is rounded down)."""
+    p = int(np.sqrt(n))
+    index = np.arange(p * p).reshape(p, p)
+    rows = [index[:, 1:].ravel(), index[1:, :].ravel()]
+    cols = [index[:, :-1].ravel(), index[:-1, :].ravel()]
+    return _from_pairs(p * p, rows, cols)
+
+
+def grid9(n):
+    """FMINSRF2: 9-point stencil (cliques of each 2 x 2 cell) on a p x p grid."""
+    p = int(np.sqrt(n))
+    index = np.arange(p * p).reshape(p, p)
+    cell = [index[:-1, :-1], index[1:, 1:], index[1:, :-1], index[:-1, 1:]]
+    return _cliques(p * p, np.stack([c.ravel() for c in cell], axis=1))
+
+
+def woods(n):
+    """WOODS: blocks (a, b, c, d) with pairs a-b, c-d, b-d (n rounded down to 4k)."""
+    start = np.arange(0, n - n % 4, 4)
+    return _from_pairs(n - n % 4, [start, start + 2, start + 1], [start + 1, start + 3, start + 3])
+
+
+def block4(n):
+    """Dense 4 x 4 diagonal blocks (n rounded down to 4k)."""
+    return _cliques(n - n % 4, np.arange(n - n % 4).reshape(-1, 4))
+
+
+def randsp(k):
+    """RANDSP(K): clique over K seeded random indices per term."""
+
+    def build(n):
+        rng = np.random.default_rng(0)
+        return _cliques(n, rng.integers(0, n, size=(n, k)))
+
+    build.__name__ = f"randsp{k}"
+    return build
+
+
+def sparsine(n):
+    """SPARSINE: clique over {i} and ((k (i + 1) - 1) mod n) for k = 2, 3, 5, 7, 11."""
+    i = np.arange(n)[:, None]
+    members = (np.array([2, 3, 5, 7, 11]) * (i + 1) - 1) % n
+    return _cliques(n, np.hstack([i, members]))
+
+
+def dixmaane(n):
+    """DIXMAANE: n = 3m, pairs (i, i + m) for i < 2m and (i, i + 2m) for i < m."""
+    m = n // 3
+    return _from_pairs(
+        3 * m, [np.arange(2 * m), np.arange(m)], [np.arange(m, 3 * m), np.arange(2 * m, 3 * m)]
+    )
+
+
+def arrow(k):
+    """ARROW(K): cliques {i + 1, ..., i + K} and pairs (i, j) for j < K."""
+
+    def build(n):
+        i = np.arange(n - k)[:, None]
+        band = _cliques(n, i + 1 + np.arange(k))
+        heads = _from_pairs(n, [np.repeat(np.arange(n), k)], [np.tile(np.arange(k), n)])
+        return (band + heads).tocsr()
+
+    build.__name__ = f"arrow{k}"
+    return build
+
+
+PATTERNS = {
+    "tridiagonal (GENROSE)": tridiagonal,
+    "arrowhead (ARWHEAD)": arrowhead,
+    "band 3 + dense row (BDQRTIC)": banded_dense_row,
+    "5-point grid (CLPLATEA)": grid5,
+    "9-point grid (FMINSRF2)": grid9,
+    "4x4 blocks (WOODS)": woods,
+    "dense 4x4 blocks": block4,
+    "RANDSP(2)": randsp(2),
+    "RANDSP(8)": randsp(8),
+    "SPARSINE": sparsine,
+    "DIXMAANE": dixmaane,
+    "ARROW(2)": arrow(2),
+}
+
+BANDED_1E6 = ("tridiagonal (GENROSE)", "band 3 + dense row (BDQRTIC)")
+
+# Column colorings of patterns with a dense row need n colors and O(n^2) time; the
+# benchmark skips them above this row count (auto skips them too, by its lower bound).
+COLUMN_ROW_LIMIT = 1000
+
+
+def _median_time(fn, repeats):
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return result, float(np.median(times))
+
+
+def _asdex(pattern, symmetric, repeats):
+    import asdex
+
+    coo = pattern.tocoo()
+    sparsity = asdex.SparsityPattern.from_coo(coo.row, coo.col, coo.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        colored, seconds = _median_time(
+            lambda: asdex.hessian_coloring_from_sparsity(sparsity, symmetric=symmetric), repeats
+        )
+    return colored.num_colors, seconds
+
+
+def run(patterns, sizes, repeats, with_asdex=True):
+    """Rows of the table: one per problem in ``patterns`` (name -> builder) and size."""
+    rows = []
+    for name, build in patterns.items():
+        for n in sizes:
+            pattern = build(n)
+            column_ok = np.diff(pattern.indptr).max() <= COLUMN_ROW_LIMIT
+            ours = {}
+            for method, order in [("auto", "auto"), ("star", "largest_first")] + (
+                [("column", "largest_first")] if column_ok else []
+            ):
+                colored, seconds = _median_time(
+                    lambda p=pattern, m=method, o=order: lazyhess.hessian_coloring_from_sparsity(
+                        p, method=m, order=o
+                    ),
+                    repeats,
+                )
+                ours[method] = (colored, seconds)
+            row = {
+                "problem": name,
+                "n": pattern.shape[0],
+                "nnz": pattern.nnz,
+                "auto": ours["auto"],
+                "star": ours["star"],
+                "column": ours.get("column"),
+            }
+            if with_asdex:
+                row["asdex star"] = _asdex(pattern, True, repeats)
+                row["asdex column"] = _asdex(pattern, False, repeats) if column_ok else None
+            rows.append(row)
+    return rows
+
+
+def _seconds(seconds):
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _cell(colors, seconds):
+    return f"{colors} / {_seconds(seconds)}"
+
+
+def table(rows) -> str:
+    """The rows as a markdown table."""
+    with_asdex = "asdex star" in rows[0]
+    head = ["problem", "n", "nnz", "auto: colors (method, order) / time"]
+    head += ["star LF: colors / time", "column LF: colors / time"]
+    if with_asdex:
+        head += ["asdex star: colors / time", "asdex column: colors / time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        auto, seconds = row["auto"]
+        cells = [row["problem"], str(row["n"]), str(row["nnz"])]
+        cells.append(
+            f"{auto.num_colors} ({auto.method}, {auto.order}) / " + _cell("", seconds)[3:]
+        )
+        cells.append(_cell(row["star"][0].num_colors, row["star"][1]))
+        column = row["column"]
+        cells.append(
+            "skipped (dense row)" if column is None else _cell(column[0].num_colors, column[1])
+        )
+        if with_asdex:
+            cells.append(_cell(*row["asdex star"]))
+            asdex_column = row["asdex column"]
+            cells.append("skipped (dense row)" if asdex_column is None else _cell(*asdex_column))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-asdex", action="store_true")
+    parser.add_argument("--no-1e6", action="store_true", help="skip the n = 1e6 banded row")
+    args = parser.parse_args()
+    # Warm up numba's compiled kernels (loaded from its cache or compiled) outside timings.
+    lazyhess.hessian_coloring_from_sparsity(grid9(100))
+    rows = run(PATTERNS, args.sizes, args.repeats, not args.no_asdex)
+    if not args.no_1e6:
+        banded = {name: PATTERNS[name] for name in BANDED_1E6}
+        rows += run(banded, [1_000_000], max(1, args.repeats // 2), not args.no_asdex)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
