@@ -116,7 +116,8 @@ def evaluate(eqn, values: list[np.ndarray]) -> list[np.ndarray]:
         with np.errstate(all="ignore"):
             out = fn(*values, **eqn.params)
         return [np.asarray(out).astype(avals[0].dtype, copy=False).reshape(avals[0].shape)]
-    subfuns, params = eqn.primitive.get_bind_params(eqn.params)
+    params = eqn.primitive.get_bind_params(eqn.params)
+    subfuns, params = params if isinstance(params, tuple) else ((), params)
     with jax.ensure_compile_time_eval():
         out = eqn.primitive.bind(*subfuns, *values, **params)
     outs = out if eqn.primitive.multiple_results else [out]

@@ -192,7 +192,7 @@ def _batched(closed, paths_leaves, specs, sizes, n_dynamic) -> SparsityPattern:
     sample = np.concatenate([np.arange(s, dtype=np.int64) // max(p, 1)
                              for s, p in zip(sizes, per, strict=True)] or [np.zeros(0, np.int64)])
     local = np.concatenate([o + np.arange(s, dtype=np.int64) % max(p, 1)
-                            for s, p, o in zip(sizes, per, local_off, strict=True)]
+                            for s, p, o in zip(sizes, per, local_off[:-1], strict=True)]
                            or [np.zeros(0, np.int64)])
     indptr, indices, out = detect(closed, sizes, n_dynamic)
     if out is not None and out.dep is not None:
