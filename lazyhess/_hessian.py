@@ -545,12 +545,11 @@ class Hessian(_ArrayOps):
     def hvp(self, v: Any) -> Any:
         """``H @ v`` by HVPs, without forming H: v is a pytree like the inputs.
 
-        Leaves of ``v`` have the inputs' (full, batched) shapes, or those plus a trailing axis
-        of ``k`` vectors. The result is nested like ``jax.jacrev(fun)``'s output with leaves
-        ``out + x_i.shape (+ (k,))``. One HVP per vector.
+        Leaves of ``v`` have the inputs' full shapes (with a batch, one vector per sample:
+        each sample's Hessian meets its own vector), or those plus a trailing axis of ``k``
+        vectors. The result is nested like ``jax.jacrev(fun)``'s output with leaves
+        ``out + x_i.shape (+ (k,))``. One HVP per vector, whatever the batch size.
         """
-        if isinstance(self._root, HessianBlock):
-            return self._root.hvp(v)
         lay = self._layout
         leaves, tree = jax.tree_util.tree_flatten(v)
         if tree != lay.in_tree:

@@ -1,0 +1,58 @@
+"""Inside jax.jit, jax.grad and jax.vmap: traced, differentiable values, nothing cached."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import MODES, mixed
+
+import lazyhess
+
+X = jax.random.normal(jax.random.PRNGKey(0), (5,))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_under_jit(mode):
+    f = jax.jit(lambda x: lazyhess.hessian(mixed, x, mode=mode)[1:3, [0, 4]])
+    np.testing.assert_allclose(f(X), np.asarray(jax.hessian(mixed)(X))[1:3, [0, 4]])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_third_derivatives_through_indexing(mode):
+    got = jax.grad(lambda x: lazyhess.hessian(mixed, x, mode=mode)[0, 1])(X)
+    want = jax.grad(lambda x: jax.hessian(mixed)(x)[0, 1])(X)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    jac = jax.jacfwd(lambda x: lazyhess.hessian(mixed, x, mode=mode).diagonal())(X)
+    np.testing.assert_allclose(jac, jax.jacfwd(lambda x: jnp.diagonal(jax.hessian(mixed)(x)))(X), rtol=1e-10)
+
+
+def test_under_vmap():
+    xs = jnp.stack([X, X + 1, X * 2])
+    got = jax.vmap(lambda x: lazyhess.hessian(mixed, x)[2])(xs)
+    np.testing.assert_allclose(got, jax.vmap(lambda x: jax.hessian(mixed)(x)[2])(xs))
+
+
+def test_traced_point_caches_nothing():
+    seen = {}
+
+    def inside(x):
+        H = lazyhess.hessian(mixed, x)
+        out = H[0] + H[0] + H @ x
+        seen["info"] = H.cache_info()
+        return out
+
+    jax.jit(inside)(X)
+    info = seen["info"]
+    assert info.entries == 0 and info.bytes == 0 and info.hvps == 3
+
+
+def test_concrete_hessian_used_inside_jit():
+    H = lazyhess.hessian(mixed, X)
+    out = jax.jit(lambda v: H @ v)(jnp.ones(5))
+    np.testing.assert_allclose(out, np.asarray(jax.hessian(mixed)(X)) @ np.ones(5))
+
+
+def test_traced_non_differentiated_argument():
+    f = lambda x, w: jnp.sum(w * x**3)  # noqa: E731
+    got = jax.jit(lambda w: lazyhess.hessian(f, X, w)[:])(X)
+    np.testing.assert_allclose(got, jax.hessian(f)(X, X))
