@@ -102,8 +102,11 @@ def _bdqrtic(n):
     def f(x):
         m = n - 4
         inner = (
-            x[:m] ** 2 + 2.0 * x[1 : m + 1] ** 2 + 3.0 * x[2 : m + 2] ** 2
-            + 4.0 * x[3 : m + 3] ** 2 + 5.0 * x[-1] ** 2
+            x[:m] ** 2
+            + 2.0 * x[1 : m + 1] ** 2
+            + 3.0 * x[2 : m + 2] ** 2
+            + 4.0 * x[3 : m + 3] ** 2
+            + 5.0 * x[-1] ** 2
         )
         return jnp.sum((3.0 - 4.0 * x[:m]) ** 2 + inner**2)
 
@@ -139,8 +142,10 @@ def _clplatea(n):
         row2 = r[1:, 1]
         vert = g(r[1:, 2:] - r[1:, 1:-1])
         return (
-            -0.1 * r[p - 1, p - 1] + jnp.sum(horiz)
-            + jnp.sum(0.5 * row2**2 + h * row2**4) + jnp.sum(vert)
+            -0.1 * r[p - 1, p - 1]
+            + jnp.sum(horiz)
+            + jnp.sum(0.5 * row2**2 + h * row2**4)
+            + jnp.sum(vert)
         )
 
     return f, jnp.zeros(n)
@@ -200,8 +205,12 @@ def _woods(n):
     def f(x):
         a, b, c, d = (x.reshape(-1, 4)[:, k] for k in range(4))
         return jnp.sum(
-            100.0 * (b - a**2) ** 2 + (1.0 - a) ** 2 + 90.0 * (d - c**2) ** 2 + (1.0 - c) ** 2
-            + 10.0 * (b + d - 2.0) ** 2 + 0.1 * (b - d) ** 2
+            100.0 * (b - a**2) ** 2
+            + (1.0 - a) ** 2
+            + 90.0 * (d - c**2) ** 2
+            + (1.0 - c) ** 2
+            + 10.0 * (b + d - 2.0) ** 2
+            + 0.1 * (b - d) ** 2
         )
 
     x0 = np.where(np.arange(n) % 2 == 0, -3.0, -1.0)
@@ -263,7 +272,8 @@ def _dixmaane(n):
 
     def f(x):
         return (
-            1.0 + jnp.sum(w * x**2)
+            1.0
+            + jnp.sum(w * x**2)
             + 0.125 * jnp.sum(x[: 2 * m] ** 2 * x[m:] ** 4)
             + 0.125 * jnp.sum(w[:m] * x[:m] * x[2 * m :])
         )
@@ -316,17 +326,22 @@ PROBLEMS: dict[str, Problem] = {
     for p in [
         Problem("GENROSE", lambda n: max(n, 2), _genrose, _genrose_cliques, "tridiagonal"),
         Problem("ARWHEAD", lambda n: max(n, 2), _arwhead, _arwhead_cliques, "arrowhead"),
-        Problem("BDQRTIC", lambda n: max(n, 5), _bdqrtic, _bdqrtic_cliques,
-                "band 3 + dense last row"),
+        Problem(
+            "BDQRTIC", lambda n: max(n, 5), _bdqrtic, _bdqrtic_cliques, "band 3 + dense last row"
+        ),
         Problem("CLPLATEA", _square_size(3), _clplatea, _clplatea_cliques, "2-D 5-point"),
         Problem("FMINSRF2", _square_size(2), _fminsrf2, _fminsrf2_cliques, "2-D 9-point"),
         Problem("WOODS", _multiple(4, 4), _woods, _woods_cliques, "4×4 blocks"),
         Problem("RANDSP2", lambda n: max(n, 2), _randsp2, _randsp2_cliques, "random, K=2"),
         Problem("RANDSP8", lambda n: max(n, 8), _randsp8, _randsp8_cliques, "random, K=8"),
-        Problem("SPARSINE", lambda n: max(n, 1), _sparsine, lambda n: [_sparsine_sets(n)],
-                "pseudo-random"),
+        Problem(
+            "SPARSINE",
+            lambda n: max(n, 1),
+            _sparsine,
+            lambda n: [_sparsine_sets(n)],
+            "pseudo-random",
+        ),
         Problem("DIXMAANE", _multiple(3, 3), _dixmaane, _dixmaane_cliques, "long-range pairs"),
-        Problem("ARROW2", lambda n: max(n, 3), _arrow2, _arrow2_cliques,
-                "band 2 + 2 dense rows"),
+        Problem("ARROW2", lambda n: max(n, 3), _arrow2, _arrow2_cliques, "band 2 + 2 dense rows"),
     ]
 }

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from jax import lax
-from jax.flatten_util import ravel_pytree
 from jax.extend import core as jcore
+from jax.flatten_util import ravel_pytree
 
 import lazyhess
 from benchmarks.problems import PROBLEMS
@@ -51,8 +51,9 @@ def test_output_liveness_single_entry():
 
 
 def test_quadratic_form_follows_constant_zeros():
-    a = np.array([[1.0, 2.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 3.0],
-                  [0.0, 0.0, 0.0, 0.0]])
+    a = np.array(
+        [[1.0, 2.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 3.0], [0.0, 0.0, 0.0, 0.0]]
+    )
     p = dense(lambda x: x @ a @ x, jnp.ones(4))
     np.testing.assert_array_equal(p, (a + a.T) != 0)
 
@@ -98,9 +99,17 @@ def test_problem_pattern_is_exact(name):
 
 
 def test_problem_nnz_at_1e4_match_problems_md():
-    expected = {"GENROSE": 29998, "ARWHEAD": 29998, "BDQRTIC": 89980, "CLPLATEA": 48906,
-                "FMINSRF2": 88804, "WOODS": 25000, "SPARSINE": 308988, "DIXMAANE": 29997,
-                "ARROW2": 69988}
+    expected = {
+        "GENROSE": 29998,
+        "ARWHEAD": 29998,
+        "BDQRTIC": 89980,
+        "CLPLATEA": 48906,
+        "FMINSRF2": 88804,
+        "WOODS": 25000,
+        "SPARSINE": 308988,
+        "DIXMAANE": 29997,
+        "ARROW2": 69988,
+    }
     for name, nnz in expected.items():
         f, x0 = PROBLEMS[name].make(10**4)
         p = hessian_sparsity(f, x0)
@@ -196,8 +205,9 @@ def test_batch_per_sample_pattern():
 
 
 def test_batch_output_b_by_1():
-    p = hessian_sparsity(lambda x: jnp.sum(x**2, axis=1, keepdims=True), jnp.ones((4, 2)),
-                         batch_axis=0)
+    p = hessian_sparsity(
+        lambda x: jnp.sum(x**2, axis=1, keepdims=True), jnp.ones((4, 2)), batch_axis=0
+    )
     assert p.nnz == 2
 
 
@@ -211,8 +221,13 @@ def test_batch_coupling_raises():
 
 def test_batch_errors():
     with pytest.raises(ValueError, match="same leading size; got 4 and 5"):
-        hessian_sparsity(lambda a, b: a[:, 0] + b[:4, 0], jnp.ones((4, 2)), jnp.ones((5, 2)),
-                         argnums=(0, 1), batch_axis=0)
+        hessian_sparsity(
+            lambda a, b: a[:, 0] + b[:4, 0],
+            jnp.ones((4, 2)),
+            jnp.ones((5, 2)),
+            argnums=(0, 1),
+            batch_axis=0,
+        )
     with pytest.raises(ValueError, match=r"shape \(4,\) or \(4, 1\)"):
         hessian_sparsity(lambda x: jnp.sum(x), jnp.ones((4, 2)), batch_axis=0)
     with pytest.raises(ValueError, match="batch_axis must be None or 0"):
@@ -331,8 +346,7 @@ def test_constructors_round_trip(tmp_path):
 
 
 def test_save_load_keeps_leaf_offsets(tmp_path):
-    p = hessian_sparsity(lambda a, b: jnp.sum(a * b), jnp.ones(2), jnp.ones(3)[:2],
-                         argnums=(0, 1))
+    p = hessian_sparsity(lambda a, b: jnp.sum(a * b), jnp.ones(2), jnp.ones(3)[:2], argnums=(0, 1))
     p.save(tmp_path / "q.npz")
     assert SparsityPattern.load(tmp_path / "q.npz").leaf_offsets == (0, 2, 4)
 

@@ -86,9 +86,18 @@ _BINARY = {
     "shift_right_arithmetic": np.right_shift,
 }
 
+
+def _unary(f: Callable) -> Callable:
+    return lambda x, **_: f(x)
+
+
+def _binary(f: Callable) -> Callable:
+    return lambda x, y, **_: f(x, y)
+
+
 _NUMPY: dict[str, Callable] = {
-    **{k: (lambda f: lambda x, **_: f(x))(f) for k, f in _UNARY.items()},
-    **{k: (lambda f: lambda x, y, **_: f(x, y))(f) for k, f in _BINARY.items()},
+    **{k: _unary(f) for k, f in _UNARY.items()},
+    **{k: _binary(f) for k, f in _BINARY.items()},
     "integer_pow": lambda x, *, y, **_: x**y if y >= 0 else 1 / x ** (-y),
     "convert_element_type": lambda x, **_: x,
     "iota": lambda **p: _iota(**p),

@@ -23,8 +23,10 @@ def _spec(leaf: Any) -> jax.ShapeDtypeStruct:
 
 
 def _is_array(leaf: Any) -> bool:
-    return hasattr(leaf, "shape") and hasattr(leaf, "dtype") and not isinstance(
-        leaf, (int, float, complex, bool)
+    return (
+        hasattr(leaf, "shape")
+        and hasattr(leaf, "dtype")
+        and not isinstance(leaf, (int, float, complex, bool))
     )
 
 
@@ -32,7 +34,9 @@ def _normalize_argnums(argnums, nargs: int) -> tuple[tuple[int, ...], bool]:
     single = isinstance(argnums, int)
     nums = (argnums,) if single else tuple(argnums)
     if not nums or not all(isinstance(a, int) for a in nums):
-        raise TypeError(f"argnums must be an int or a non-empty sequence of ints; got {argnums!r}.")
+        raise TypeError(
+            f"argnums must be an int or a non-empty sequence of ints; got {argnums!r}."
+        )
     for a in nums:
         if not -nargs <= a < nargs:
             raise ValueError(
@@ -42,7 +46,9 @@ def _normalize_argnums(argnums, nargs: int) -> tuple[tuple[int, ...], bool]:
     return tuple(a % nargs for a in nums), single
 
 
-def detect(closed, leaf_sizes: Sequence[int], n_dynamic: int) -> tuple[np.ndarray, np.ndarray, Node]:
+def detect(
+    closed, leaf_sizes: Sequence[int], n_dynamic: int
+) -> tuple[np.ndarray, np.ndarray, Node]:
     """Hessian pattern (CSR indptr, indices) of a closed jaxpr over its first leaves.
 
     The jaxpr's first ``len(leaf_sizes)`` inputs are the differentiated leaves (flat order
@@ -158,8 +164,9 @@ def hessian_sparsity(
     if batch_axis is None:
         indptr, indices, _ = detect(closed, sizes, len(dynamic))
         offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-        return SparsityPattern(indptr, indices, int(offsets[-1]), leaf_offsets=offsets,
-                               _trusted=True)
+        return SparsityPattern(
+            indptr, indices, int(offsets[-1]), leaf_offsets=offsets, _trusted=True
+        )
     return _batched(closed, paths_leaves, specs, sizes, len(dynamic))
 
 
@@ -189,11 +196,17 @@ def _batched(closed, paths_leaves, specs, sizes, n_dynamic) -> SparsityPattern:
         )
     per = [s // b if b else 0 for s in sizes]
     local_off = np.concatenate([[0], np.cumsum(per, dtype=np.int64)])
-    sample = np.concatenate([np.arange(s, dtype=np.int64) // max(p, 1)
-                             for s, p in zip(sizes, per, strict=True)] or [np.zeros(0, np.int64)])
-    local = np.concatenate([o + np.arange(s, dtype=np.int64) % max(p, 1)
-                            for s, p, o in zip(sizes, per, local_off[:-1], strict=True)]
-                           or [np.zeros(0, np.int64)])
+    sample = np.concatenate(
+        [np.arange(s, dtype=np.int64) // max(p, 1) for s, p in zip(sizes, per, strict=True)]
+        or [np.zeros(0, np.int64)]
+    )
+    local = np.concatenate(
+        [
+            o + np.arange(s, dtype=np.int64) % max(p, 1)
+            for s, p, o in zip(sizes, per, local_off[:-1], strict=True)
+        ]
+        or [np.zeros(0, np.int64)]
+    )
     indptr, indices, out = detect(closed, sizes, n_dynamic)
     if out is not None and out.dep is not None:
         d = out.dep.tocsr()
@@ -217,5 +230,6 @@ def _batched(closed, paths_leaves, specs, sizes, n_dynamic) -> SparsityPattern:
         )
     n = int(local_off[-1])
     pattern = SparsityPattern.from_coordinates(local[rows], local[indices], n)
-    return SparsityPattern(pattern.indptr, pattern.indices, n, leaf_offsets=local_off,
-                           _trusted=True)
+    return SparsityPattern(
+        pattern.indptr, pattern.indices, n, leaf_offsets=local_off, _trusted=True
+    )

@@ -207,10 +207,13 @@ class Interpreter:
             return [Node.of(a, value=v) for a, v in zip(avals, values, strict=True)]
         return [Node.of(a) for a in avals]
 
-    def conservative(self, eqn, ins: list[Node]) -> list[Node]:
-        """Every output element depends nonlinearly on every operand element (with a warning)."""
+    def conservative(self, eqn, ins: list[Node], warn: bool = True) -> list[Node]:
+        """Every output element depends nonlinearly on every operand element.
+
+        With ``warn``, a `SparsityWarning` names the primitive (once per detection).
+        """
         name = eqn.primitive.name
-        if name not in self.warned:
+        if warn and name not in self.warned:
             self.warned.add(name)
             warnings.warn(
                 f"lazyhess has no sparsity rule for primitive {name!r}; assuming every output "

@@ -22,7 +22,8 @@ def csr(indptr: np.ndarray, indices: np.ndarray, shape: tuple[int, int]) -> sp.c
 def identity_rows(n_total: int, start: int, size: int) -> sp.csr_array:
     """The dependency matrix of inputs ``start .. start + size`` of ``n_total`` flat inputs."""
     return csr(
-        np.arange(size + 1, dtype=np.int64), np.arange(start, start + size, dtype=np.int64),
+        np.arange(size + 1, dtype=np.int64),
+        np.arange(start, start + size, dtype=np.int64),
         (size, n_total),
     )
 

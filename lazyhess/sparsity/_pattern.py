@@ -14,7 +14,11 @@ _FORMAT_VERSION = 1
 
 def _canonical_csr(rows: np.ndarray, cols: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted, duplicate-free CSR arrays (indptr, indices) of the coordinates (rows, cols)."""
-    keys = np.unique(rows.astype(np.int64) * n + cols.astype(np.int64)) if n else np.zeros(0, np.int64)
+    keys = (
+        np.unique(rows.astype(np.int64) * n + cols.astype(np.int64))
+        if n
+        else np.zeros(0, np.int64)
+    )
     r, c = np.divmod(keys, n) if n else (keys, keys)
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(np.bincount(r, minlength=n), out=indptr[1:])
@@ -99,12 +103,12 @@ class SparsityPattern:
                 )
         if leaf_offsets is not None:
             leaf_offsets = tuple(int(o) for o in leaf_offsets)
-            if leaf_offsets[0] != 0 or leaf_offsets[-1] != n or any(
-                a > b for a, b in zip(leaf_offsets, leaf_offsets[1:], strict=False)
+            if (
+                leaf_offsets[0] != 0
+                or leaf_offsets[-1] != n
+                or any(a > b for a, b in zip(leaf_offsets, leaf_offsets[1:], strict=False))
             ):
-                raise ValueError(
-                    f"leaf_offsets must rise from 0 to n={n}; got {leaf_offsets}."
-                )
+                raise ValueError(f"leaf_offsets must rise from 0 to n={n}; got {leaf_offsets}.")
         self._n = n
         self._indptr = indptr
         self._indices = indices
@@ -147,8 +151,9 @@ class SparsityPattern:
         n = int(n)
         for name, a in (("rows", rows), ("cols", cols)):
             if a.size and (a.min() < 0 or a.max() >= n):
-                raise ValueError(f"{name} must lie in [0, {n}); got values in "
-                                 f"[{a.min()}, {a.max()}].")
+                raise ValueError(
+                    f"{name} must lie in [0, {n}); got values in [{a.min()}, {a.max()}]."
+                )
         if symmetrize:
             rows, cols = np.concatenate([rows, cols]), np.concatenate([cols, rows])
         indptr, indices = _canonical_csr(rows, cols, n)
@@ -167,7 +172,9 @@ class SparsityPattern:
     def from_scipy(cls, matrix: Any, *, symmetrize: bool = False) -> SparsityPattern:
         """The pattern of the stored nonzero entries of a square scipy sparse array/matrix."""
         if not sp.issparse(matrix):
-            raise TypeError(f"expected a scipy sparse array or matrix; got {type(matrix).__name__}.")
+            raise TypeError(
+                f"expected a scipy sparse array or matrix; got {type(matrix).__name__}."
+            )
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
             raise ValueError(f"expected a square matrix; got shape {matrix.shape}.")
         coo = sp.coo_array(matrix)
@@ -179,8 +186,10 @@ class SparsityPattern:
     @classmethod
     def from_bcoo(cls, matrix: Any, *, symmetrize: bool = False) -> SparsityPattern:
         """The pattern of the stored nonzero entries of a square 2-D ``BCOO`` array."""
-        if getattr(matrix, "n_batch", 0) or getattr(matrix, "n_dense", 0) or not hasattr(
-            matrix, "indices"
+        if (
+            getattr(matrix, "n_batch", 0)
+            or getattr(matrix, "n_dense", 0)
+            or not hasattr(matrix, "indices")
         ):
             raise TypeError(
                 "expected a jax.experimental.sparse.BCOO with n_batch=0 and n_dense=0; "
@@ -192,9 +201,7 @@ class SparsityPattern:
         idx = np.asarray(matrix.indices)
         data = np.asarray(matrix.data)
         keep = (data != 0) & np.all(idx < shape[0], axis=1)
-        return cls.from_coordinates(
-            idx[keep, 0], idx[keep, 1], shape[0], symmetrize=symmetrize
-        )
+        return cls.from_coordinates(idx[keep, 0], idx[keep, 1], shape[0], symmetrize=symmetrize)
 
     # ------------------------------------------------------------------ attributes
 

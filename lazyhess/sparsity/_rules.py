@@ -67,16 +67,42 @@ def _nonzero(node: Node, shape):
 
 
 @_register(
-    "add", "sub", "add_any", "neg", "convert_element_type", "copy", "copy_p", "real", "imag",
-    "conj", "reduce_precision", "max", "min", "abs", "clamp", "rem", "optimization_barrier",
+    "add",
+    "sub",
+    "add_any",
+    "neg",
+    "convert_element_type",
+    "copy",
+    "copy_p",
+    "real",
+    "imag",
+    "conj",
+    "reduce_precision",
+    "max",
+    "min",
+    "abs",
+    "clamp",
+    "rem",
+    "complex",
+    "optimization_barrier",
+    "device_put",
+    "sharding_constraint",
+    "mesh_cast",
+    "reshard",
 )
 def _linear_elementwise(ctx: Interpreter, eqn, ins):
-    """Linear (or piecewise linear) elementwise maps, with numpy broadcasting."""
+    """Linear (or piecewise linear) elementwise maps, with numpy broadcasting.
+
+    The modulus of a complex number is the exception: it is nonlinear.
+    """
     outs = []
     multi = eqn.primitive.multiple_results
     for k, v in enumerate(eqn.outvars):
         srcs = [ins[k]] if multi else [i for i in ins if is_float(i.dtype)]
-        outs.append(ctx.link(v.aval, [(i, IndexMap(_bidx(i, v.aval.shape))) for i in srcs]))
+        out = ctx.link(v.aval, [(i, IndexMap(_bidx(i, v.aval.shape))) for i in srcs])
+        if eqn.primitive.name == "abs" and np.issubdtype(ins[0].dtype, np.complexfloating):
+            ctx.nonlinear(out)
+        outs.append(out)
     return outs
 
 
@@ -91,8 +117,20 @@ def _reshape(ctx, eqn, ins):
 
 
 @_register(
-    "stop_gradient", "sign", "floor", "ceil", "round", "is_finite", "nextafter", "argmax",
-    "argmin", "random_bits", "random_seed", "random_wrap", "random_unwrap",
+    "stop_gradient",
+    "sign",
+    "floor",
+    "ceil",
+    "round",
+    "is_finite",
+    "nextafter",
+    "argmax",
+    "argmin",
+    "random_bits",
+    "random_seed",
+    "random_wrap",
+    "random_unwrap",
+    "bitcast_convert_type",
 )
 def _no_derivative(ctx, eqn, ins):
     """Zero derivative everywhere it exists: no dependency."""
@@ -100,10 +138,37 @@ def _no_derivative(ctx, eqn, ins):
 
 
 _UNARY_NONLINEAR = (
-    "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh",
-    "atanh", "exp", "exp2", "log", "log1p", "expm1", "sqrt", "rsqrt", "cbrt", "logistic",
-    "erf", "erfc", "erf_inv", "lgamma", "digamma", "bessel_i0e", "bessel_i1e", "square",
-    "tanh", "custom_square",
+    "sin",
+    "cos",
+    "tan",
+    "asin",
+    "acos",
+    "atan",
+    "sinh",
+    "cosh",
+    "tanh",
+    "asinh",
+    "acosh",
+    "atanh",
+    "exp",
+    "exp2",
+    "log",
+    "log1p",
+    "expm1",
+    "sqrt",
+    "rsqrt",
+    "cbrt",
+    "logistic",
+    "erf",
+    "erfc",
+    "erf_inv",
+    "lgamma",
+    "digamma",
+    "bessel_i0e",
+    "bessel_i1e",
+    "square",
+    "tanh",
+    "custom_square",
 )
 
 
@@ -115,12 +180,24 @@ def _unary_nonlinear(ctx, eqn, ins):
     return [out]
 
 
-@_register("pow", "atan2", "igamma", "igammac", "igamma_grad_a", "random_gamma_grad",
-           "polygamma", "zeta", "regularized_incomplete_beta", "hypot")
+@_register(
+    "pow",
+    "atan2",
+    "igamma",
+    "igammac",
+    "igamma_grad_a",
+    "random_gamma_grad",
+    "polygamma",
+    "zeta",
+    "regularized_incomplete_beta",
+    "hypot",
+)
 def _nonlinear_elementwise(ctx, eqn, ins):
     """Nonlinear elementwise functions of several operands: every pair of operands couples."""
     (v,) = eqn.outvars
-    out = ctx.link(v.aval, [(i, IndexMap(_bidx(i, v.aval.shape))) for i in ins if is_float(i.dtype)])
+    out = ctx.link(
+        v.aval, [(i, IndexMap(_bidx(i, v.aval.shape))) for i in ins if is_float(i.dtype)]
+    )
     ctx.nonlinear(out)
     return [out]
 
@@ -264,10 +341,15 @@ def _dynamic_update_slice(ctx, eqn, ins):
 
 
 def _is_clip(mode) -> bool:
-    return mode is None or mode in (
-        lax.GatherScatterMode.CLIP,
-        lax.GatherScatterMode.PROMISE_IN_BOUNDS,
-    ) or getattr(mode, "name", "") in ("CLIP", "PROMISE_IN_BOUNDS")
+    return (
+        mode is None
+        or mode
+        in (
+            lax.GatherScatterMode.CLIP,
+            lax.GatherScatterMode.PROMISE_IN_BOUNDS,
+        )
+        or getattr(mode, "name", "") in ("CLIP", "PROMISE_IN_BOUNDS")
+    )
 
 
 @_register("gather")
@@ -279,9 +361,15 @@ def _gather(ctx, eqn, ins):
         return [ctx.link(v.aval, [(op, GroupMap.everything(op.size, v.aval.size))])]
     dn = p["dimension_numbers"]
     idx = st.gather(
-        op.shape, np.asarray(indices.value), dn.offset_dims, dn.collapsed_slice_dims,
-        dn.start_index_map, dn.operand_batching_dims, dn.start_indices_batching_dims,
-        p["slice_sizes"], clip=_is_clip(p["mode"]),
+        op.shape,
+        np.asarray(indices.value),
+        dn.offset_dims,
+        dn.collapsed_slice_dims,
+        dn.start_index_map,
+        dn.operand_batching_dims,
+        dn.start_indices_batching_dims,
+        p["slice_sizes"],
+        clip=_is_clip(p["mode"]),
     )
     return [ctx.link(v.aval, [(op, IndexMap(idx))])]
 
@@ -296,9 +384,14 @@ def _scatter_targets(eqn, op: Node, indices: np.ndarray, upd: Node):
         for d in range(rank)
     ]
     args = (
-        op.shape, indices, dn.update_window_dims, dn.inserted_window_dims,
-        dn.scatter_dims_to_operand_dims, dn.operand_batching_dims,
-        dn.scatter_indices_batching_dims, sizes,
+        op.shape,
+        indices,
+        dn.update_window_dims,
+        dn.inserted_window_dims,
+        dn.scatter_dims_to_operand_dims,
+        dn.operand_batching_dims,
+        dn.scatter_indices_batching_dims,
+        sizes,
     )
     clip = _is_clip(eqn.params["mode"])
     maybe = st.gather(*args, clip=clip, per_element=True)
@@ -306,17 +399,26 @@ def _scatter_targets(eqn, op: Node, indices: np.ndarray, upd: Node):
     return maybe, sure
 
 
-@_register("scatter", "scatter-add", "scatter_add", "scatter-sub", "scatter_sub", "scatter-mul",
-           "scatter_mul", "scatter-min", "scatter_min", "scatter-max", "scatter_max")
+@_register(
+    "scatter",
+    "scatter-add",
+    "scatter_add",
+    "scatter-sub",
+    "scatter_sub",
+    "scatter-mul",
+    "scatter_mul",
+    "scatter-min",
+    "scatter_min",
+    "scatter-max",
+    "scatter_max",
+)
 def _scatter(ctx, eqn, ins):
     (v,) = eqn.outvars
     op, indices, upd = ins[0], ins[1], ins[2]
     name = eqn.primitive.name
     m = v.aval.size
     if indices.value is None:
-        out = ctx.link(
-            v.aval, [(op, IndexMap(None)), (upd, GroupMap.everything(upd.size, m))]
-        )
+        out = ctx.link(v.aval, [(op, IndexMap(None)), (upd, GroupMap.everything(upd.size, m))])
     else:
         maybe, sure = _scatter_targets(eqn, op, np.asarray(indices.value), upd)
         keep = maybe >= 0
@@ -354,8 +456,15 @@ def _reduce_groups(shape, axes):
     return np.broadcast_to(g, shape).ravel(), math.prod(shape[d] for d in keep)
 
 
-@_register("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or",
-           "reduce_xor")
+@_register(
+    "reduce_sum",
+    "reduce_max",
+    "reduce_min",
+    "reduce_prod",
+    "reduce_and",
+    "reduce_or",
+    "reduce_xor",
+)
 def _reduce(ctx, eqn, ins):
     (v,) = eqn.outvars
     g, m = _reduce_groups(ins[0].shape, tuple(eqn.params["axes"]))
@@ -391,6 +500,76 @@ def _fibers(shape, axis):
     return g, m
 
 
+@_register("top_k")
+def _top_k(ctx, eqn, ins):
+    """The k largest along an axis: each value comes from somewhere in its fiber."""
+    values, indices = eqn.outvars
+    axis = eqn.params.get("axis", -1) % len(ins[0].shape)
+    g_in, m = _fibers(ins[0].shape, axis)
+    g_out, _ = _fibers(values.aval.shape, axis)
+    return [ctx.link(values.aval, [(ins[0], GroupMap(g_in, g_out, m))]), Node.of(indices.aval)]
+
+
+@_register(
+    "cholesky",
+    "lu",
+    "qr",
+    "eigh",
+    "eig",
+    "svd",
+    "schur",
+    "hessenberg",
+    "tridiagonal",
+    "triangular_solve",
+    "tridiagonal_solve",
+    "custom_linear_solve",
+    "householder_product",
+    "geqrf",
+    "geqp3",
+    "orgqr",
+)
+def _dense_linalg(ctx, eqn, ins):
+    """Factorizations and solves: every output depends nonlinearly on every operand."""
+    return ctx.conservative(eqn, ins, warn=False)
+
+
+@_register("reduce_window_sum", "reduce_window_max", "reduce_window_min")
+def _reduce_window(ctx, eqn, ins):
+    """Pooling: each output reads its (strided, dilated, padded) window, linearly."""
+    (v,) = eqn.outvars
+    p = eqn.params
+    shape = ins[0].shape
+    rank = len(shape)
+    taps = [
+        _conv_taps(
+            shape[d],
+            v.aval.shape[d],
+            p["window_dimensions"][d],
+            p["window_strides"][d],
+            p["padding"][d][0],
+            (p["base_dilation"] or (1,) * rank)[d],
+            (p["window_dilation"] or (1,) * rank)[d],
+        )
+        for d in range(rank)
+    ]
+    grids = np.ix_(
+        *[np.arange(n) for n in v.aval.shape], *[np.arange(w) for w in p["window_dimensions"]]
+    )
+    ys, ks = grids[:rank], grids[rank:]
+    xs = [t[y, k] for t, y, k in zip(taps, ys, ks, strict=True)]
+    valid = np.ones((), bool)
+    for x in xs:
+        valid = valid & (x >= 0)
+    cols = st.positions(shape)[tuple(np.maximum(x, 0) for x in xs)]
+    rows = st.positions(v.aval.shape)[ys]
+    full = np.broadcast_shapes(cols.shape, rows.shape, valid.shape)
+    keep = np.broadcast_to(valid, full).ravel()
+    rows = np.broadcast_to(rows, full).ravel()[keep]
+    cols = np.broadcast_to(cols, full).ravel()[keep]
+    mat = sp.csr_array((np.ones(rows.size, bool), (rows, cols)), shape=(v.aval.size, ins[0].size))
+    return [ctx.link(v.aval, [(ins[0], MatrixMap(mat))])]
+
+
 @_register("sort")
 def _sort(ctx, eqn, ins):
     g, m = _fibers(ins[0].shape, eqn.params["dimension"])
@@ -418,9 +597,11 @@ def _cumulative(ctx, eqn, ins):
         if eqn.params["reverse"]:
             t, s = s, t
         rows, cols = pos[:, t].ravel(), pos[:, s].ravel()
-        map_ = MatrixMap(sp.csr_array(
-            (np.ones(rows.size, bool), (rows, cols)), shape=(ins[0].size, ins[0].size)
-        ))
+        map_ = MatrixMap(
+            sp.csr_array(
+                (np.ones(rows.size, bool), (rows, cols)), shape=(ins[0].size, ins[0].size)
+            )
+        )
     out = ctx.link(v.aval, [(ins[0], map_)])
     if eqn.primitive.name == "cumlogsumexp" or (
         eqn.primitive.name == "cumprod" and length > _PAIR_LIMIT
@@ -462,8 +643,10 @@ def _dot_general(ctx, eqn, ins):
 
     def jac(pos_self, other: Node, pos_other, self_is_lhs: bool):
         """Local Jacobian of the output with respect to one operand."""
-        nz = None if other.dep is not None or other.value is None else (
-            np.ravel(other.value)[pos_other] != 0
+        nz = (
+            None
+            if other.dep is not None or other.value is None
+            else (np.ravel(other.value)[pos_other] != 0)
         )
         if nz is None:
             nz = np.ones(pos_other.shape, bool)
@@ -471,14 +654,17 @@ def _dot_general(ctx, eqn, ins):
         n_self = pos_self.shape[1]
         s = np.arange(n_self)
         b2, k2, c2, s2 = (
-            np.repeat(b, n_self), np.repeat(k, n_self), np.repeat(c, n_self), np.tile(s, b.size)
+            np.repeat(b, n_self),
+            np.repeat(k, n_self),
+            np.repeat(c, n_self),
+            np.tile(s, b.size),
         )
         i, j = (s2, k2) if self_is_lhs else (k2, s2)
         rows = (b2 * ni + i) * nj + j
         cols = pos_self[b2, s2, c2]
-        return MatrixMap(sp.csr_array(
-            (np.ones(rows.size, bool), (rows, cols)), shape=(m, pos_self.size)
-        ))
+        return MatrixMap(
+            sp.csr_array((np.ones(rows.size, bool), (rows, cols)), shape=(m, pos_self.size))
+        )
 
     sources = []
     if lhs.dep is not None:
@@ -539,13 +725,21 @@ def _conv(ctx, eqn, ins):
     n_b, n_o, n_i = lp.shape[0], rp.shape[0], rp.shape[1]
     og = n_o // p["feature_group_count"]
     taps = [
-        _conv_taps(lp.shape[2 + d], op.shape[2 + d], rp.shape[2 + d], p["window_strides"][d],
-                   p["padding"][d][0], (p["lhs_dilation"] or (1,) * nsp)[d],
-                   (p["rhs_dilation"] or (1,) * nsp)[d])
+        _conv_taps(
+            lp.shape[2 + d],
+            op.shape[2 + d],
+            rp.shape[2 + d],
+            p["window_strides"][d],
+            p["padding"][d][0],
+            (p["lhs_dilation"] or (1,) * nsp)[d],
+            (p["rhs_dilation"] or (1,) * nsp)[d],
+        )
         for d in range(nsp)
     ]
     grids = np.ix_(
-        np.arange(n_b), np.arange(n_o), np.arange(n_i),
+        np.arange(n_b),
+        np.arange(n_o),
+        np.arange(n_i),
         *[np.arange(op.shape[2 + d]) for d in range(nsp)],
         *[np.arange(rp.shape[2 + d]) for d in range(nsp)],
     )
@@ -573,9 +767,21 @@ def _sub_jaxpr(params):
     raise KeyError("no sub-jaxpr")
 
 
-@_register("pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
-           "custom_vjp_call_jaxpr", "remat", "remat2", "checkpoint", "custom_lin", "named_call",
-           inline=True)
+@_register(
+    "pjit",
+    "jit",
+    "closed_call",
+    "core_call",
+    "custom_jvp_call",
+    "custom_vjp_call",
+    "custom_vjp_call_jaxpr",
+    "remat",
+    "remat2",
+    "checkpoint",
+    "custom_lin",
+    "named_call",
+    inline=True,
+)
 def _call(ctx, eqn, ins):
     """Calls are inlined: their body is interpreted in place."""
     sub = _sub_jaxpr(eqn.params)
@@ -606,19 +812,23 @@ def _fresh(nodes, deps):
 
 def _saturated(n: int, carry: list[Node], entering: list[Node]) -> list:
     """Carried dependencies when every carried element may depend on all that enters."""
-    cols = np.unique(np.concatenate(
-        [row_union(e.dep) for e in entering if e.dep is not None] or [np.zeros(0, np.int64)]
-    ))
+    cols = np.unique(
+        np.concatenate(
+            [row_union(e.dep) for e in entering if e.dep is not None] or [np.zeros(0, np.int64)]
+        )
+    )
     deps = []
     for c in carry:
         if not is_float(c.dtype) or cols.size == 0:
             deps.append(None)
             continue
         indptr = np.arange(c.size + 1, dtype=np.int64) * cols.size
-        deps.append(sp.csr_array(
-            (np.ones(c.size * cols.size, bool), np.tile(cols, c.size), indptr),
-            shape=(c.size, n),
-        ))
+        deps.append(
+            sp.csr_array(
+                (np.ones(c.size * cols.size, bool), np.tile(cols, c.size), indptr),
+                shape=(c.size, n),
+            )
+        )
     return deps
 
 
@@ -675,7 +885,11 @@ def _scan(ctx, eqn, ins):
         return ctx.fold(eqn, ins)
     body, length = p["jaxpr"], p["length"]
     n_consts, n_carry = p["num_consts"], p["num_carry"]
-    consts, init, xs = ins[:n_consts], ins[n_consts : n_consts + n_carry], ins[n_consts + n_carry :]
+    consts, init, xs = (
+        ins[:n_consts],
+        ins[n_consts : n_consts + n_carry],
+        ins[n_consts + n_carry :],
+    )
     ys_avals = [v.aval for v in eqn.outvars[n_carry:]]
     if length * max(len(body.jaxpr.eqns), 1) <= UNROLL_BUDGET:
         return _scan_unrolled(ctx, eqn, consts, init, xs, ys_avals)
@@ -720,7 +934,9 @@ def _scan_unrolled(ctx, eqn, consts, init, xs, ys_avals):
         steps = [per_step[t][k] for t in range(length)]
         if all(s.dep is None for s in steps):
             if all(s.value is not None for s in steps):
-                ys.append(Node.of(aval, value=np.stack([s.value for s in steps]).reshape(aval.shape)))
+                ys.append(
+                    Node.of(aval, value=np.stack([s.value for s in steps]).reshape(aval.shape))
+                )
             else:
                 ys.append(Node.of(aval))
             continue
@@ -731,4 +947,3 @@ def _scan_unrolled(ctx, eqn, consts, init, xs, ys_avals):
             sources.append((s, IndexMap(idx)))
         ys.append(ctx.link(aval, sources))
     return [*carry, *ys]
-

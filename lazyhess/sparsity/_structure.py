@@ -169,9 +169,13 @@ def gather(
             off[:, d] = oc[k]
     full = start[:, None, :] + off[None, :, :]
     inside = np.all((full >= 0) & (full < shape), axis=2)
-    flat = np.ravel_multi_index(
-        tuple(np.clip(full, 0, np.maximum(shape - 1, 0)).transpose(2, 0, 1)), operand_shape
-    ) if rank else np.zeros((nb, no), np.int64)
+    flat = (
+        np.ravel_multi_index(
+            tuple(np.clip(full, 0, np.maximum(shape - 1, 0)).transpose(2, 0, 1)), operand_shape
+        )
+        if rank
+        else np.zeros((nb, no), np.int64)
+    )
     if not clip:
         valid = inside if per_element else (window_ok[:, None] & inside)
         flat = np.where(valid, flat, -1)
