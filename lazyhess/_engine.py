@@ -82,13 +82,20 @@ class Engine:
         return self._fill(plan, p)
 
     def _fill(self, plan: Plan, p: np.ndarray) -> np.ndarray:
+        """Scatter the planned directions into the result, one chunk of them at a time."""
         out = np.empty(p.shape, dtype=self.layout.dtype)
-        reused, new = plan.reused, plan.new
-        groups = [(s, reused[s : s + self.chunk_size]) for s in range(0, reused.size, self.chunk_size)]
-        groups += [(reused.size + s, ids) for s, ids in zip(range(0, new.size, self.chunk_size), self._chunks(new))]
+        reused, new, size = plan.reused, plan.new, self.chunk_size
+        groups = [(s, reused[s : s + size]) for s in range(0, reused.size, size)]
+        groups += [(reused.size + s, new[s : s + size]) for s in range(0, new.size, size)]
         if len(groups) > 1:
-            order = np.argsort(plan.slot, kind="stable")
-            bounds = np.searchsorted(plan.slot[order], [s for s, _ in groups] + [len(reused) + len(new)])
+            # Group the entries by chunk with a counting sort (radix on small ints).
+            in_new = plan.slot >= reused.size
+            chunk = np.where(
+                in_new, (plan.slot - reused.size) // size + -(-reused.size // size), plan.slot // size
+            )
+            chunk = chunk.astype(np.int16 if len(groups) < 2**15 else np.int64)
+            order = np.argsort(chunk, kind="stable")
+            bounds = np.concatenate([[0], np.cumsum(np.bincount(chunk, minlength=len(groups)))])
         for g, (start, ids) in enumerate(groups):
             if start < reused.size:
                 block = np.stack([self.cache.take(int(i)) for i in ids])
