@@ -1,7 +1,6 @@
 import jax
-
-jax.config.update("jax_enable_x64", True)
 from hypothesis import settings
 
+jax.config.update("jax_enable_x64", True)
 settings.register_profile("lazyhess", derandomize=True, deadline=None)
 settings.load_profile("lazyhess")
