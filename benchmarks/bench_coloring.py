@@ -141,9 +141,10 @@ BANDED_1E6 = ("tridiagonal (GENROSE)", "band 3 + dense row (BDQRTIC)")
 COLUMN_ROW_LIMIT = 1000
 
 
-def _median_time(fn, repeats):
+def _median_time(fn, repeats, budget=10.0):
+    """Median over ``repeats`` runs, fewer once the runs have taken ``budget`` seconds."""
     times, result = [], None
-    for _ in range(repeats):
+    while len(times) < repeats and sum(times) < budget:
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)

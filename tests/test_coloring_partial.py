@@ -41,7 +41,7 @@ def requests(draw):
     return pattern, rows, cols
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(requests())
 def test_random_requests_both_orientations(request):
     pattern, rows, cols = request
@@ -79,7 +79,7 @@ def test_large_request_is_fast():
     cols = rng.choice(n, 100_000, replace=False)
     start = time.perf_counter()
     colors = partial_coloring(pattern, rows, cols)
-    assert time.perf_counter() - start < 2.0
+    assert time.perf_counter() - start < 5.0  # about 0.1 s on a 2-core machine
     assert colors.max() + 1 <= 3
 
 

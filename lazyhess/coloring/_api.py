@@ -22,9 +22,6 @@ ORDER_OPTIONS: tuple[str, ...] = ("auto", *ORDERS)
 # Orders tried by order="auto", best first on the benchmark suite; "random" is left out
 # because it is never better there and its scattered memory access is slow.
 AUTO_ORDERS: tuple[Order, ...] = ("largest_first", "smallest_last", "incidence_degree", "natural")
-# A method whose first order needs more than this factor times the best count so far is
-# not tried with the other orders (other orders rarely gain more than 25%).
-_HOPELESS = 1.25
 
 
 def hessian_coloring_from_sparsity(
@@ -43,7 +40,7 @@ def hessian_coloring_from_sparsity(
     row counts) for column colorings, plus O(nnz log nnz) to normalise the pattern. The
     portfolio stops early once a lower bound is reached, skips column colorings that
     cannot beat the best star coloring (they need at least the largest row count), and
-    tries further orders of a method only if its first order came within 25% of the best.
+    abandons a candidate as soon as it needs as many colors as the best so far.
 
     Args:
         pattern: symmetric sparsity pattern: a scipy sparse matrix or array, a dense
@@ -133,7 +130,7 @@ def partial_coloring(pattern, rows, cols) -> np.ndarray:
     count = np.diff(by_column.indptr)
     order = np.argsort(-count, kind="stable").astype(np.int64)
     colors = _greedy.bipartite_distance2(
-        by_column.indptr, by_column.indices, block.indptr, block.indices, order
+        by_column.indptr, by_column.indices, block.indptr, block.indices, order, len(order)
     )
     return colors[position.reshape(-1)]
 
@@ -169,13 +166,15 @@ def _color(csr: sp.csr_array, method: str, order: str, pattern) -> ColoredPatter
         if best is not None and column_bound >= best[0]:
             break
         bound = column_bound if candidate == "column" else int(csr.nnz > 0)
-        for k, name in enumerate(orders):
-            colors = graph.color(candidate, vertex_order(name, graph.indptr, graph.indices))
+        for name in orders:
+            # A later candidate only matters if it needs fewer colors: stop it early.
+            limit = csr.shape[0] + 1 if best is None else best[0] - 1
+            ordered = vertex_order(name, graph.indptr, graph.indices)
+            colors = graph.color(candidate, ordered, limit)
             num_colors = int(colors.max(initial=-1)) + 1
-            if best is None or num_colors < best[0]:
+            if num_colors <= limit and (best is None or num_colors < best[0]):
                 best = (num_colors, candidate, name, colors)
-            hopeless = k == 0 and num_colors > _HOPELESS * best[0]
-            if best[0] <= bound or hopeless:
+            if best[0] <= bound:
                 break
     _, method, order, colors = best
     return ColoredPattern(csr, colors, method, order, pattern=pattern)
@@ -204,15 +203,21 @@ class _Graph(NamedTuple):
         has_diagonal[rows[on_diagonal]] = True
         return cls(csr, rows, indptr, indices, has_diagonal, np.diff(csr.indptr) > 0)
 
-    def color(self, method: Method, order: np.ndarray) -> np.ndarray:
-        """Colors for one method and vertex order; vertices that need no seed are -1."""
+    def color(self, method: Method, order: np.ndarray, limit: int) -> np.ndarray:
+        """Colors for one method and vertex order; vertices that need no seed are -1.
+
+        Star and column colorings stop as soon as a vertex needs color ``limit``; the
+        result then has more than ``limit`` colors and must not be used.
+        """
         if method == "column":
             indptr = self.csr.indptr.astype(np.int64)
             indices = self.csr.indices.astype(np.int64)
-            return _greedy.bipartite_distance2(indptr, indices, indptr, indices, order)
+            return _greedy.bipartite_distance2(indptr, indices, indptr, indices, order, limit)
         if method == "diagonal":
             return _greedy.distance1(self.indptr, self.indices, order[self.has_diagonal[order]])
-        colors = _greedy.star(self.indptr, self.indices, order[self.has_entry[order]])
+        colors = _greedy.star(self.indptr, self.indices, order[self.has_entry[order]], limit)
+        if colors.max(initial=-1) >= limit:
+            return colors
         return self.neutralize(colors)
 
     def neutralize(self, colors: np.ndarray) -> np.ndarray:

@@ -92,7 +92,7 @@ class ColoredPattern:
         seeds[self.colors[colored], colored] = 1
         return seeds
 
-    def decompress_data(self, compressed) -> jnp.ndarray:
+    def decompress_data(self, compressed):
         """The Hessian's stored entries in pattern order, read from the compressed matrix.
 
         A gather with constant index arrays: jit-able and differentiable in
@@ -102,13 +102,14 @@ class ColoredPattern:
             compressed: ``B``, shape ``(num_colors, n)``, ``B[c] = H @ s_c``.
 
         Returns:
-            A jax array of length ``nnz``, ``H[rows[k], cols[k]]`` at position ``k``.
+            Length ``nnz``, ``H[rows[k], cols[k]]`` at position ``k``: a numpy array for a
+            numpy ``compressed``, otherwise a jax array.
         """
         self._require_full_recovery("decompress_data")
         compressed = self._check_compressed(compressed)
         return compressed[self.recover_color, self.recover_index]
 
-    def decompress_diagonal(self, compressed) -> jnp.ndarray:
+    def decompress_diagonal(self, compressed):
         """The Hessian's diagonal, read from the compressed matrix (any method).
 
         Diagonal positions outside the pattern are 0. Jit-able and differentiable.
@@ -117,12 +118,16 @@ class ColoredPattern:
             compressed: ``B``, shape ``(num_colors, n)``.
 
         Returns:
-            A jax array of shape ``(n,)``.
+            Shape ``(n,)``: a numpy array for a numpy ``compressed``, otherwise a jax array.
         """
         compressed = self._check_compressed(compressed)
         on_diagonal = self.rows == self.cols
         vertices = self.rows[on_diagonal]
         values = compressed[self.colors[vertices], vertices]
+        if isinstance(compressed, np.ndarray):
+            diagonal = np.zeros(self.n, compressed.dtype)
+            diagonal[vertices] = values
+            return diagonal
         return jnp.zeros(self.n, compressed.dtype).at[vertices].set(values)
 
     def decompress(self, compressed, format: Format = "csr"):
@@ -146,10 +151,12 @@ class ColoredPattern:
         data = self.decompress_data(compressed)
         shape = (self.n, self.n)
         if format == "dense":
-            return jnp.zeros(shape, data.dtype).at[self.rows, self.cols].set(data)
+            return jnp.zeros(shape, data.dtype).at[self.rows, self.cols].set(jnp.asarray(data))
         if format == "bcoo":
             indices = np.stack([self.rows, self.cols], axis=1)
-            return BCOO((data, indices), shape=shape, indices_sorted=True, unique_indices=True)
+            return BCOO(
+                (jnp.asarray(data), indices), shape=shape, indices_sorted=True, unique_indices=True
+            )
         data = np.asarray(data)
         if format == "numpy":
             dense = np.zeros(shape, data.dtype)
@@ -211,8 +218,9 @@ class ColoredPattern:
                 f"Use decompress_diagonal, or color with method='star' or 'column'."
             )
 
-    def _check_compressed(self, compressed) -> jnp.ndarray:
-        compressed = jnp.asarray(compressed)
+    def _check_compressed(self, compressed):
+        if not isinstance(compressed, np.ndarray):
+            compressed = jnp.asarray(compressed)
         if compressed.shape != (self.num_colors, self.n):
             raise ValueError(
                 f"the compressed Hessian must have shape (num_colors, n) = "

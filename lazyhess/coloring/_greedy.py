@@ -37,7 +37,7 @@ def distance1(indptr, indices, order):
 
 
 @kernel
-def bipartite_distance2(col_ptr, col_rows, row_ptr, row_cols, order):
+def bipartite_distance2(col_ptr, col_rows, row_ptr, row_cols, order, limit):
     """Greedy distance-2 coloring of the columns of a sparse matrix A.
 
     Two columns sharing a nonzero row get different colors, so every A[i, j] equals the
@@ -49,6 +49,8 @@ def bipartite_distance2(col_ptr, col_rows, row_ptr, row_cols, order):
         row_ptr: CSR row pointers of A.
         row_cols: CSR column indices of A (columns of each row).
         order: the columns to color, in visiting order; columns without entries stay -1.
+        limit: stop as soon as a column needs color ``limit`` (the result then has
+            ``limit + 1`` colors and is incomplete); pass ``len(order)`` for no limit.
 
     Returns:
         int32 colors, one per column. Cost O(sum over rows of nnz(row)^2).
@@ -69,6 +71,8 @@ def bipartite_distance2(col_ptr, col_rows, row_ptr, row_cols, order):
         while mark[c] == j:
             c += 1
         colors[j] = c
+        if c >= limit:
+            break
     return colors
 
 
@@ -105,7 +109,7 @@ def _widen(sets):
 
 
 @kernel
-def star(indptr, indices, order):
+def star(indptr, indices, order, limit):
     """Greedy star coloring: every path on four vertices gets at least three colors.
 
     A star coloring is a distance-1 coloring whose two-colored subgraphs are all stars.
@@ -124,6 +128,8 @@ def star(indptr, indices, order):
         indptr: CSR row pointers of an undirected graph without self-loops.
         indices: CSR column indices of that graph.
         order: the vertices to color, in visiting order; others stay -1.
+        limit: stop as soon as a vertex needs color ``limit`` (the result then has
+            ``limit + 1`` colors and is incomplete); pass ``len(order)`` for no limit.
 
     Returns:
         int32 colors. Cost O(edges * (1 + colors / 64)) plus, once per vertex and
@@ -149,10 +155,12 @@ def star(indptr, indices, order):
                 for k in range(width):
                     forbid[k] |= sets[w, _HUBS, k]
         c = _lowest_clear_bit(forbid)
+        colors[v] = c
+        if c >= limit:
+            break
         if c >= 64 * width:
             sets = _widen(sets)
             forbid = np.zeros(2 * width, np.uint64)
-        colors[v] = c
         for p in range(indptr[v], indptr[v + 1]):
             w = indices[p]
             cw = colors[w]
