@@ -6,7 +6,9 @@ read back exactly.
 """
 
 import doctest
+import re
 import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -326,6 +328,14 @@ def test_never_more_colors_than_asdex_star():
             assert ours.num_colors <= theirs, (build.__name__, n)
             star = hessian_coloring_from_sparsity(pattern, "star", "largest_first")
             assert star.num_colors <= theirs, (build.__name__, n)
+
+
+def test_docs_page_examples():
+    page = Path(__file__).parent.parent / "docs" / "coloring.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), {})
 
 
 def test_docstring_examples():
