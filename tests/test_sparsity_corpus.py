@@ -219,15 +219,45 @@ def _points(f_name, rng, k=3):
     return [rng.uniform(lo, hi, size=N) for _ in range(k)]
 
 
+#: Functions whose global pattern is larger than what a few sample points show, and why.
+NOT_EXACT_AT_SAMPLES = {
+    "argmax_gather": "index depends on the input: any element may be read",
+    "dynamic_slice_var": "start depends on the input: any window position",
+    "dynamic_update_slice_var": "start depends on the input: any window position",
+    "scatter_var_index": "index depends on the input: any target",
+    "fori_long": "loop counter unknown in the fixed point: x[i % N] may be any element",
+    "cummax": "which element is the running max depends on the values",
+    "maximum": "which operand is larger depends on the values",
+    "reduce_max": "which element is the max depends on the values",
+    "reduce_min": "which element is the min depends on the values",
+    "reduce_window_max": "which element is the window max depends on the values",
+    "sort": "the permutation depends on the values",
+    "top_k": "the selection depends on the values",
+    "linalg_solve": "factorizations use the dense conservative rule",
+    "clip": "zero second derivative where the clip is active, at some samples",
+    "relu": "zero where the input is negative, at some samples",
+    "where_var": "the branch taken depends on the sign",
+    "cond_var": "the branch taken depends on the sign",
+    "switch": "the branch taken depends on the values",
+}
+
+
+def _sample_pattern(name, f, k=3):
+    rng = np.random.default_rng(sum(map(ord, name)))
+    hs = jax.jit(jax.vmap(_reference(name, f)))(jnp.asarray(np.stack(_points(name, rng, k))))
+    return np.any(np.asarray(hs) != 0, axis=0)
+
+
 @pytest.mark.parametrize("name", sorted(CORPUS))
 def test_superset_of_jax_hessian(name):
     f = CORPUS[name]
     pattern = hessian_sparsity(f, jnp.zeros(N)).to_dense()
-    rng = np.random.default_rng(abs(hash(name)) % 2**32)
-    hs = jax.jit(jax.vmap(_reference(name, f)))(jnp.asarray(np.stack(_points(name, rng))))
-    for h in np.asarray(hs):
-        missing = (h != 0) & ~pattern
-        assert not missing.any(), f"{name}: missing entries {np.argwhere(missing).tolist()}"
+    seen = _sample_pattern(name, f)
+    missing = seen & ~pattern
+    assert not missing.any(), f"{name}: missing entries {np.argwhere(missing).tolist()}"
+    if name not in NOT_EXACT_AT_SAMPLES:
+        extra = pattern & ~seen
+        assert not extra.any(), f"{name}: extra entries {np.argwhere(extra).tolist()}"
 
 
 def test_corpus_size():
