@@ -105,7 +105,8 @@ class PairOp:
         k = np.flatnonzero(mask)
         ia = k if self.ia is None else self.ia[k]
         ib = k if self.ib is None else self.ib[k]
-        acc.append((take_rows(self.a.dep, ia), take_rows(self.b.dep, ib)))
+        same = self.a is self.b and (ia is ib or np.array_equal(ia, ib))
+        acc.append((take_rows(self.a.dep, ia), None if same else take_rows(self.b.dep, ib)))
 
 
 class LoopOp:
@@ -270,15 +271,47 @@ def backward(ops: list, outputs: Sequence[Node]) -> None:
 
 
 def hessian_coordinates(ops: list, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The (row, col) coordinates of the Hessian pattern, sorted row-major, symmetric."""
+    """CSR arrays (indptr, indices) of the Hessian pattern: sorted, symmetric.
+
+    The pattern is the union of ``Aᵀ B`` over the recorded pair terms. Terms pairing rows
+    with themselves (``Aᵀ A``, symmetric) share one sparse product; the others give their
+    single-entry rows as coordinates directly and the rest one product, symmetrised.
+    """
     acc: list = []
     for op in ops:
         op.pairs(acc)
-    if not acc:
+    rows, cols, sym, cross_a, cross_b = [], [], [], [], []
+    for a, b in acc:
+        if b is None:
+            sym.append(a)
+            continue
+        single = (np.diff(a.indptr) == 1) & (np.diff(b.indptr) == 1)
+        if single.any():
+            r = a.indices[a.indptr[:-1][single]]
+            c = b.indices[b.indptr[:-1][single]]
+            rows += [r, c]
+            cols += [c, r]
+        rest = np.flatnonzero(~single)
+        if rest.size:
+            cross_a.append(take_rows(a, rest))
+            cross_b.append(take_rows(b, rest))
+    parts = []
+    if sym:
+        a = sp.vstack(sym, format="csr")
+        parts.append(a.T.tocsr() @ a)
+    if cross_a:
+        a = sp.vstack(cross_a, format="csr")
+        c = a.T.tocsr() @ sp.vstack(cross_b, format="csr")
+        parts += [c, c.T.tocsr()]
+    if rows:
+        r, c = np.concatenate(rows), np.concatenate(cols)
+        parts.append(sp.csr_array((np.ones(r.size, bool), (r, c)), shape=(n, n)))
+    if not parts:
         return np.zeros(n + 1, np.int64), np.zeros(0, np.int64)
-    a = sp.vstack([x for x, _ in acc], format="csr")
-    b = sp.vstack([y for _, y in acc], format="csr")
-    h = (a.T.tocsr() @ b).tocsr()
-    h = (h + h.T).tocsr()
+    h = parts[0]
+    for part in parts[1:]:
+        h = h + part
+    h = h.tocsr()
+    h.sum_duplicates()
     h.sort_indices()
     return h.indptr.astype(np.int64), h.indices.astype(np.int64)
