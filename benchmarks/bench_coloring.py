@@ -8,6 +8,7 @@ directly with scipy, following the structures in PROBLEMS.md (0-based indices).
 """
 
 import argparse
+import sys
 import time
 import warnings
 
@@ -194,6 +195,7 @@ def run(patterns, sizes, repeats, with_asdex=True):
                 row["asdex star"] = _asdex(pattern, True, repeats)
                 row["asdex column"] = _asdex(pattern, False, repeats) if column_ok else None
             rows.append(row)
+            print(table([row]).splitlines()[-1], file=sys.stderr, flush=True)
     return rows
 
 

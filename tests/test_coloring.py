@@ -171,6 +171,20 @@ def test_input_types_and_pattern_attribute():
     assert hessian_coloring_from_sparsity(numeric).nnz == 0
 
 
+def test_entry_index():
+    pattern = SMALL_SUITE["ARROW(2)"]
+    colored = hessian_coloring_from_sparsity(pattern)
+    dense = pattern.toarray()
+    i, j = np.meshgrid(np.arange(colored.n), np.arange(colored.n), indexing="ij")
+    k = colored.entry_index(i, j)
+    assert k.shape == (colored.n, colored.n)
+    np.testing.assert_array_equal(k >= 0, dense)
+    np.testing.assert_array_equal(colored.rows[k[dense]], i[dense])
+    np.testing.assert_array_equal(colored.cols[k[dense]], j[dense])
+    empty = hessian_coloring_from_sparsity(np.zeros((3, 3), bool))
+    assert empty.entry_index([0, 2], 1).tolist() == [-1, -1]
+
+
 def test_repr():
     colored = hessian_coloring_from_sparsity(tridiagonal(10), "star", "natural")
     assert repr(colored) == (

@@ -13,10 +13,8 @@ from ._colored import METHODS, ColoredPattern, Method
 from ._normalize import entry_rows, square_csr, symmetric_csr
 from ._orders import ORDERS, Order, vertex_order
 
-MethodOption = Literal["auto", "star", "column", "diagonal"]
-OrderOption = Literal[
-    "auto", "natural", "largest_first", "smallest_last", "incidence_degree", "random"
-]
+MethodOption = Literal["auto"] | Method
+OrderOption = Literal["auto"] | Order
 METHOD_OPTIONS: tuple[str, ...] = ("auto", *METHODS)
 ORDER_OPTIONS: tuple[str, ...] = ("auto", *ORDERS)
 # Orders tried by order="auto", best first on the benchmark suite; "random" is left out

@@ -36,7 +36,8 @@ class ColoredPattern:
     * ``"diagonal"``: only diagonal entries are recoverable, as ``B[colors[i], i]``;
       ``recover_color`` and ``recover_index`` are ``-1`` on off-diagonal entries.
 
-    Columns without any entry are neutral (``-1``) in every method.
+    Columns without any entry are neutral (``-1``) in every method. ``entry_index``
+    finds ``k`` for requested ``(i, j)`` pairs.
 
     Attributes:
         pattern: the pattern as given if it had a ``to_scipy`` method, else ``csr``.
@@ -75,12 +76,34 @@ class ColoredPattern:
             recovery = _recovery(csr, self.rows, self.colors, method)
         self.recover_color, self.recover_index = recovery
         self._csc_perm = None
+        self._keys = None
 
     def __repr__(self) -> str:
         return (
             f"ColoredPattern(n={self.n}, nnz={self.nnz}, method={self.method!r}, "
             f"order={self.order!r}, num_colors={self.num_colors})"
         )
+
+    def entry_index(self, rows, cols) -> np.ndarray:
+        """The position ``k`` of each entry ``(rows[m], cols[m])`` among the stored entries.
+
+        ``-1`` marks entries outside the pattern (structural zeros). With ``k >= 0`` the
+        entry is ``B[recover_color[k], recover_index[k]]``. Cost O(m log nnz).
+
+        Args:
+            rows: int array of row indices, any shape.
+            cols: int array of column indices, broadcastable with ``rows``.
+
+        Returns:
+            int64 array of the broadcast shape.
+        """
+        rows, cols = np.broadcast_arrays(np.asarray(rows, np.int64), np.asarray(cols, np.int64))
+        if self._keys is None:
+            self._keys = self.rows.astype(np.int64) * self.n + self.cols
+        keys = rows * self.n + cols
+        position = np.minimum(np.searchsorted(self._keys, keys), max(self.nnz - 1, 0))
+        found = self._keys[position] == keys if self.nnz else np.zeros(keys.shape, bool)
+        return np.where(found, position, -1)
 
     def seeds(self, dtype=np.float64) -> np.ndarray:
         """The seed matrix S^T: row ``c`` is the indicator of the columns of color ``c``.
