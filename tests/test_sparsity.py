@@ -182,6 +182,17 @@ def test_shape_dtype_struct_inputs():
     assert hessian_sparsity(lambda x: jnp.sum(x[1:] * x[:-1]), spec).nnz == 6
 
 
+def test_prng_keys_and_bfloat16():
+    key = jax.random.key(0)
+
+    def f(x, k):
+        noise = jax.random.normal(k, x.shape) + jax.random.normal(key, x.shape)
+        return jnp.sum(noise * x.astype(jnp.bfloat16).astype(x.dtype) ** 2)
+
+    assert hessian_sparsity(f, jnp.ones(3), key).nnz == 3
+    assert hessian_sparsity(f, jnp.ones(3, jnp.bfloat16), jax.random.PRNGKey(1)).nnz == 3
+
+
 def test_empty_input():
     p = hessian_sparsity(lambda x: jnp.sum(x), jnp.ones(0))
     assert p.shape == (0, 0) and p.nnz == 0 and p.density == 0.0

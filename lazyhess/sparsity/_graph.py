@@ -14,6 +14,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 
+import jax
 import numpy as np
 import scipy.sparse as sp
 from jax.extend import core as jcore
@@ -31,8 +32,13 @@ class SparsityWarning(UserWarning):
 
 
 def is_float(dtype) -> bool:
-    """Whether values of ``dtype`` can carry derivatives."""
-    return np.issubdtype(np.dtype(dtype), np.inexact)
+    """Whether values of ``dtype`` can carry derivatives (bfloat16 included, keys not)."""
+    return jax.dtypes.issubdtype(dtype, np.inexact)
+
+
+def _numeric(dtype) -> bool:
+    """Whether values of ``dtype`` are plain NumPy arrays (not PRNG keys or tokens)."""
+    return not jax.dtypes.issubdtype(dtype, jax.dtypes.extended)
 
 
 class Node:
@@ -42,7 +48,7 @@ class Node:
 
     def __init__(self, shape, dtype, dep: sp.csr_array | None = None, value=None):
         self.shape = tuple(shape)
-        self.dtype = np.dtype(dtype)
+        self.dtype = dtype
         self.size = math.prod(self.shape)
         self.dep = dep if dep is not None and dep.nnz else None
         self.value = value
@@ -50,10 +56,13 @@ class Node:
 
     @classmethod
     def of(cls, aval, dep=None, value=None) -> Node:
-        return cls(aval.shape, aval.dtype, dep, value)
+        return cls(getattr(aval, "shape", ()), getattr(aval, "dtype", bool), dep, value)
 
     @classmethod
     def constant(cls, value) -> Node:
+        """A known constant (an unknown one for PRNG keys, which have no NumPy value)."""
+        if not _numeric(value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype):
+            return cls(value.shape, value.dtype)
         value = np.asarray(value)
         return cls(value.shape, value.dtype, value=value)
 
@@ -203,7 +212,8 @@ class Interpreter:
     def fold(self, eqn, ins: list[Node]) -> list[Node]:
         """Outputs of an equation none of whose operands depends on the inputs."""
         avals = [v.aval for v in eqn.outvars]
-        if all(i.value is not None for i in ins):
+        numeric = all(_numeric(getattr(a, "dtype", bool)) for a in avals)
+        if numeric and all(i.value is not None for i in ins):
             values = _const.evaluate(eqn, [i.value for i in ins])
             return [Node.of(a, value=v) for a, v in zip(avals, values, strict=True)]
         return [Node.of(a) for a in avals]

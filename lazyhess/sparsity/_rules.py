@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import numpy as np
 import scipy.sparse as sp
 from jax import lax
@@ -100,7 +101,7 @@ def _linear_elementwise(ctx: Interpreter, eqn, ins):
     for k, v in enumerate(eqn.outvars):
         srcs = [ins[k]] if multi else [i for i in ins if is_float(i.dtype)]
         out = ctx.link(v.aval, [(i, IndexMap(_bidx(i, v.aval.shape))) for i in srcs])
-        if eqn.primitive.name == "abs" and np.issubdtype(ins[0].dtype, np.complexfloating):
+        if eqn.primitive.name == "abs" and jax.dtypes.issubdtype(ins[0].dtype, np.complexfloating):
             ctx.nonlinear(out)
         outs.append(out)
     return outs
