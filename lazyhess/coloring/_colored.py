@@ -75,6 +75,8 @@ class ColoredPattern:
         if recovery is None:
             recovery = _recovery(csr, self.rows, self.colors, method)
         self.recover_color, self.recover_index = recovery
+        for array in (self.colors, self.rows, self.recover_color, self.recover_index):
+            array.flags.writeable = False
         self._csc_perm = None
         self._keys = None
 
