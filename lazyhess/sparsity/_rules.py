@@ -325,8 +325,10 @@ def _dynamic_slice(ctx, eqn, ins):
     known = _known(starts)
     if known is not None:
         return _moved(ctx, eqn, [(op, st.dynamic_slice(op.shape, known, sizes))])
-    where = st.window_matrix(op.shape, sizes, [s.value for s in starts])
-    return [ctx.link(v.aval, [(op, MatrixMap(where.T.tocsr()))])]
+    zero = [0 if s.value is None else int(s.value) for s in starts]
+    unknown = [d for d, s in enumerate(starts) if s.value is None and sizes[d] < op.shape[d]]
+    base = st.dynamic_slice(op.shape, zero, sizes)
+    return [ctx.link(v.aval, [(op, MatrixMap(st.shifted(op.shape, base, sizes, unknown)))])]
 
 
 @_register("dynamic_update_slice")
@@ -337,7 +339,10 @@ def _dynamic_update_slice(ctx, eqn, ins):
     if known is not None:
         i_op, i_upd = st.dynamic_update_slice(op.shape, upd.shape, known)
         return _moved(ctx, eqn, [(op, i_op), (upd, i_upd)])
-    where = st.window_matrix(op.shape, upd.shape, [s.value for s in starts])
+    zero = [0 if s.value is None else int(s.value) for s in starts]
+    unknown = [d for d, s in enumerate(starts) if s.value is None and upd.shape[d] < op.shape[d]]
+    base = st.dynamic_slice(op.shape, zero, upd.shape)
+    where = st.shifted(op.shape, base, upd.shape, unknown).T.tocsr()
     return [ctx.link(v.aval, [(op, IndexMap(None)), (upd, MatrixMap(where))])]
 
 
@@ -353,14 +358,45 @@ def _is_clip(mode) -> bool:
     )
 
 
+def _unknown_start_map(op_shape, index_shape, dn_args, slice_sizes) -> sp.csr_array:
+    """(element × operand) candidates of a gather/scatter whose start indices are unknown.
+
+    ``dn_args`` are gather-style dimension numbers (offset dims, collapsed dims, start
+    index map, operand batching dims, indices batching dims). Along the dimensions that the
+    indices address, an element may read anywhere its window fits; along the others its
+    position is fixed.
+    """
+    offset_dims, collapsed, start_map, op_batch, idx_batch = dn_args
+    base = st.gather(
+        op_shape,
+        np.zeros(index_shape, np.int64),
+        offset_dims,
+        collapsed,
+        start_map,
+        op_batch,
+        idx_batch,
+        slice_sizes,
+        clip=True,
+    )
+    return st.shifted(op_shape, base, slice_sizes, sorted(set(start_map)))
+
+
 @_register("gather")
 def _gather(ctx, eqn, ins):
     (v,) = eqn.outvars
     op, indices = ins
     p = eqn.params
-    if indices.value is None:
-        return [ctx.link(v.aval, [(op, GroupMap.everything(op.size, v.aval.size))])]
     dn = p["dimension_numbers"]
+    if indices.value is None:
+        dn_args = (
+            dn.offset_dims,
+            dn.collapsed_slice_dims,
+            dn.start_index_map,
+            dn.operand_batching_dims,
+            dn.start_indices_batching_dims,
+        )
+        cand = _unknown_start_map(op.shape, indices.shape, dn_args, p["slice_sizes"])
+        return [ctx.link(v.aval, [(op, MatrixMap(cand))])]
     idx = st.gather(
         op.shape,
         np.asarray(indices.value),
@@ -375,15 +411,20 @@ def _gather(ctx, eqn, ins):
     return [ctx.link(v.aval, [(op, IndexMap(idx))])]
 
 
+def _scatter_window(eqn, op: Node, upd: Node) -> list[int]:
+    """The window (slice) sizes of a scatter's updates, in operand dimensions."""
+    dn = eqn.params["dimension_numbers"]
+    window = iter(upd.shape[d] for d in dn.update_window_dims)
+    return [
+        1 if d in dn.inserted_window_dims or d in dn.operand_batching_dims else next(window)
+        for d in range(len(op.shape))
+    ]
+
+
 def _scatter_targets(eqn, op: Node, indices: np.ndarray, upd: Node):
     """(possible target of each update element, whether it surely lands there)."""
     dn = eqn.params["dimension_numbers"]
-    rank = len(op.shape)
-    window = iter(upd.shape[d] for d in dn.update_window_dims)
-    sizes = [
-        1 if d in dn.inserted_window_dims or d in dn.operand_batching_dims else next(window)
-        for d in range(rank)
-    ]
+    sizes = _scatter_window(eqn, op, upd)
     args = (
         op.shape,
         indices,
@@ -419,7 +460,16 @@ def _scatter(ctx, eqn, ins):
     name = eqn.primitive.name
     m = v.aval.size
     if indices.value is None:
-        out = ctx.link(v.aval, [(op, IndexMap(None)), (upd, GroupMap.everything(upd.size, m))])
+        dn = eqn.params["dimension_numbers"]
+        dn_args = (
+            dn.update_window_dims,
+            dn.inserted_window_dims,
+            dn.scatter_dims_to_operand_dims,
+            dn.operand_batching_dims,
+            dn.scatter_indices_batching_dims,
+        )
+        cand = _unknown_start_map(op.shape, indices.shape, dn_args, _scatter_window(eqn, op, upd))
+        out = ctx.link(v.aval, [(op, IndexMap(None)), (upd, MatrixMap(cand.T.tocsr()))])
     else:
         maybe, sure = _scatter_targets(eqn, op, np.asarray(indices.value), upd)
         keep = maybe >= 0

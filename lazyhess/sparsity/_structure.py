@@ -8,6 +8,7 @@ dependency rows (`IndexMap`) and fold constants, so structure and values never d
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -103,24 +104,31 @@ def clamp_starts(in_shape, starts, sizes) -> list[int]:
     ]
 
 
-def window_matrix(big_shape, small_shape, starts) -> sp.csr_array:
-    """Where a window of ``small_shape`` may sit inside ``big_shape``, as a boolean matrix.
+def shifted(
+    shape, base: np.ndarray, window: Sequence[int], unknown: Sequence[int]
+) -> sp.csr_array:
+    """Candidates of windowed reads whose start is unknown along some dimensions.
 
-    Entry (p, q) is set when big-array element p may hold window element q. ``starts[d]`` is
-    the window's start along dimension d, or None when unknown (any clamped start).
-    Built as a Kronecker product of one banded matrix per dimension.
+    Element k reads position ``base[k]`` (a flat index into ``shape``, computed with start 0
+    along the ``unknown`` dimensions) shifted by any amount that keeps a window of size
+    ``window[d]`` inside dimension d. Returns a boolean (len(base) × prod(shape)) CSR matrix
+    with one row per element; its nonzeros are exactly the candidates (O(their count)).
     """
-    out = sp.csr_array(np.ones((1, 1), bool))
-    for big, small, start in zip(big_shape, small_shape, starts, strict=True):
-        p, q = np.meshgrid(np.arange(big), np.arange(small), indexing="ij")
-        shift = p - q
-        if start is not None or small == big:
-            lo = hi = int(np.clip(int(start or 0), 0, big - small))
-        else:
-            lo, hi = 0, big - small
-        band = sp.csr_array((shift >= lo) & (shift <= hi))
-        out = sp.kron(out, band, format="csr")
-    return out
+    strides = np.cumprod((1,) + tuple(shape[::-1]), dtype=np.int64)[-2::-1]
+    steps = np.zeros(1, np.int64)
+    for d in unknown:
+        reach = np.arange(shape[d] - window[d] + 1, dtype=np.int64) * strides[d]
+        steps = (steps[:, None] + reach[None, :]).ravel()
+    steps.sort()
+    base = np.asarray(base, np.int64)
+    valid = base >= 0
+    per_row = np.where(valid, steps.size, 0)
+    indptr = np.zeros(base.size + 1, np.int64)
+    np.cumsum(per_row, out=indptr[1:])
+    cols = (base[valid][:, None] + steps[None, :]).ravel()
+    return sp.csr_array(
+        (np.ones(cols.size, bool), cols, indptr), shape=(base.size, math.prod(shape))
+    )
 
 
 def gather(
