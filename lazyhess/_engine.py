@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from functools import cached_property
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from ._cache import DirectionCache
 from ._hvp import Kernels
-from ._plan import Plan, plan_unit
+from ._plan import Plan, SeedFamily, Structure, plan
 
 
 def is_traced(tree: Any) -> bool:
@@ -31,7 +32,13 @@ class Engine:
     """
 
     def __init__(
-        self, kernels: Kernels, x: jax.Array, dyn: list, chunk_size: int, cache: DirectionCache
+        self,
+        kernels: Kernels,
+        x: jax.Array,
+        dyn: list,
+        chunk_size: int,
+        cache: DirectionCache,
+        structure: Structure,
     ):
         self.kernels = kernels
         self.layout = kernels.layout
@@ -39,11 +46,9 @@ class Engine:
         self.dyn = dyn
         self.chunk_size = chunk_size
         self.cache = cache
+        self.structure = structure
+        self._device_labels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.traced = is_traced((x, dyn))
-
-    @cached_property
-    def _labels(self) -> jax.Array:
-        return jnp.arange(self.layout.n)
 
     def _state(self) -> tuple:
         if self.traced:
@@ -57,55 +62,92 @@ class Engine:
     def _bucket(self, k: int) -> int:
         return min(self.chunk_size, 1 << max(k - 1, 0).bit_length())
 
-    def _seeded(self, ids: np.ndarray) -> jax.Array:
-        """HVP results ``(len(ids), p, n)`` for unit directions ``ids`` (one chunk)."""
-        padded = np.full(self._bucket(ids.size), -1, dtype=np.int32)
-        padded[: ids.size] = ids
-        out = self.kernels.seeded(self._state(), self.x, self.dyn, self._labels, padded)
-        return out[: ids.size]
+    def _seeded(self, family: SeedFamily, labels: list[int]) -> jax.Array:
+        """HVP results ``(len(labels), p, n)`` for seeds of one family (one chunk)."""
+        ids = np.full(self._bucket(len(labels)), -1, dtype=np.int32)
+        ids[: len(labels)] = labels
+        if family not in self._device_labels:
+            self._device_labels[family] = jnp.asarray(family.labels, dtype=jnp.int32)
+        out = self.kernels.seeded(
+            self._state(), self.x, self.dyn, self._device_labels[family], ids
+        )
+        return out[: len(labels)]
 
-    def _chunks(self, ids: np.ndarray) -> list[np.ndarray]:
-        return [ids[s : s + self.chunk_size] for s in range(0, ids.size, self.chunk_size)]
+    def _groups(self, plan: Plan) -> list[tuple[int, list]]:
+        """Slots split into chunks of at most ``chunk_size`` seeds of one family."""
+        groups: list[tuple[int, list]] = []
+        for slot, seed in enumerate(plan.seeds):
+            last = groups[-1][1] if groups else None
+            if (
+                last is None
+                or slot == plan.reused
+                or len(last) == self.chunk_size
+                or last[0][0] is not seed[0]
+            ):
+                groups.append((slot, []))
+            groups[-1][1].append(seed)
+        return groups
 
-    def entries(self, p: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> Any:
-        """Values ``H[p[e], rows[e], cols[e]]`` (1-D index arrays over flat coordinates)."""
-        if self.traced:
-            plan = plan_unit(rows, cols, np.zeros(self.layout.n, dtype=bool))
-            self.cache.record(plan.new.size)
-            parts = [self._seeded(ids) for ids in self._chunks(plan.new)]
-            if not parts:
-                return jnp.zeros(p.shape, self.layout.dtype)
-            return jnp.concatenate(parts)[plan.slot, p, plan.other]
-        cached = np.zeros(self.layout.n, dtype=bool)
-        cached[[k for k in self.cache.keys() if isinstance(k, int | np.integer)]] = True
-        plan = plan_unit(rows, cols, cached)
-        return self._fill(plan, p)
+    def _plan(self, rows: np.ndarray, cols: np.ndarray, diagonal: bool) -> Plan:
+        structure = self.structure
+        cached: dict[SeedFamily, np.ndarray] = {}
+        if not self.traced:
+            for family, label in self.cache.keys():
+                if family not in cached:
+                    cached[family] = np.zeros(max(family.size, 1), dtype=bool)
+                cached[family][label] = True
+        colorings = []
+        if not structure.dense:
+            if diagonal:
+                colorings.append(lambda: structure.diagonal_family)
+            colorings.append(lambda: structure.global_family)
+        partial = None if structure.dense else structure.partial
+        return plan(rows, cols, structure, structure.unit, cached, colorings, partial)
+
+    def entries(
+        self, p: np.ndarray, rows: np.ndarray, cols: np.ndarray, diagonal: bool = False
+    ) -> Any:
+        """Values ``H[p[e], rows[e], cols[e]]`` (1-D index arrays over flat coordinates).
+
+        ``diagonal`` says every entry is on the diagonal, so a distance-1 coloring may serve.
+        """
+        plan = self._plan(rows, cols, diagonal)
+        if not self.traced:
+            return self._fill(plan, p)
+        self.cache.record(len(plan.new))
+        parts = [self._seeded(seeds[0][0], [t for _, t in seeds]) for _, seeds in self._groups(plan)]
+        dtype = self.layout.dtype
+        if not parts:
+            return jnp.zeros(p.shape, dtype)
+        zero = jnp.zeros((1,) + parts[0].shape[1:], dtype)
+        stacked = jnp.concatenate(parts + [zero])
+        return stacked[plan.slot, p, plan.read]
 
     def _fill(self, plan: Plan, p: np.ndarray) -> np.ndarray:
-        """Scatter the planned directions into the result, one chunk of them at a time."""
-        out = np.empty(p.shape, dtype=self.layout.dtype)
-        reused, new, size = plan.reused, plan.new, self.chunk_size
-        groups = [(s, reused[s : s + size]) for s in range(0, reused.size, size)]
-        groups += [(reused.size + s, new[s : s + size]) for s in range(0, new.size, size)]
+        """Scatter the planned seeds into the result, one chunk of them at a time."""
+        out = np.zeros(p.shape, dtype=self.layout.dtype)
+        groups = self._groups(plan)
         if len(groups) > 1:
             # Group the entries by chunk with a counting sort (radix on small ints).
-            in_new = plan.slot >= reused.size
-            chunk = np.where(
-                in_new, (plan.slot - reused.size) // size + -(-reused.size // size), plan.slot // size
-            )
+            starts = np.array([start for start, _ in groups])
+            chunk = np.searchsorted(starts, plan.slot, side="right") - 1
             chunk = chunk.astype(np.int16 if len(groups) < 2**15 else np.int64)
             order = np.argsort(chunk, kind="stable")
-            bounds = np.concatenate([[0], np.cumsum(np.bincount(chunk, minlength=len(groups)))])
-        for g, (start, ids) in enumerate(groups):
-            if start < reused.size:
-                block = np.stack([self.cache.take(int(i)) for i in ids])
+            counts = np.bincount(chunk[chunk >= 0], minlength=len(groups))
+            bounds = np.concatenate([[0], np.cumsum(counts)]) + np.count_nonzero(chunk < 0)
+        for g, (start, seeds) in enumerate(groups):
+            if start < plan.reused:
+                block = np.stack([self.cache.take(seed) for seed in seeds])
             else:
-                block = np.asarray(self._seeded(ids))
-                self.cache.record(ids.size)
-                for t, i in enumerate(ids):
-                    self.cache.put(int(i), np.array(block[t]))
-            sel = slice(None) if len(groups) == 1 else order[bounds[g] : bounds[g + 1]]
-            out[sel] = block[plan.slot[sel] - start, p[sel], plan.other[sel]]
+                block = np.asarray(self._seeded(seeds[0][0], [t for _, t in seeds]))
+                self.cache.record(len(seeds))
+                for t, seed in enumerate(seeds):
+                    self.cache.put(seed, np.array(block[t]))
+            if len(groups) == 1:
+                sel = np.flatnonzero(plan.slot >= 0)
+            else:
+                sel = order[bounds[g] : bounds[g + 1]]
+            out[sel] = block[plan.slot[sel] - start, p[sel], plan.read[sel]]
         return out
 
     def matvec(self, v: Any) -> Any:

@@ -11,12 +11,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse as sp
+from jax.experimental.sparse import BCOO
 
 from ._cache import CacheInfo, DirectionCache
 from ._engine import Engine
 from ._hvp import MODES, Kernels, Mode
 from ._index import resolve
+from ._plan import Structure
 from ._tree import BlockSpec, Layout, LeafInfo, Signature, leaf_infos
+from .sparsity import SparsityPattern, hessian_sparsity
 
 _CHUNK_BYTES = 64 * 2**20
 _MAX_CHUNK = 128
@@ -55,8 +59,11 @@ def _check_options(
             f"batch_axis={batch_axis!r} is not supported; use batch_axis=None (no batch) or "
             "batch_axis=0 (leading axis of every input is the sample axis)."
         )
-    if sparsity is not None:
-        raise ValueError(f"sparsity={sparsity!r} is not supported; use sparsity=None (dense).")
+    if isinstance(sparsity, str) and sparsity != "auto":
+        raise ValueError(
+            f"sparsity={sparsity!r} is not supported; use 'auto' (detect from the jaxpr), None "
+            "(dense), or a pattern (SparsityPattern, scipy sparse, boolean array)."
+        )
     if chunk_size is not None and (
         not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
     ):
@@ -68,6 +75,40 @@ def _check_options(
     for name, flag in (("has_aux", has_aux), ("holomorphic", holomorphic)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False; got {flag!r}.")
+
+
+def _user_pattern(sparsity: Any, n: int) -> SparsityPattern:
+    """The user's pattern as a validated ``n x n`` symmetric :class:`SparsityPattern`."""
+    if isinstance(sparsity, SparsityPattern):
+        pattern = sparsity
+    elif sp.issparse(sparsity):
+        pattern = SparsityPattern.from_scipy(sparsity)
+    elif isinstance(sparsity, BCOO):
+        pattern = SparsityPattern.from_bcoo(sparsity)
+    elif isinstance(sparsity, np.ndarray | jax.Array) and np.ndim(sparsity) == 2:
+        pattern = SparsityPattern.from_dense(np.asarray(sparsity))
+    else:
+        raise TypeError(
+            "sparsity must be 'auto', None, a SparsityPattern, a scipy sparse matrix or a 2-D "
+            f"boolean array; got {type(sparsity).__name__}."
+        )
+    if pattern.shape != (n, n):
+        raise ValueError(
+            f"sparsity pattern has shape {pattern.shape}, but the flat Hessian over the "
+            f"differentiated inputs is {n} x {n}; give a pattern over the flat inputs "
+            "(ravel_pytree order, one sample with batch_axis=0)."
+        )
+    return pattern
+
+
+def _abstract(tree: Any) -> Any:
+    """``tree`` with every array leaf replaced by its shape and dtype."""
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
+        if isinstance(a, jax.Array | np.ndarray)
+        else a,
+        tree,
+    )
 
 
 def _check_inputs(primals: Any, holomorphic: bool, batch: bool, argnums) -> list:
@@ -213,10 +254,13 @@ class HessianBlock(_ArrayOps):
         """Number of entries."""
         return math.prod(self.shape)
 
-    def _entries(self, p: np.ndarray, r: np.ndarray, c: np.ndarray) -> jax.Array:
+    def _entries(self, p, r, c, diagonal: bool = False) -> jax.Array:
         shape = p.shape
         values = self._hessian._engine.entries(
-            self._p_offset + p.ravel(), self._rows.offset + r.ravel(), self._cols.offset + c.ravel()
+            self._p_offset + p.ravel(),
+            self._rows.offset + r.ravel(),
+            self._cols.offset + c.ravel(),
+            diagonal,
         )
         return jnp.asarray(values).reshape(shape).astype(self.dtype)
 
@@ -244,7 +288,7 @@ class HessianBlock(_ArrayOps):
         p_count, n = math.prod(self._prefix), self._rows.size
         p = np.repeat(np.arange(p_count), n)
         k = np.tile(np.arange(n), p_count)
-        return self._entries(p, k, k).reshape(self._prefix + self._rows.shape)
+        return self._entries(p, k, k, diagonal=True).reshape(self._prefix + self._rows.shape)
 
     def _product(self, v: Any, rows: LeafInfo, cols: LeafInfo) -> jax.Array:
         """``block @ v`` contracting the ``cols`` axes, by HVPs; v may carry a trailing k."""
@@ -370,7 +414,10 @@ class Hessian(_ArrayOps):
         batch_axis: ``0`` for per-sample Hessians: every input has a leading sample axis ``B``,
             ``fun`` returns ``(B,)`` or ``(B, 1)``, and blocks have shape
             ``(B,) + x_i.shape[1:] + x_j.shape[1:]``. One HVP serves every sample.
-        sparsity: ``None``: every entry may be nonzero.
+        sparsity: ``"auto"`` (default): the pattern is detected from the jaxpr on first need;
+            structurally zero entries then cost nothing and requests are colored. ``None``:
+            every entry may be nonzero. Or a pattern over the flat inputs
+            (:class:`SparsityPattern`, scipy sparse, 2-D boolean array), validated.
         mode: ``"fwd_over_rev"`` (default), ``"rev_over_fwd"`` or ``"rev_over_rev"``.
         chunk_size: directions per compiled HVP call (default: sized to about 64 MiB).
         cache_bytes: budget for cached HVP results; ``0`` disables the cache.
@@ -393,7 +440,7 @@ class Hessian(_ArrayOps):
         has_aux: bool = False,
         holomorphic: bool = False,
         batch_axis: int | None = None,
-        sparsity: None = None,
+        sparsity: Any = "auto",
         mode: Mode = "fwd_over_rev",
         chunk_size: int | None = None,
         cache_bytes: int = 256 * 2**20,
@@ -436,11 +483,31 @@ class Hessian(_ArrayOps):
         out_paths, out_tree = jax.tree_util.tree_flatten_with_path(out_shape)
         layout = Layout(in_tree, inputs, out_tree, leaf_infos(out_paths, False), batch)
         kernels = Kernels(call, layout, mode, holomorphic)
-        self._init_point(signature, kernels, args, kwargs)
+        if sparsity is None:
+            structure = Structure(layout.n)
+        elif isinstance(sparsity, str):
+            abstract_args, abstract_kwargs = _abstract((args, kwargs))
+            structure = Structure(
+                layout.n,
+                lambda: hessian_sparsity(
+                    fun,
+                    *abstract_args,
+                    argnums=argnums,
+                    has_aux=has_aux,
+                    batch_axis=batch_axis,
+                    **abstract_kwargs,
+                ),
+            )
+        else:
+            structure = Structure(layout.n, _user_pattern(sparsity, layout.n))
+        self._init_point(signature, kernels, structure, args, kwargs)
 
-    def _init_point(self, signature: Signature, kernels: Kernels, args: tuple, kwargs: dict):
+    def _init_point(
+        self, signature: Signature, kernels: Kernels, structure: Structure, args: tuple, kwargs: dict
+    ):
         self._signature = signature
         self._kernels = kernels
+        self._structure = structure
         self._layout = layout = kernels.layout
         self._args = args
         self._kwargs = kwargs
@@ -451,7 +518,7 @@ class Hessian(_ArrayOps):
             _MAX_CHUNK, 1 << max((_CHUNK_BYTES // per_direction).bit_length() - 1, 0)
         )
         cache = DirectionCache(self._options["cache_bytes"])
-        self._engine = Engine(kernels, x, signature.dynamic(args, kwargs), chunk, cache)
+        self._engine = Engine(kernels, x, signature.dynamic(args, kwargs), chunk, cache, structure)
         self._root = self._view(layout.structure(), "H")
 
     def _view(self, tree: Any, name: str) -> HessianNode | HessianBlock:
@@ -648,9 +715,25 @@ class Hessian(_ArrayOps):
         if signature.same_statics(old):
             new = object.__new__(Hessian)
             new._fun, new._options = self._fun, self._options
-            new._init_point(signature, self._kernels, args, kwargs)
+            new._init_point(signature, self._kernels, self._structure, args, kwargs)
             return new
         return Hessian(self._fun, *args, **self._options, **kwargs)
+
+    @property
+    def sparsity(self) -> SparsityPattern | None:
+        """The flat pattern (detected now if ``sparsity="auto"`` and not yet known).
+
+        ``None`` for a dense Hessian (``sparsity=None``).
+        """
+        return self._structure.pattern
+
+    def _engine_name(self) -> str:
+        structure = self._structure
+        if "pattern" not in structure.__dict__:
+            return "auto (pattern not detected yet)" if structure._source is not None else "dense"
+        if structure.pattern is None:
+            return "dense"
+        return f"sparse (nnz={structure.pattern.nnz})"
 
     # --- cost ----------------------------------------------------------------------------
 
@@ -670,7 +753,7 @@ class Hessian(_ArrayOps):
             count = len(jax.tree_util.tree_leaves(self._root._tree))
             what = f"blocks={count}, flat={self.flat.shape}, dtype={self._layout.dtype}"
         return (
-            f"Hessian({what}, engine=dense, hvps={info.hvps}, "
+            f"Hessian({what}, engine={self._engine_name()}, hvps={info.hvps}, "
             f"cache={_bytes(info.bytes)}/{_bytes(info.max_bytes)})"
         )
 
@@ -694,7 +777,7 @@ def hessian(
     has_aux: bool = False,
     holomorphic: bool = False,
     batch_axis: int | None = None,
-    sparsity: None = None,
+    sparsity: Any = "auto",
     mode: Mode = "fwd_over_rev",
     chunk_size: int | None = None,
     cache_bytes: int = 256 * 2**20,

@@ -3,66 +3,280 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Hashable, Iterable
+from functools import cached_property
+from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
+
+
+class Structure:
+    """Where the flat ``n x n`` Hessian can be nonzero, and the seed families that fit it.
+
+    ``pattern`` is ``None`` (every entry may be nonzero), a ``SparsityPattern`` or a
+    callable returning one (detection, run on first need). The pattern, its colorings and
+    the unit family are computed once and shared by every point of a function.
+    """
+
+    def __init__(self, n: int, pattern: Any = None):
+        self.n = n
+        self._source = pattern
+
+    @cached_property
+    def pattern(self) -> Any:
+        """The sparsity pattern, or ``None`` when every entry may be nonzero."""
+        return self._source() if callable(self._source) else self._source
+
+    @cached_property
+    def csr(self) -> sp.csr_array | None:
+        """The pattern as a boolean CSR array, or ``None`` when dense."""
+        return None if self.pattern is None else sp.csr_array(self.pattern.to_scipy("csr"))
+
+    @property
+    def dense(self) -> bool:
+        """Whether every entry may be nonzero."""
+        return self.csr is None
+
+    @cached_property
+    def _keys(self) -> np.ndarray:
+        csr = self.csr
+        rows = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(csr.indptr))
+        return rows * self.n + csr.indices.astype(np.int64)
+
+    def contains(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Mask of the entries ``(rows[e], cols[e])`` that may be nonzero."""
+        if self.dense:
+            return np.ones(rows.shape, dtype=bool)
+        return _lookup(self._keys, rows.astype(np.int64) * self.n + cols)[0]
+
+    @cached_property
+    def unit(self) -> SeedFamily:
+        """Unit seeds ``e_j``: seed ``j`` is column ``j`` (and, by symmetry, row ``j``)."""
+        return SeedFamily("unit", np.arange(self.n), unit=True)
+
+    @cached_property
+    def colored(self) -> Any:
+        """The global coloring (a ``ColoredPattern``): fewest colors of star and column."""
+        from .coloring import hessian_coloring_from_sparsity
+
+        return hessian_coloring_from_sparsity(self.csr)
+
+    @cached_property
+    def global_family(self) -> SeedFamily:
+        """The global coloring as a seed family."""
+        return SeedFamily("global", np.asarray(self.colored.colors, dtype=np.int64))
+
+    @cached_property
+    def diagonal_family(self) -> SeedFamily:
+        """A distance-1 coloring: its seeds recover every diagonal entry."""
+        from .coloring import hessian_coloring_from_sparsity
+
+        colors = hessian_coloring_from_sparsity(self.csr, method="diagonal").colors
+        return SeedFamily("diagonal", np.asarray(colors, dtype=np.int64))
+
+    def partial(self, rows: np.ndarray, cols: np.ndarray) -> SeedFamily:
+        """A fresh coloring of ``cols`` recovering every nonzero of ``rows x cols``."""
+        from .coloring import partial_coloring
+
+        labels = np.full(self.n, -1, dtype=np.int64)
+        labels[cols] = partial_coloring(self.colored, rows, cols)
+        return SeedFamily("partial", labels)
+
+
+def _lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each query is among ``sorted_keys``, and its position there (if it is)."""
+    if sorted_keys.size == 0:
+        return np.zeros(queries.shape, dtype=bool), np.zeros(queries.shape, dtype=np.intp)
+    at = np.minimum(np.searchsorted(sorted_keys, queries), sorted_keys.size - 1)
+    return sorted_keys[at] == queries, at
+
+
+@dataclasses.dataclass(eq=False)
+class SeedFamily:
+    """Seeds ``s_t = indicator(labels == t)`` over the flat columns (``-1``: in no seed).
+
+    Unit vectors are the family with ``labels = arange(n)``; a coloring's colors, or a
+    partial coloring of some columns, are others. ``(key, t)`` names seed ``t`` in the cache.
+    """
+
+    key: Hashable
+    labels: np.ndarray
+    unit: bool = False
+    _counts: tuple | None = None
+
+    @property
+    def size(self) -> int:
+        """Number of seeds."""
+        return int(self.labels.max(initial=-1)) + 1
+
+    def recovers(self, structure: Structure, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Mask of entries ``H[i, j]`` readable as ``(H @ s_{labels[j]})[i]``.
+
+        That holds when ``j`` is in a seed and no other column of that seed is a nonzero of
+        row ``i``.
+        """
+        lab = self.labels[j]
+        if self.unit:
+            return lab >= 0
+        if structure.dense:
+            return (lab >= 0) & (np.bincount(self.labels[self.labels >= 0], minlength=1)[lab] == 1)
+        keys, counts = self._row_label_counts(structure)
+        found, at = _lookup(keys, i.astype(np.int64) * max(self.size, 1) + lab)
+        return (lab >= 0) & found & (counts[at] == 1)
+
+    def _row_label_counts(self, structure: Structure) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted keys ``i * size + t`` and how many nonzeros of row ``i`` carry label ``t``."""
+        if self._counts is None:
+            n, size = structure.n, max(self.size, 1)
+            seeded = np.flatnonzero(self.labels >= 0)
+            onehot = sp.csr_array(
+                (np.ones(seeded.size, np.int64), (seeded, self.labels[seeded])), shape=(n, size)
+            )
+            counts = (structure.csr.astype(np.int64) @ onehot).tocoo()
+            keys = counts.row.astype(np.int64) * size + counts.col
+            order = np.argsort(keys)
+            self._counts = (keys[order], counts.data[order])
+        return self._counts
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """Where every requested entry comes from.
 
-    Slots number the directions a request reads: first the cached ones (``reused``), then
-    the ones to compute (``new``). Entry ``e`` is ``R[slot[e]][p[e], other[e]]`` where ``R[s]``
-    is the ``(p, n)`` HVP result of slot ``s``'s direction.
+    ``seeds`` lists ``(family, label)`` by slot: the first ``reused`` are cached, the rest
+    are to be computed. Entry ``e`` is zero when ``slot[e] == -1`` (structurally zero), else
+    ``R[slot[e]][p[e], read[e]]`` where ``R[s]`` is the ``(p, n)`` HVP result of seed ``s``.
     """
 
-    reused: np.ndarray
-    new: np.ndarray
+    seeds: list[tuple[SeedFamily, int]]
+    reused: int
     slot: np.ndarray
-    other: np.ndarray
+    read: np.ndarray
 
     @property
-    def directions(self) -> np.ndarray:
-        """Direction ids by slot."""
-        return np.concatenate([self.reused, self.new])
+    def new(self) -> list[tuple[SeedFamily, int]]:
+        """The seeds to compute."""
+        return self.seeds[self.reused :]
 
 
-def _members(index: np.ndarray, n: int) -> np.ndarray:
-    """Sorted distinct values of ``index`` (values in ``[0, n)``), in O(size + n)."""
+def _distinct(values: np.ndarray, n: int) -> np.ndarray:
+    """Sorted distinct values of ``values`` (in ``[0, n)``), in O(size + n)."""
     mark = np.zeros(n, dtype=bool)
-    mark[index] = True
+    mark[values] = True
     return np.flatnonzero(mark)
 
 
-def plan_unit(rows: np.ndarray, cols: np.ndarray, cached: np.ndarray) -> Plan:
-    """Unit seed directions covering the entries ``(rows[e], cols[e])`` of a symmetric H.
+def plan(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    structure: Structure,
+    unit: SeedFamily,
+    cached: dict[SeedFamily, np.ndarray],
+    colorings: Iterable[Callable[[], SeedFamily]] = (),
+    partial: Callable[[np.ndarray, np.ndarray], SeedFamily] | None = None,
+) -> Plan:
+    """The fewest new seeds recovering the entries ``(rows[e], cols[e])`` of a symmetric H.
 
-    Direction ``j`` (seed ``e_j``) yields column ``j``, and by symmetry row ``j``, so an entry
-    is covered by either of its indices. Entries already covered by a ``cached`` direction
-    are free; the rest are covered by their distinct columns or their distinct rows,
-    whichever are fewer: ``min(|I|, |J|)`` new directions at most.
+    Structurally zero entries are free. Entries readable from a cached seed (in either
+    orientation, by symmetry) are free. The rest are covered by the cheapest of: unit seeds
+    on their distinct columns, or on their distinct rows (``min(|I|, |J|)``); the colors of
+    a global coloring that they need; a partial coloring of their columns (or rows) fitted
+    to the request. Ties prefer global colorings, whose seeds later requests can reuse.
 
     Args:
         rows: flat row index of each entry (1-D).
         cols: flat column index of each entry (1-D).
-        cached: boolean mask over the flat indices of directions already cached.
+        structure: where H may be nonzero.
+        unit: the unit-vector family.
+        cached: for each family with cached seeds, a mask over its labels.
+        colorings: lazy global colorings worth trying (called only when more than one unit
+            seed would be needed).
+        partial: builds a partial coloring ``(rows, cols) -> family`` of ``cols`` recovering
+            every nonzero of ``rows x cols``; ``None`` on a dense structure.
     """
-    n = cached.shape[0]
-    by_col = cached[cols]
-    by_row = ~by_col & cached[rows]
-    open_ = ~(by_col | by_row)
-    open_rows = _members(rows[open_], n)
-    open_cols = _members(cols[open_], n)
-    if open_cols.size <= open_rows.size:
-        new, by_col = open_cols, by_col | open_
-    else:
-        new, by_row = open_rows, by_row | open_
-    source = np.where(by_col, cols, rows)
-    other = np.where(by_col, rows, cols)
-    is_new = np.zeros(n, dtype=bool)
-    is_new[new] = True
-    reused = _members(source[~is_new[source]], n)
-    slot_of = np.full(n, -1, dtype=np.intp)
-    slot_of[reused] = np.arange(reused.size)
-    slot_of[new] = reused.size + np.arange(new.size)
-    return Plan(reused=reused, new=new, slot=slot_of[source], other=other)
+    n = structure.n
+    size = rows.size
+    fam_of = np.full(size, -1, dtype=np.int64)
+    label = np.zeros(size, dtype=np.int64)
+    read = np.zeros(size, dtype=np.int64)
+    families: list[SeedFamily] = []
+
+    def assign(where: np.ndarray, family: SeedFamily, labels: np.ndarray, reads: np.ndarray):
+        if family not in families:
+            families.append(family)
+        fam_of[where] = families.index(family)
+        label[where] = labels
+        read[where] = reads
+
+    open_ = np.flatnonzero(structure.contains(rows, cols))
+    for family, mask in cached.items():
+        for i, j in ((rows, cols), (cols, rows)):
+            r, c = i[open_], j[open_]
+            lab = family.labels[c]
+            ok = (lab >= 0) & mask[np.maximum(lab, 0)] & family.recovers(structure, r, c)
+            if ok.any():
+                assign(open_[ok], family, lab[ok], r[ok])
+                open_ = open_[~ok]
+
+    if open_.size:
+        r, c = rows[open_], cols[open_]
+        distinct_cols, distinct_rows = _distinct(c, n), _distinct(r, n)
+        options = [
+            (distinct_cols.size, lambda: assign(open_, unit, c, r)),
+            (distinct_rows.size, lambda: assign(open_, unit, r, c)),
+        ]
+        best = min(options[0][0], options[1][0])
+        if best > 1:
+            for make in colorings:
+                options.insert(0, _global_option(make(), structure, open_, r, c, assign))
+            best = min(cost for cost, _ in options)
+            if partial is not None:
+                pairs = np.unique(r.astype(np.int64) * n + c)
+                for i, j in ((r, c), (c, r)):
+                    # A column coloring needs at least the largest requested row count.
+                    per_row = np.bincount(pairs // n if i is r else pairs % n, minlength=1)
+                    if per_row.max() < best:
+                        family = partial(i, j)
+                        options.append(
+                            (family.size, lambda f=family, i=i, j=j: assign(open_, f, f.labels[j], i))
+                        )
+        min(options, key=lambda option: option[0])[1]()
+
+    return _slots(fam_of, label, read, families, cached)
+
+
+def _global_option(family, structure, open_, r, c, assign):
+    by_col = family.recovers(structure, r, c)
+    by_row = ~by_col & family.recovers(structure, c, r)
+    if not (by_col | by_row).all():
+        return (np.inf, None)
+    lab = np.where(by_col, family.labels[c], family.labels[r])
+    cost = _distinct(lab, max(family.size, 1)).size
+
+    def take():
+        assign(open_, family, lab, np.where(by_col, r, c))
+
+    return (cost, take)
+
+
+def _slots(fam_of, label, read, families, cached) -> Plan:
+    used = fam_of >= 0
+    width = max((f.size for f in families), default=1) + 1
+    code = fam_of[used] * width + label[used]
+    seeds_code, inverse = np.unique(code, return_inverse=True)
+    seeds = [(families[s // width], int(s % width)) for s in seeds_code]
+    is_cached = np.array(
+        [f in cached and bool(cached[f][t]) for f, t in seeds], dtype=bool
+    ).reshape(-1)
+    order = np.argsort(~is_cached, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    slot = np.full(fam_of.shape, -1, dtype=np.int64)
+    slot[used] = rank[inverse.reshape(-1)]
+    return Plan(
+        seeds=[seeds[k] for k in order],
+        reused=int(is_cached.sum()),
+        slot=slot,
+        read=read,
+    )

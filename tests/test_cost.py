@@ -1,4 +1,4 @@
-"""Laziness pinned by counting HVP directions, cache hits and compilations."""
+"""The dense engine's laziness, pinned by counting HVP directions, cache hits, compilations."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +7,10 @@ import pytest
 from helpers import mixed
 
 import lazyhess
+
+
+def dense(fun, *args, **kwargs):
+    return lazyhess.hessian(fun, *args, sparsity=None, **kwargs)
 
 X = jax.random.normal(jax.random.PRNGKey(0), (10,))
 REF = np.asarray(jax.hessian(mixed)(X))
@@ -17,7 +21,7 @@ def hvps(H):
 
 
 def test_construction_evaluates_nothing():
-    H = lazyhess.hessian(mixed, X)
+    H = dense(mixed, X)
     assert H.cache_info() == lazyhess.CacheInfo(0, 0, 0, 0, 256 * 2**20, 0)
 
 
@@ -35,13 +39,13 @@ def test_construction_evaluates_nothing():
     ],
 )
 def test_request_costs_min_of_rows_and_columns(key, cost):
-    H = lazyhess.hessian(mixed, X)
+    H = dense(mixed, X)
     np.testing.assert_allclose(H[key], REF[key])
     assert hvps(H) == cost
 
 
 def test_repeated_and_overlapping_requests_reuse_directions():
-    H = lazyhess.hessian(mixed, X)
+    H = dense(mixed, X)
     H[2]
     H[2]
     assert hvps(H) == 1
@@ -52,7 +56,7 @@ def test_repeated_and_overlapping_requests_reuse_directions():
 
 
 def test_symmetry_cached_row_serves_column():
-    H = lazyhess.hessian(mixed, X)
+    H = dense(mixed, X)
     H[6]
     np.testing.assert_allclose(H[:, 6], REF[:, 6])
     np.testing.assert_allclose(H[[1, 2, 3], 6], REF[[1, 2, 3], 6])
@@ -60,7 +64,7 @@ def test_symmetry_cached_row_serves_column():
 
 
 def test_partially_cached_block_costs_only_the_rest():
-    H = lazyhess.hessian(mixed, X)
+    H = dense(mixed, X)
     H[[0, 1]]
     np.testing.assert_allclose(H[0:5, 0:5], REF[0:5, 0:5])
     assert hvps(H) == 2 + 3
@@ -71,7 +75,7 @@ def test_blocks_share_directions():
         return jnp.sum(jnp.sin(a) * b[:3]) * jnp.sum(b**2) + jnp.sum(a**3)
 
     a, b = jnp.arange(3.0), jnp.arange(4.0)
-    H = lazyhess.hessian(f, a, b, argnums=(0, 1))
+    H = dense(f, a, b, argnums=(0, 1))
     ref = jax.hessian(f, argnums=(0, 1))(a, b)
     np.testing.assert_allclose(H[0][0][1], ref[0][0][1])
     np.testing.assert_allclose(H[0][1][1], ref[0][1][1])
@@ -81,19 +85,19 @@ def test_blocks_share_directions():
 
 
 def test_batch_and_outputs_do_not_multiply_the_count():
-    Hb = lazyhess.hessian(lambda X: jnp.sum(jnp.sin(X) * X**2, axis=1), jnp.ones((50, 4)), batch_axis=0)
+    Hb = dense(lambda X: jnp.sum(jnp.sin(X) * X**2, axis=1), jnp.ones((50, 4)), batch_axis=0)
     Hb[:, 2]
     assert hvps(Hb) == 1
     Hb[...]
     assert hvps(Hb) == 4
-    Ho = lazyhess.hessian(lambda x: jnp.outer(x, x) ** 2, jnp.arange(5.0))
+    Ho = dense(lambda x: jnp.outer(x, x) ** 2, jnp.arange(5.0))
     Ho[..., 3]
     assert hvps(Ho) == 1
 
 
 def test_eviction_under_a_small_budget_keeps_results_right():
     row_bytes = 10 * 8
-    H = lazyhess.hessian(mixed, X, cache_bytes=3 * row_bytes)
+    H = dense(mixed, X, cache_bytes=3 * row_bytes)
     for i in range(6):
         np.testing.assert_allclose(H[i], REF[i])
     info = H.cache_info()
@@ -106,7 +110,7 @@ def test_eviction_under_a_small_budget_keeps_results_right():
 
 
 def test_no_cache():
-    H = lazyhess.hessian(mixed, X, cache_bytes=0)
+    H = dense(mixed, X, cache_bytes=0)
     H[1]
     H[1]
     assert hvps(H) == 2 and H.cache_info().entries == 0
@@ -115,7 +119,7 @@ def test_no_cache():
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 4])
 def test_chunks_give_the_same_values(chunk_size):
-    H = lazyhess.hessian(mixed, X, chunk_size=chunk_size)
+    H = dense(mixed, X, chunk_size=chunk_size)
     np.testing.assert_allclose(H[:], REF)
     assert hvps(H) == 10
 
@@ -127,7 +131,7 @@ def test_varied_requests_do_not_retrace():
         traces.append(1)
         return mixed(x)
 
-    H = lazyhess.hessian(f, X, chunk_size=8)
+    H = dense(f, X, chunk_size=8)
     H[0]
     first = len(traces)
     for key in [(slice(1, 3),), (slice(None), [4, 5, 6]), (slice(None),), ([7, 8], [9, 9])]:
@@ -138,13 +142,13 @@ def test_varied_requests_do_not_retrace():
 
 
 def test_diagonal_dense_costs_one_hvp_per_entry():
-    H = lazyhess.hessian(mixed, X)
+    H = dense(mixed, X)
     np.testing.assert_allclose(H.diagonal(), np.diag(REF))
     assert hvps(H) == 10
 
 
 def test_hvp_costs_one_direction_per_vector():
-    H = lazyhess.hessian(mixed, X)
+    H = dense(mixed, X)
     V = np.random.default_rng(0).normal(size=(10, 3))
     np.testing.assert_allclose(H @ V, REF @ V)
     assert hvps(H) == 3 and H.cache_info().misses == 0

@@ -143,9 +143,13 @@ def test_at_with_new_static_arguments_rebuilds():
 
 
 def test_repr():
-    H = lazyhess.hessian(mixed, X)
+    H = lazyhess.hessian(mixed, X, sparsity=None)
     H[0]
     assert repr(H) == "Hessian(shape=(6, 6), dtype=float64, engine=dense, hvps=1, cache=48 B/256.0 MiB)"
+    Hs = lazyhess.hessian(rosen, X)
+    assert "engine=auto (pattern not detected yet), hvps=0" in repr(Hs)
+    Hs[0]
+    assert "engine=sparse (nnz=16), hvps=1" in repr(Hs)
     Ht = lazyhess.hessian(lambda a, b: jnp.sum(a * b), X, X, argnums=(0, 1))
     assert repr(Ht).startswith("Hessian(blocks=4, flat=(12, 12), dtype=float64")
     assert repr(Ht[0]) == "HessianNode(H[0], tuple of 2 block(s))"
