@@ -168,8 +168,6 @@ _UNARY_NONLINEAR = (
     "bessel_i0e",
     "bessel_i1e",
     "square",
-    "tanh",
-    "custom_square",
 )
 
 
@@ -498,7 +496,10 @@ def _scatter(ctx, eqn, ins):
 
 
 def _reduce_groups(shape, axes):
-    """Output element of each operand element for a reduction over ``axes``."""
+    """Output element of each operand element for a reduction over ``axes``.
+
+    With one axis these are the fibers along it (sort, cumulative operations, top_k).
+    """
     keep = [d for d in range(len(shape)) if d not in axes]
     coords = np.indices(shape, sparse=True)
     g = np.zeros(shape, np.int64)
@@ -545,19 +546,13 @@ def _product_pairs(ctx, out: Node, src: Node, e: np.ndarray, members: np.ndarray
     ctx.pair(out, src, members[:, p].ravel(), src, members[:, q].ravel(), np.repeat(e, p.size))
 
 
-def _fibers(shape, axis):
-    """Fiber (all coordinates but ``axis``) of each element."""
-    g, m = _reduce_groups(shape, (axis,))
-    return g, m
-
-
 @_register("top_k")
 def _top_k(ctx, eqn, ins):
     """The k largest along an axis: each value comes from somewhere in its fiber."""
     values, indices = eqn.outvars
     axis = eqn.params.get("axis", -1) % len(ins[0].shape)
-    g_in, m = _fibers(ins[0].shape, axis)
-    g_out, _ = _fibers(values.aval.shape, axis)
+    g_in, m = _reduce_groups(ins[0].shape, (axis,))
+    g_out, _ = _reduce_groups(values.aval.shape, (axis,))
     return [ctx.link(values.aval, [(ins[0], GroupMap(g_in, g_out, m))]), Node.of(indices.aval)]
 
 
@@ -623,7 +618,7 @@ def _reduce_window(ctx, eqn, ins):
 
 @_register("sort")
 def _sort(ctx, eqn, ins):
-    g, m = _fibers(ins[0].shape, eqn.params["dimension"])
+    g, m = _reduce_groups(ins[0].shape, (eqn.params["dimension"],))
     return [
         ctx.link(v.aval, [(i, GroupMap(g, g, m))]) for v, i in zip(eqn.outvars, ins, strict=True)
     ]
@@ -640,7 +635,7 @@ def _cumulative(ctx, eqn, ins):
     shape, axis = ins[0].shape, eqn.params["axis"]
     length = shape[axis]
     if length > _PREFIX_LIMIT:
-        g, m = _fibers(shape, axis)
+        g, m = _reduce_groups(shape, (axis,))
         map_ = GroupMap(g, g, m)
     else:
         pos = np.moveaxis(st.positions(shape), axis, -1).reshape(-1, length)
