@@ -13,9 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 from jax.experimental.sparse import BCOO
+from scipy.sparse.linalg import LinearOperator
 
 from ._cache import CacheInfo, DirectionCache
 from ._engine import Engine
+from ._formats import Format, check_format, entry_rows, pattern_output
 from ._hvp import MODES, Kernels, Mode
 from ._index import resolve
 from ._plan import Structure
@@ -718,6 +720,77 @@ class Hessian(_ArrayOps):
             new._init_point(signature, self._kernels, self._structure, args, kwargs)
             return new
         return Hessian(self._fun, *args, **self._options, **kwargs)
+
+    def _pattern_csr(self) -> sp.csr_array:
+        csr = self._structure.csr
+        if csr is None:
+            n = self._layout.n
+            return sp.csr_array(np.ones((n, n), dtype=bool))
+        return csr
+
+    def _pattern_values(self) -> tuple[sp.csr_array, Any]:
+        """The flat pattern and every stored entry's value, shaped ``lead + (nnz,)``."""
+        csr = self._pattern_csr()
+        lead = self.flat._prefix
+        count = math.prod(lead)
+        rows, cols = entry_rows(csr), csr.indices
+        p = np.repeat(np.arange(count), rows.size)
+        values = self._engine.entries(p, np.tile(rows, count), np.tile(cols, count))
+        return csr, jnp.asarray(values).reshape(lead + (rows.size,))
+
+    def to_sparse(self, format: Format = "bcoo") -> Any:
+        """The flat Hessian (``H.flat``) in a sparse or dense format.
+
+        Costs one HVP per color of the global coloring (a handful for banded problems),
+        shared by all output elements and samples. Sparse formats keep the pattern's
+        coordinates, explicit zeros included, in the same order at every point, so an
+        optimiser can read the structure once.
+
+        Args:
+            format: ``"bcoo"`` (jax, batched over output elements or samples when there are
+                any), ``"csr"``, ``"csc"``, ``"coo"`` (scipy sparse arrays; one scalar output
+                and no batch), ``"dense"`` (jax array) or ``"numpy"``.
+        """
+        check_format(format)
+        csr, values = self._pattern_values()
+        return pattern_output(values, csr, format, self.flat._prefix)
+
+    def tril(self) -> sp.coo_array:
+        """The lower triangle of the flat Hessian as a scipy COO array.
+
+        Its coordinates (row-major order, explicit zeros kept) are the same at every point:
+        the triplet structure Ipopt-style solvers ask for once. Costs what
+        :meth:`to_sparse` costs.
+        """
+        self._scalar("tril()")
+        csr, values = self._pattern_values()
+        rows, cols = entry_rows(csr), csr.indices
+        lower = rows >= cols
+        n = self._layout.n
+        return sp.coo_array((np.asarray(values)[lower], (rows[lower], cols[lower])), shape=(n, n))
+
+    def as_linear_operator(self) -> LinearOperator:
+        """The flat Hessian as a symmetric scipy ``LinearOperator``; products are HVPs.
+
+        ``matvec`` costs one HVP, ``matmat`` one per column; nothing is cached.
+        """
+        self._scalar("as_linear_operator()")
+        flat, n = self.flat, self._layout.n
+
+        def product(v: np.ndarray) -> np.ndarray:
+            return np.asarray(flat @ jnp.asarray(v))
+
+        return LinearOperator(
+            (n, n), matvec=product, rmatvec=product, matmat=product, rmatmat=product,
+            dtype=self._layout.dtype,
+        )
+
+    def _scalar(self, what: str) -> None:
+        if self.flat._prefix:
+            raise ValueError(
+                f"{what} needs one scalar output without a batch; this Hessian has leading "
+                f"axes {self.flat._prefix}. Use to_sparse('bcoo') or to_sparse('dense')."
+            )
 
     @property
     def sparsity(self) -> SparsityPattern | None:

@@ -1,0 +1,68 @@
+"""Output formats for Hessian values stored in a pattern's order."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+from jax.experimental.sparse import BCOO
+
+Format = Literal["bcoo", "csr", "csc", "coo", "dense", "numpy"]
+FORMATS: tuple[str, ...] = get_args(Format)
+
+
+def check_format(format: str) -> None:
+    """Raise a ValueError listing the formats if ``format`` is not one of them."""
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r} is not a valid format; use one of {', '.join(FORMATS)}.")
+
+
+def entry_rows(csr: sp.csr_array) -> np.ndarray:
+    """Row index of every stored entry of ``csr``, in storage (row-major) order."""
+    return np.repeat(np.arange(csr.shape[0], dtype=csr.indices.dtype), np.diff(csr.indptr))
+
+
+def pattern_output(data: Any, csr: sp.csr_array, format: Format, lead: tuple[int, ...] = ()) -> Any:
+    """The matrix whose stored entries, in ``csr``'s row-major order, are ``data``.
+
+    Sparse formats keep exactly the pattern's coordinates, explicit zeros included, in the
+    same order at every call. ``data`` has shape ``lead + (nnz,)``: with leading axes
+    (output elements or samples) ``"dense"``/``"numpy"`` give ``lead + (n, n)`` and
+    ``"bcoo"`` a batched BCOO; scipy formats need no leading axes.
+    """
+    check_format(format)
+    n = csr.shape[0]
+    rows, cols = entry_rows(csr), csr.indices
+    if format == "dense":
+        data = jnp.asarray(data)
+        return jnp.zeros(lead + (n, n), data.dtype).at[..., rows, cols].set(data)
+    if format == "bcoo":
+        data = jnp.asarray(data)
+        indices = np.stack([rows, cols], axis=1)
+        if lead:
+            size = int(np.prod(lead))
+            data = data.reshape((size, -1))
+            indices = np.broadcast_to(indices, (size,) + indices.shape)
+        matrix = BCOO(
+            (data, indices), shape=(int(np.prod(lead)),) * bool(lead) + (n, n),
+            indices_sorted=True, unique_indices=True,
+        )
+        return matrix.reshape(lead + (n, n)) if len(lead) > 1 else matrix
+    data = np.asarray(data)
+    if format == "numpy":
+        dense = np.zeros(lead + (n, n), data.dtype)
+        dense[..., rows, cols] = data
+        return dense
+    if lead:
+        raise ValueError(
+            f"format={format!r} holds one matrix, but this Hessian has leading axes {lead} "
+            "(output elements or samples); use 'bcoo', 'dense' or 'numpy', or select one "
+            "output first."
+        )
+    if format == "coo":
+        return sp.coo_array((data, (rows.copy(), cols.copy())), shape=(n, n))
+    if format == "csr":
+        return sp.csr_array((data, csr.indices.copy(), csr.indptr.copy()), shape=(n, n))
+    return sp.csr_array((data, csr.indices.copy(), csr.indptr.copy()), shape=(n, n)).tocsc()
