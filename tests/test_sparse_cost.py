@@ -1,0 +1,175 @@
+"""With a pattern, requests cost only the seeds they need: zeros free, colorings shared."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from helpers import rosen
+
+import lazyhess
+from benchmarks.problems import PROBLEMS
+
+
+def hvps(H):
+    return H.cache_info().hvps
+
+
+def tridiagonal_problem(n):
+    x = jnp.linspace(-1.0, 1.0, n)
+    return rosen, x
+
+
+@pytest.fixture(scope="module")
+def banded():
+    f, x = tridiagonal_problem(10_000)
+    return f, x, lazyhess.hessian(f, x).sparsity
+
+
+def test_single_row_and_column_cost_one(banded):
+    f, x, pattern = banded
+    H = lazyhess.hessian(f, x, sparsity=pattern)
+    row = H[5000]
+    assert hvps(H) == 1
+    # Row 5000 only meets the terms inside the window 4998..5002.
+    np.testing.assert_allclose(row[4998:5003], jax.hessian(f)(x[4998:5003])[2], rtol=1e-12)
+    assert not np.any(row[:4999]) and not np.any(row[5002:])
+    H[:, 17]
+    assert hvps(H) == 2
+
+
+def test_structurally_zero_block_is_free(banded):
+    f, x, pattern = banded
+    H = lazyhess.hessian(f, x, sparsity=pattern)
+    block = H[100:200, 5000:5100]
+    assert hvps(H) == 0
+    assert block.shape == (100, 100) and not np.any(block)
+
+
+def test_hundred_random_rows_of_a_banded_hessian(banded):
+    f, x, pattern = banded
+    H = lazyhess.hessian(f, x, sparsity=pattern)
+    rows = np.random.default_rng(0).choice(10_000, size=100, replace=False)
+    got = H[rows]
+    assert hvps(H) <= 3
+    dense = H.to_sparse("csr")[rows].toarray()
+    np.testing.assert_allclose(got, dense)
+
+
+def test_full_sparse_hessian_costs_the_colors():
+    f, x = tridiagonal_problem(200)
+    H = lazyhess.hessian(f, x)
+    np.testing.assert_allclose(H[:], jax.hessian(f)(x), rtol=1e-12, atol=1e-12)
+    assert hvps(H) == 3
+    H.to_sparse("csr")
+    assert hvps(H) == 3  # the colors are cached
+
+
+def test_tridiagonal_diagonal_costs_two():
+    f, x = tridiagonal_problem(300)
+    H = lazyhess.hessian(f, x)
+    np.testing.assert_allclose(H.diagonal(), jnp.diagonal(jax.hessian(f)(x)), rtol=1e-12)
+    assert hvps(H) == 2
+
+
+@pytest.mark.parametrize("name", ["ARWHEAD", "BDQRTIC", "CLPLATEA", "FMINSRF2", "RANDSP2", "ARROW2"])
+def test_no_request_costs_more_than_rows_columns_or_colors(name):
+    f, x = PROBLEMS[name].make(100)
+    n = x.size
+    ref = np.asarray(jax.hessian(f)(x))
+    pattern = lazyhess.hessian_sparsity(f, x)
+    colors = lazyhess.hessian_coloring_from_sparsity(pattern)
+    rng = np.random.default_rng(1)
+    for _ in range(6):
+        rows = rng.choice(n, size=rng.integers(1, 12), replace=False)
+        cols = rng.choice(n, size=rng.integers(1, 12), replace=False)
+        H = lazyhess.hessian(f, x, sparsity=pattern)
+        got = H[np.ix_(rows, cols)]
+        np.testing.assert_allclose(got, ref[np.ix_(rows, cols)], rtol=1e-10, atol=1e-8)
+        block = pattern.to_scipy("csr")[rows][:, cols]
+        needed = np.unique(colors.colors[cols[np.unique(block.nonzero()[1])]]) if block.nnz else []
+        assert hvps(H) <= min(len(rows), len(cols))
+        assert hvps(H) <= max(len(needed), colors.num_colors if block.nnz else 0)
+
+
+def test_cached_colors_serve_later_requests_and_eviction_keeps_values():
+    f, x = tridiagonal_problem(500)
+    ref = np.asarray(jax.hessian(f)(x))
+    H = lazyhess.hessian(f, x)
+    H.to_sparse("coo")
+    H[3]
+    H[17:40, 10:50]
+    assert hvps(H) == 3
+    small = lazyhess.hessian(f, x, cache_bytes=500 * 8)
+    for key in [np.s_[:], np.s_[3], np.s_[17:40, 10:50], np.s_[:]]:
+        np.testing.assert_allclose(small[key], ref[key], rtol=1e-12, atol=1e-12)
+    assert small.cache_info().entries == 1
+
+
+def test_batch_one_coloring_serves_every_sample():
+    def per(w):
+        return jnp.sum(100.0 * (w[1:] - w[:-1] ** 2) ** 2 + (1.0 - w[:-1]) ** 2)
+
+    W = jax.random.normal(jax.random.PRNGKey(0), (8, 30))
+    H = lazyhess.hessian(jax.vmap(per), W, batch_axis=0)
+    np.testing.assert_allclose(H[:], jax.vmap(jax.hessian(per))(W), rtol=1e-12, atol=1e-12)
+    assert hvps(H) == 3
+    assert H.sparsity.shape == (30, 30)
+
+
+def test_batch_coupling_is_refused():
+    with pytest.raises(ValueError, match="interact"):
+        lazyhess.hessian(lambda X: jnp.sum(X, axis=1) * jnp.sum(X**2), jnp.ones((3, 2)), batch_axis=0)[0]
+
+
+def test_user_patterns_are_validated_and_used():
+    f, x = tridiagonal_problem(6)
+    tri = sp.diags_array([np.ones(5), np.ones(6), np.ones(5)], offsets=[-1, 0, 1]).astype(bool)
+    for given in [tri, tri.toarray(), lazyhess.SparsityPattern.from_scipy(tri)]:
+        H = lazyhess.hessian(f, x, sparsity=given)
+        np.testing.assert_allclose(H[:], jax.hessian(f)(x), rtol=1e-12)
+        assert hvps(H) == 3
+    with pytest.raises(ValueError, match=r"shape \(5, 5\), but the flat Hessian .* is 6 x 6"):
+        lazyhess.hessian(f, x, sparsity=np.eye(5, dtype=bool))
+    with pytest.raises(ValueError, match="not symmetric"):
+        lazyhess.hessian(f, x, sparsity=np.triu(np.ones((6, 6), bool)))
+    with pytest.raises(TypeError, match="sparsity must be"):
+        lazyhess.hessian(f, x, sparsity=3)
+
+
+def test_sparse_formats_have_stable_coordinates():
+    f, x = tridiagonal_problem(50)
+    ref = np.asarray(jax.hessian(f)(x))
+    H = lazyhess.hessian(f, x)
+    for format in ["csr", "csc", "coo"]:
+        M = H.to_sparse(format)
+        np.testing.assert_allclose(M.toarray(), ref, rtol=1e-12)
+        assert M.nnz == 148
+    np.testing.assert_allclose(H.to_sparse("bcoo").todense(), ref, rtol=1e-12)
+    np.testing.assert_allclose(H.to_sparse("dense"), ref, rtol=1e-12)
+    np.testing.assert_allclose(H.to_sparse("numpy"), ref, rtol=1e-12)
+    a = H.to_sparse("coo")
+    b = H.at(jnp.ones(50)).to_sparse("coo")  # at x = 1 some entries vanish: kept as zeros
+    np.testing.assert_array_equal(a.coords[0], b.coords[0])
+    np.testing.assert_array_equal(a.coords[1], b.coords[1])
+    t1, t2 = H.tril(), H.at(jnp.ones(50)).tril()
+    np.testing.assert_array_equal(t1.coords, t2.coords)
+    np.testing.assert_allclose(t1.toarray(), np.tril(ref), rtol=1e-12)
+    with pytest.raises(ValueError, match="valid format"):
+        H.to_sparse("lil")
+
+
+def test_linear_operator_and_batched_sparse_outputs():
+    f, x = tridiagonal_problem(40)
+    ref = np.asarray(jax.hessian(f)(x))
+    L = lazyhess.hessian(f, x).as_linear_operator()
+    V = np.random.default_rng(0).normal(size=(40, 3))
+    np.testing.assert_allclose(L @ V[:, 0], ref @ V[:, 0], rtol=1e-10)
+    np.testing.assert_allclose(L @ V, ref @ V, rtol=1e-10)
+    W = jnp.stack([x, 2 * x])
+    Hb = lazyhess.hessian(jax.vmap(f), W, batch_axis=0)
+    np.testing.assert_allclose(Hb.to_sparse("bcoo").todense(), jax.vmap(jax.hessian(f))(W), rtol=1e-12)
+    with pytest.raises(ValueError, match="leading axes"):
+        Hb.to_sparse("csr")
+    with pytest.raises(ValueError, match="one scalar output"):
+        Hb.as_linear_operator()
