@@ -193,6 +193,15 @@ def test_prng_keys_and_bfloat16():
     assert hessian_sparsity(f, jnp.ones(3, jnp.bfloat16), jax.random.PRNGKey(1)).nnz == 3
 
 
+def test_works_on_tracers_and_array_kwargs():
+    @jax.jit
+    def g(x, c):
+        p = hessian_sparsity(lambda x, *, c: jnp.sum(c * x[1:] * x[:-1]), x, c=c)
+        return p.nnz
+
+    assert int(g(jnp.ones(5), jnp.zeros(4))) == 8
+
+
 def test_empty_input():
     p = hessian_sparsity(lambda x: jnp.sum(x), jnp.ones(0))
     assert p.shape == (0, 0) and p.nnz == 0 and p.density == 0.0
