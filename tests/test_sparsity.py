@@ -317,6 +317,19 @@ def test_fixed_point_loop_reaches_all_coupled():
     assert hessian_sparsity(f, jnp.ones(5)).nnz == 25
 
 
+def test_while_with_constant_condition_is_unrolled():
+    def f(x):
+        def body(c):
+            i, acc = c
+            return i + 1, acc * x[i]
+
+        return lax.while_loop(lambda c: c[0] < 3, body, (0, 1.0))[1]
+
+    expected = np.zeros((5, 5), bool)
+    expected[:3, :3] = ~np.eye(3, dtype=bool)
+    np.testing.assert_array_equal(dense(f, jnp.ones(5)), expected)
+
+
 def test_while_with_dynamic_bound_is_sound():
     def f(x, n):
         return lax.fori_loop(0, n, lambda i, c: c * x[:3][i % 3], 1.0)

@@ -909,13 +909,26 @@ def _loop(ctx, body, consts, init, xs_slices, num_ys):
 
 @_register("while", inline=True)
 def _while(ctx, eqn, ins):
+    """A while loop, unrolled as long as its condition folds to a constant.
+
+    Unrolling stops at `UNROLL_BUDGET`; from there (or from the first condition that
+    depends on unknown values) the fixed point of the carried dependencies takes over.
+    """
     p = eqn.params
     nc, nb = p["cond_nconsts"], p["body_nconsts"]
-    body_consts, init = ins[nc : nc + nb], ins[nc + nb :]
+    cond_consts, body_consts, carry = ins[:nc], ins[nc : nc + nb], ins[nc + nb :]
     if all(i.dep is None for i in ins):
         return ctx.fold(eqn, ins)
-    body = p["body_jaxpr"]
-    carry, _ = _loop(ctx, body, body_consts, init, [], 0)
+    body, cond = p["body_jaxpr"], p["cond_jaxpr"]
+    cost = max(len(body.jaxpr.eqns), 1)
+    for _ in range(UNROLL_BUDGET // cost):
+        (go,) = ctx.child().run_closed(cond, [*cond_consts, *carry])
+        if go.value is None:
+            break
+        if not bool(go.value):
+            return carry
+        carry = ctx.run_closed(body, [*body_consts, *carry])
+    carry, _ = _loop(ctx, body, body_consts, carry, [], 0)
     return carry
 
 
