@@ -31,9 +31,9 @@ def _is_array(leaf: Any) -> bool:
 
 
 def _normalize_argnums(argnums, nargs: int) -> tuple[tuple[int, ...], bool]:
-    single = isinstance(argnums, int)
+    single = isinstance(argnums, (int, np.integer))
     nums = (argnums,) if single else tuple(argnums)
-    if not nums or not all(isinstance(a, int) for a in nums):
+    if not nums or not all(isinstance(a, (int, np.integer)) for a in nums):
         raise TypeError(
             f"argnums must be an int or a non-empty sequence of ints; got {argnums!r}."
         )
@@ -43,12 +43,12 @@ def _normalize_argnums(argnums, nargs: int) -> tuple[tuple[int, ...], bool]:
                 f"argnums={argnums!r} but fun was called with {nargs} positional argument"
                 f"{'s' if nargs != 1 else ''}."
             )
-    return tuple(a % nargs for a in nums), single
+    return tuple(int(a) % nargs for a in nums), single
 
 
 def detect(
     closed, leaf_sizes: Sequence[int], n_dynamic: int
-) -> tuple[np.ndarray, np.ndarray, Node]:
+) -> tuple[np.ndarray, np.ndarray, Node | None]:
     """Hessian pattern (CSR indptr, indices) of a closed jaxpr over its first leaves.
 
     The jaxpr's first ``len(leaf_sizes)`` inputs are the differentiated leaves (flat order
