@@ -127,6 +127,10 @@ def partial_coloring(pattern, rows, cols) -> np.ndarray:
     unique_cols, position = np.unique(cols, return_inverse=True)
     block = _block(csr, np.unique(rows), unique_cols)
     by_column = block.tocsc()
+    structure = [
+        a.astype(np.int64)
+        for a in (by_column.indptr, by_column.indices, block.indptr, block.indices)
+    ]
     bound = int(np.diff(block.indptr).max(initial=0))
     best = None
     for order in (
@@ -134,9 +138,7 @@ def partial_coloring(pattern, rows, cols) -> np.ndarray:
         np.argsort(-np.diff(by_column.indptr), kind="stable").astype(np.int64),
     ):
         limit = len(order) if best is None else int(best.max())
-        colors = _greedy.bipartite_distance2(
-            by_column.indptr, by_column.indices, block.indptr, block.indices, order, limit
-        )
+        colors = _greedy.bipartite_distance2(*structure, order, limit)
         if best is None or colors.max(initial=-1) < best.max(initial=-1):
             best = colors
         if best.max(initial=-1) + 1 <= bound:
