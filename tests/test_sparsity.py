@@ -384,6 +384,17 @@ def test_save_load_keeps_leaf_offsets(tmp_path):
     assert SparsityPattern.load(tmp_path / "q.npz").leaf_offsets == (0, 2, 4)
 
 
+def test_block_matches_dense_slices():
+    rng = np.random.default_rng(3)
+    a = rng.random((9, 9)) < 0.4
+    a |= a.T
+    p = SparsityPattern.from_dense(a)
+    for r, c in [(slice(2, 5), slice(1, 8)), (slice(None), slice(None)), (slice(7, 3), slice(2))]:
+        np.testing.assert_array_equal(p.block(r, c).toarray(), a[r, c])
+    with pytest.raises(ValueError, match="contiguous"):
+        p.block(slice(0, 9, 2), slice(None))
+
+
 def test_pattern_validation_errors():
     with pytest.raises(ValueError, match="square"):
         SparsityPattern.from_dense(np.ones((2, 3)))

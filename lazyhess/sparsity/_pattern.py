@@ -306,11 +306,23 @@ class SparsityPattern:
         """
         r = self._range(rows, "rows")
         c = self._range(cols, "cols")
-        return self.to_scipy()[r, :][:, c]
+        lo, hi = self._indptr[r.start], self._indptr[r.stop]
+        band = sp.csr_array(
+            (
+                np.ones(int(hi - lo), bool),
+                self._indices[lo:hi].copy(),
+                self._indptr[r.start : r.stop + 1] - lo,
+            ),
+            shape=(r.stop - r.start, self._n),
+        )
+        return band[:, c]
 
     def _range(self, key: int | slice, name: str) -> slice:
         if isinstance(key, slice):
-            return slice(*key.indices(self._n))
+            start, stop, step = key.indices(self._n)
+            if step != 1:
+                raise ValueError(f"{name} must be a contiguous slice (step 1); got step {step}.")
+            return slice(start, max(start, stop))
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             if self._leaf_offsets is None:
                 raise ValueError(
