@@ -10,7 +10,14 @@ import jax
 import numpy as np
 
 from . import _rules  # noqa: F401  (registers the primitive rules)
-from ._graph import Interpreter, Node, backward, hessian_coordinates, is_float
+from ._graph import (
+    Interpreter,
+    Node,
+    backward,
+    hessian_coordinates,
+    is_float,
+    release_unpaired,
+)
 from ._maps import identity_rows
 from ._pattern import SparsityPattern
 
@@ -67,6 +74,7 @@ def detect(
     outs = interp.run_closed(closed, args)
     outs = [o for o in outs if is_float(o.dtype)]
     backward(interp.ops, outs)
+    release_unpaired(interp.ops, outs)
     indptr, indices = hessian_coordinates(interp.ops, n)
     return indptr, indices, (outs[0] if outs else None)
 

@@ -280,6 +280,35 @@ def backward(ops: list, outputs: Sequence[Node]) -> None:
         op.pull()
 
 
+def release_unpaired(ops: list, keep: Sequence[Node]) -> None:
+    """Frees the dependency matrices that the Hessian assembly will not read.
+
+    Call after `backward`: from then on only pair terms (and the nodes in ``keep``) need
+    their matrices.
+    """
+    needed = {id(node) for node in keep}
+
+    def walk(ops, visit):
+        for op in ops:
+            if isinstance(op, LoopOp):
+                walk(op.body, visit)
+            else:
+                visit(op)
+
+    def mark(op):
+        if isinstance(op, PairOp):
+            needed.update((id(op.a), id(op.b)))
+
+    def drop(op):
+        if isinstance(op, LinkOp):
+            for node in (op.out, op.src):
+                if id(node) not in needed:
+                    node.dep = None
+
+    walk(ops, mark)
+    walk(ops, drop)
+
+
 def hessian_coordinates(ops: list, n: int) -> tuple[np.ndarray, np.ndarray]:
     """CSR arrays (indptr, indices) of the Hessian pattern: sorted, symmetric.
 
