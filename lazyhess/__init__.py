@@ -3,6 +3,16 @@
 from importlib.metadata import version as _version
 
 from ._cache import CacheInfo
+from ._functional import (
+    VerificationError,
+    check_hessian_correctness,
+    compressed_hessian,
+    decompress,
+    decompress_data,
+    sparse_hessian,
+    sparse_hessian_from_coloring,
+    value_and_sparse_hessian,
+)
 from ._hessian import Hessian, HessianBlock, HessianNode, hessian
 from .coloring import ColoredPattern, hessian_coloring, hessian_coloring_from_sparsity
 from .sparsity import SparsityPattern, SparsityWarning, hessian_sparsity
@@ -17,9 +27,17 @@ __all__ = [
     "HessianNode",
     "SparsityPattern",
     "SparsityWarning",
+    "VerificationError",
     "__version__",
+    "check_hessian_correctness",
+    "compressed_hessian",
+    "decompress",
+    "decompress_data",
     "hessian",
     "hessian_coloring",
     "hessian_coloring_from_sparsity",
     "hessian_sparsity",
+    "sparse_hessian",
+    "sparse_hessian_from_coloring",
+    "value_and_sparse_hessian",
 ]

@@ -150,6 +150,21 @@ class Engine:
             out[sel] = block[plan.slot[sel] - start, p[sel], plan.read[sel]]
         return out
 
+    def compressed(self, family: SeedFamily) -> Any:
+        """``B[t] = H @ s_t`` for every seed ``t`` of ``family``, shaped ``(size, p, n)``.
+
+        One HVP per seed, in chunks; nothing is cached (the caller owns ``B``).
+        """
+        size = family.size
+        parts = [
+            self._seeded(family, list(range(s, min(s + self.chunk_size, size))))
+            for s in range(0, size, self.chunk_size)
+        ]
+        self.cache.record(size, missed=False)
+        if not parts:
+            return jnp.zeros((0, self.layout.p, self.layout.n), self.layout.dtype)
+        return jnp.concatenate(parts)
+
     def matvec(self, v: Any) -> Any:
         """HVP results ``(k, p, n)`` for explicit directions ``v`` of shape ``(k, d)``."""
         state = self._state()
