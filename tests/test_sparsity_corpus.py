@@ -138,6 +138,7 @@ CORPUS = {
     "expand_squeeze": lambda x: jnp.sum(jnp.squeeze(x[None, :3] * x[None, 3:6], 0)),
     "strided_slices": lambda x: jnp.sum(x[::2] * x[1::2]),
     "concatenate": lambda x: jnp.sum(jnp.concatenate([x[:2] ** 2, x[5:] * x[0]])),
+    "stack": lambda x: jnp.sum(jnp.sin(jnp.stack([x[0] * x[1], x[3], x[5] ** 2], axis=0)) * x[2]),
     "pad": lambda x: jnp.sum(jnp.pad(x, 1)[:-2] * jnp.pad(x, 1)[2:]),
     "pad_interior": lambda x: jnp.sum(lax.pad(x, 0.0, [(1, -1, 1)]) ** 3),
     "broadcast_scalar": lambda x: jnp.sum(x * x[2]),

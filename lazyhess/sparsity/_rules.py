@@ -290,6 +290,14 @@ def _concatenate(ctx, eqn, ins):
     return _moved(ctx, eqn, list(zip(ins, idxs, strict=True)))
 
 
+@_register("stack")
+def _stack(ctx, eqn, ins):
+    axis = eqn.params["axis"]
+    shapes = [i.shape[:axis] + (1,) + i.shape[axis:] for i in ins]
+    idxs = st.concatenate(shapes, axis)
+    return _moved(ctx, eqn, list(zip(ins, idxs, strict=True)))
+
+
 @_register("pad")
 def _pad(ctx, eqn, ins):
     op, padval = ins
