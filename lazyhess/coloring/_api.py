@@ -77,7 +77,8 @@ def hessian_coloring(
         argnums: which positional argument(s) to differentiate, as in ``jax.hessian``.
         method: see ``hessian_coloring_from_sparsity``.
         order: see ``hessian_coloring_from_sparsity``.
-        **kwargs: keyword arguments of ``fun``.
+        **kwargs: forwarded to ``lazyhess.hessian_sparsity``: its options (such as
+            ``has_aux``) and keyword arguments of ``fun``.
 
     Returns:
         A ``ColoredPattern`` whose ``pattern`` is the detected ``SparsityPattern``.
