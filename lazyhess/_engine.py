@@ -115,7 +115,9 @@ class Engine:
         if not self.traced:
             return self._fill(plan, p)
         self.cache.record(len(plan.new))
-        parts = [self._seeded(seeds[0][0], [t for _, t in seeds]) for _, seeds in self._groups(plan)]
+        parts = [
+            self._seeded(seeds[0][0], [t for _, t in seeds]) for _, seeds in self._groups(plan)
+        ]
         dtype = self.layout.dtype
         if not parts:
             return jnp.zeros(p.shape, dtype)
@@ -172,7 +174,9 @@ class Engine:
         for s in range(0, v.shape[0], self.chunk_size):
             chunk = v[s : s + self.chunk_size]
             k = chunk.shape[0]
-            chunk = jnp.pad(jnp.asarray(chunk, self.layout.dtype), ((0, self._bucket(k) - k), (0, 0)))
+            chunk = jnp.pad(
+                jnp.asarray(chunk, self.layout.dtype), ((0, self._bucket(k) - k), (0, 0))
+            )
             parts.append(self.kernels.apply(state, self.x, self.dyn, chunk)[:k])
             self.cache.record(k, missed=False)
         if not parts:

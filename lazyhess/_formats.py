@@ -16,15 +16,19 @@ FORMATS: tuple[str, ...] = get_args(Format)
 def check_format(format: str) -> None:
     """Raise a ValueError listing the formats if ``format`` is not one of them."""
     if format not in FORMATS:
-        raise ValueError(f"format={format!r} is not a valid format; use one of {', '.join(FORMATS)}.")
+        raise ValueError(
+            f"format={format!r} is not a valid format; use one of {', '.join(FORMATS)}."
+        )
 
 
 def entry_rows(csr: sp.csr_array) -> np.ndarray:
-    """Row index of every stored entry of ``csr``, in storage (row-major) order."""
-    return np.repeat(np.arange(csr.shape[0], dtype=csr.indices.dtype), np.diff(csr.indptr))
+    """The row index of every stored entry, aligned with ``csr.indices`` (int32)."""
+    return np.repeat(np.arange(csr.shape[0], dtype=np.int32), np.diff(csr.indptr))
 
 
-def pattern_output(data: Any, csr: sp.csr_array, format: Format, lead: tuple[int, ...] = ()) -> Any:
+def pattern_output(
+    data: Any, csr: sp.csr_array, format: Format, lead: tuple[int, ...] = ()
+) -> Any:
     """The matrix whose stored entries, in ``csr``'s row-major order, are ``data``.
 
     Sparse formats keep exactly the pattern's coordinates, explicit zeros included, in the
@@ -46,8 +50,10 @@ def pattern_output(data: Any, csr: sp.csr_array, format: Format, lead: tuple[int
             data = data.reshape((size, -1))
             indices = np.broadcast_to(indices, (size,) + indices.shape)
         matrix = BCOO(
-            (data, indices), shape=(int(np.prod(lead)),) * bool(lead) + (n, n),
-            indices_sorted=True, unique_indices=True,
+            (data, indices),
+            shape=(int(np.prod(lead)),) * bool(lead) + (n, n),
+            indices_sorted=True,
+            unique_indices=True,
         )
         return matrix.reshape(lead + (n, n)) if len(lead) > 1 else matrix
     data = np.asarray(data)

@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
@@ -16,7 +15,12 @@ from ._hvp import Mode
 from ._plan import SeedFamily
 from .coloring import ColoredPattern, hessian_coloring
 
-_ASDEX_FORMATS = {"numpy_dense": "numpy", "scipy_coo": "coo", "scipy_csr": "csr", "scipy_csc": "csc"}
+_ASDEX_FORMATS = {
+    "numpy_dense": "numpy",
+    "scipy_coo": "coo",
+    "scipy_csr": "csr",
+    "scipy_csc": "csc",
+}
 
 
 class VerificationError(AssertionError):
@@ -116,7 +120,11 @@ def sparse_hessian_from_coloring(
             (asdex's ``"numpy_dense"`` and ``"scipy_*"`` names are accepted too).
         sample_args: arguments with the shapes and dtypes of later calls (only needed
             before the first call; default: taken from the first call).
-        argnums, has_aux, holomorphic, mode, chunk_size: as in :func:`lazyhess.hessian`.
+        argnums: as in :func:`lazyhess.hessian`.
+        has_aux: as in :func:`lazyhess.hessian`; calls then return ``(H, aux)``.
+        holomorphic: as in :func:`lazyhess.hessian`.
+        mode: as in :func:`lazyhess.hessian`.
+        chunk_size: colors per compiled HVP call (bounds memory).
         sample_kwargs: keyword arguments with the shapes of later calls.
 
     Returns:
@@ -173,8 +181,16 @@ def sparse_hessian(
     """
     coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric)
     return sparse_hessian_from_coloring(
-        fun, coloring, output_format, sample_args=sample_args, argnums=argnums, has_aux=has_aux,
-        holomorphic=holomorphic, mode=mode, chunk_size=chunk_size, sample_kwargs=sample_kwargs,
+        fun,
+        coloring,
+        output_format,
+        sample_args=sample_args,
+        argnums=argnums,
+        has_aux=has_aux,
+        holomorphic=holomorphic,
+        mode=mode,
+        chunk_size=chunk_size,
+        sample_kwargs=sample_kwargs,
     )
 
 
@@ -190,8 +206,10 @@ def value_and_sparse_hessian(
     chunk_size: int | None = None,
     **sample_kwargs: Any,
 ) -> Callable[..., Any]:
-    """Like :func:`sparse_hessian`, but calls return ``(value, H)`` (``((value, aux), H)``
-    with ``has_aux``)."""
+    """Like :func:`sparse_hessian`, but calls return ``(value, H)``.
+
+    With ``has_aux`` they return ``((value, aux), H)``.
+    """
     format = _format(output_format)
     coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric)
     compressed = _factory(
@@ -217,9 +235,11 @@ def compressed_hessian(
     chunk_size: int | None = None,
     **sample_kwargs: Any,
 ) -> Callable[..., jax.Array]:
-    """Detect, color, and return ``(*args) -> B`` with ``B[c] = H @ s_c``: shape
-    ``(num_colors, n)``, one HVP per color. The coloring is the result's ``coloring``
-    attribute; recover H with :func:`decompress` or :func:`decompress_data`."""
+    """Detect, color, and return ``(*args) -> B`` with ``B[c] = H @ s_c``.
+
+    ``B`` has shape ``(num_colors, n)``, one HVP per color. The coloring is the result's
+    ``coloring`` attribute; recover H with :func:`decompress` or :func:`decompress_data`.
+    """
     coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric)
     compressed = _factory(
         fun, sample_args, sample_kwargs, coloring, argnums, has_aux, holomorphic, mode, chunk_size

@@ -36,7 +36,9 @@ def _check_argnums(argnums: Any, nargs: int) -> tuple[tuple[int, ...], bool]:
     ):
         raise TypeError(f"argnums must be an int or a sequence of ints; got {argnums!r}.")
     if not items:
-        raise ValueError("argnums=() selects nothing to differentiate; name at least one argument.")
+        raise ValueError(
+            "argnums=() selects nothing to differentiate; name at least one argument."
+        )
     bad = [a for a in items if not -nargs <= a < nargs]
     if bad:
         raise ValueError(
@@ -69,7 +71,9 @@ def _check_options(
     if chunk_size is not None and (
         not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
     ):
-        raise ValueError(f"chunk_size must be a positive int or None (automatic); got {chunk_size!r}.")
+        raise ValueError(
+            f"chunk_size must be a positive int or None (automatic); got {chunk_size!r}."
+        )
     if not isinstance(cache_bytes, int) or isinstance(cache_bytes, bool):
         raise TypeError(f"cache_bytes must be an int number of bytes; got {cache_bytes!r}.")
     if cache_bytes < 0:
@@ -106,9 +110,11 @@ def _user_pattern(sparsity: Any, n: int) -> SparsityPattern:
 def _abstract(tree: Any) -> Any:
     """``tree`` with every array leaf replaced by its shape and dtype."""
     return jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
-        if isinstance(a, jax.Array | np.ndarray)
-        else a,
+        lambda a: (
+            jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
+            if isinstance(a, jax.Array | np.ndarray)
+            else a
+        ),
         tree,
     )
 
@@ -116,7 +122,9 @@ def _abstract(tree: Any) -> Any:
 def _check_inputs(primals: Any, holomorphic: bool, batch: bool, argnums) -> list:
     paths = jax.tree_util.tree_flatten_with_path(primals)[0]
     if not paths:
-        raise ValueError(f"argnums={argnums!r} selects arguments with no array leaves to differentiate.")
+        raise ValueError(
+            f"argnums={argnums!r} selects arguments with no array leaves to differentiate."
+        )
     where = "args" if isinstance(argnums, Sequence) else f"args[{argnums}]"
     for path, leaf in paths:
         name = where + jax.tree_util.keystr(path)
@@ -212,8 +220,14 @@ for _name, _op in {
     setattr(_ArrayOps, f"__r{_name}__", _binary(_op, reflected=True))
 for _name in ("lt", "le", "gt", "ge", "eq", "ne"):
     setattr(_ArrayOps, f"__{_name}__", _binary(getattr(operator, _name)))
+
+
+def _unary(op: Callable) -> Callable:
+    return lambda self: op(self._dense())
+
+
 for _name in ("neg", "pos", "abs"):
-    setattr(_ArrayOps, f"__{_name}__", lambda self, _f=getattr(operator, _name): _f(self._dense()))
+    setattr(_ArrayOps, f"__{_name}__", _unary(getattr(operator, _name)))
 
 
 class HessianBlock(_ArrayOps):
@@ -448,7 +462,9 @@ class Hessian(_ArrayOps):
         cache_bytes: int = 256 * 2**20,
         **kwargs: Any,
     ):
-        _check_options(fun, mode, batch_axis, sparsity, chunk_size, cache_bytes, has_aux, holomorphic)
+        _check_options(
+            fun, mode, batch_axis, sparsity, chunk_size, cache_bytes, has_aux, holomorphic
+        )
         argnums_t, sequence = _check_argnums(argnums, len(args))
         self._fun = fun
         self._options = dict(
@@ -505,7 +521,12 @@ class Hessian(_ArrayOps):
         self._init_point(signature, kernels, structure, args, kwargs)
 
     def _init_point(
-        self, signature: Signature, kernels: Kernels, structure: Structure, args: tuple, kwargs: dict
+        self,
+        signature: Signature,
+        kernels: Kernels,
+        structure: Structure,
+        args: tuple,
+        kwargs: dict,
     ):
         self._signature = signature
         self._kernels = kernels
@@ -544,7 +565,8 @@ class Hessian(_ArrayOps):
         )
         ends = np.cumsum([b.size for b in blocks])[:-1]
         dense = [
-            v.reshape(b.shape).astype(b.dtype) for b, v in zip(blocks, jnp.split(values, ends))
+            v.reshape(b.shape).astype(b.dtype)
+            for b, v in zip(blocks, jnp.split(values, ends), strict=True)
         ]
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), dense)
 
@@ -622,13 +644,17 @@ class Hessian(_ArrayOps):
         lay = self._layout
         leaves, tree = jax.tree_util.tree_flatten(v)
         if tree != lay.in_tree:
-            raise ValueError(f"hvp needs v structured like the inputs ({lay.in_tree}); got {tree}.")
+            raise ValueError(
+                f"hvp needs v structured like the inputs ({lay.in_tree}); got {tree}."
+            )
         lead = () if lay.batch is None else (lay.batch,)
         shapes = [lead + leaf.shape for leaf in lay.inputs]
-        matrix = [np.shape(a) != s for a, s in zip(leaves, shapes)]
-        ks = {np.shape(a)[-1] for a, m in zip(leaves, matrix) if m}
-        if any(np.shape(a)[: len(s)] != s for a, s in zip(leaves, shapes)) or len(ks) > 1 or (
-            ks and not all(matrix)
+        matrix = [np.shape(a) != s for a, s in zip(leaves, shapes, strict=True)]
+        ks = {np.shape(a)[-1] for a, m in zip(leaves, matrix, strict=True) if m}
+        if (
+            any(np.shape(a)[: len(s)] != s for a, s in zip(leaves, shapes, strict=True))
+            or len(ks) > 1
+            or (ks and not all(matrix))
         ):
             got = [np.shape(a) for a in leaves]
             raise ValueError(
@@ -638,7 +664,7 @@ class Hessian(_ArrayOps):
         k = ks.pop() if ks else 1
         cols = [
             jnp.asarray(a, lay.dtype).reshape(lead + (leaf.size, k))
-            for a, leaf in zip(leaves, lay.inputs)
+            for a, leaf in zip(leaves, lay.inputs, strict=True)
         ]
         seeds = jnp.moveaxis(jnp.concatenate(cols, axis=-2), -1, 0).reshape(k, lay.d)
         out = self._engine.matvec(seeds)
@@ -706,7 +732,7 @@ class Hessian(_ArrayOps):
                 f"H.at needs arguments structured as the original ({mine[1]}); got {theirs[1]}. "
                 "Build a new Hessian with lazyhess.hessian for a different structure."
             )
-        for (path, a), (_, b) in zip(mine[0], theirs[0]):
+        for (path, a), (_, b) in zip(mine[0], theirs[0], strict=True):
             sa, sb = (jnp.shape(a), jnp.result_type(a)), (jnp.shape(b), jnp.result_type(b))
             if sa != sb and (_array_like(a) or _array_like(b)):
                 raise ValueError(
@@ -781,7 +807,11 @@ class Hessian(_ArrayOps):
             return np.asarray(flat @ jnp.asarray(v))
 
         return LinearOperator(
-            (n, n), matvec=product, rmatvec=product, matmat=product, rmatmat=product,
+            (n, n),
+            matvec=product,
+            rmatvec=product,
+            matmat=product,
+            rmatmat=product,
             dtype=self._layout.dtype,
         )
 
@@ -881,4 +911,3 @@ def hessian(
         cache_bytes=cache_bytes,
         **kwargs,
     )
-

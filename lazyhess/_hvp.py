@@ -54,8 +54,10 @@ class Kernels:
         return jnp.sum(y, keepdims=True) if self.layout.batch is not None else y
 
     def _first_order(self, x: jax.Array, dyn: Any) -> tuple[Any, Any, Any]:
-        """``(output, gradient, aux)``: the gradient (of the sum over samples, with a batch)
-        is shaped like ``jax.jacrev``'s."""
+        """``(output, gradient, aux)``, the gradient shaped like ``jax.jacrev``'s.
+
+        With a batch it is the gradient of the sum over samples (each sample's gradient).
+        """
 
         def target(primals: Any) -> tuple[Any, tuple[Any, Any]]:
             out, aux = self._call(primals, dyn)

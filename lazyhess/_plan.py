@@ -239,7 +239,10 @@ def plan(
                     if per_row.max() < best:
                         family = partial(i, j)
                         options.append(
-                            (family.size, lambda f=family, i=i, j=j: assign(open_, f, f.labels[j], i))
+                            (
+                                family.size,
+                                lambda f=family, i=i, j=j: assign(open_, f, f.labels[j], i),
+                            )
                         )
         min(options, key=lambda option: option[0])[1]()
 

@@ -78,7 +78,9 @@ class Signature:
         others = ([a for i, a in enumerate(args) if i not in argnums], kwargs)
         leaves, self.other_tree = jax.tree_util.tree_flatten(others)
         self.dynamic_mask = tuple(_is_array(leaf) for leaf in leaves)
-        self.static_leaves = tuple(None if d else leaf for d, leaf in zip(self.dynamic_mask, leaves))
+        self.static_leaves = tuple(
+            None if d else leaf for d, leaf in zip(self.dynamic_mask, leaves, strict=True)
+        )
 
     def primals(self, args: tuple) -> Any:
         """The differentiated arguments, shaped as jax.hessian's ``argnums`` shapes them."""
@@ -90,7 +92,7 @@ class Signature:
         """The array leaves of the non-differentiated arguments."""
         others = ([a for i, a in enumerate(args) if i not in self.argnums], kwargs)
         leaves = jax.tree_util.tree_leaves(others)
-        return [leaf for d, leaf in zip(self.dynamic_mask, leaves) if d]
+        return [leaf for d, leaf in zip(self.dynamic_mask, leaves, strict=True) if d]
 
     def same_statics(self, other: Signature) -> bool:
         """Whether ``other`` bakes the same Python constants into the kernels."""
@@ -103,7 +105,8 @@ class Signature:
             return False
         try:
             return all(
-                a is b or bool(a == b) for a, b in zip(self.static_leaves, other.static_leaves)
+                a is b or bool(a == b)
+                for a, b in zip(self.static_leaves, other.static_leaves, strict=True)
             )
         except Exception:  # noqa: BLE001 - an odd __eq__ just means "not provably the same"
             return False
@@ -111,11 +114,14 @@ class Signature:
     def call(self, fun: Callable, primals: Any, dynamic: Sequence) -> Any:
         """``fun`` evaluated with ``primals`` in the differentiated slots."""
         dyn = iter(dynamic)
-        leaves = [next(dyn) if d else s for d, s in zip(self.dynamic_mask, self.static_leaves)]
+        leaves = [
+            next(dyn) if d else s
+            for d, s in zip(self.dynamic_mask, self.static_leaves, strict=True)
+        ]
         others, kwargs = jax.tree_util.tree_unflatten(self.other_tree, leaves)
         others = iter(others)
         slots = primals if self.sequence else (primals,)
-        by_slot = dict(zip(self.argnums, slots))
+        by_slot = dict(zip(self.argnums, slots, strict=True))
         args = [by_slot[i] if i in by_slot else next(others) for i in range(self.nargs)]
         return fun(*args, **kwargs)
 

@@ -8,9 +8,10 @@ from typing import Literal, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from .._formats import entry_rows
 from . import _greedy
 from ._colored import METHODS, ColoredPattern, Method
-from ._normalize import entry_rows, square_csr, symmetric_csr
+from ._normalize import square_csr, symmetric_csr
 from ._orders import ORDERS, Order, vertex_order
 
 MethodOption = Literal["auto"] | Method

@@ -6,15 +6,12 @@ from typing import Literal, get_args
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
-from jax.experimental.sparse import BCOO
 
+from .._formats import Format, entry_rows, pattern_output
 from . import _greedy
-from ._normalize import entry_rows
 
 Method = Literal["star", "column", "diagonal"]
 METHODS: tuple[str, ...] = get_args(Method)
-Format = Literal["csr", "csc", "coo", "dense", "numpy", "bcoo"]
-FORMATS: tuple[str, ...] = get_args(Format)
 _FILE_VERSION = 1
 
 
@@ -77,7 +74,6 @@ class ColoredPattern:
         self.recover_color, self.recover_index = recovery
         for array in (self.colors, self.rows, self.recover_color, self.recover_index):
             array.flags.writeable = False
-        self._csc_perm = None
         self._keys = None
 
     def __repr__(self) -> str:
@@ -171,28 +167,7 @@ class ColoredPattern:
         Returns:
             The ``n x n`` Hessian in the requested format.
         """
-        if format not in FORMATS:
-            raise ValueError(f"format={format!r} is not one of {FORMATS}")
-        data = self.decompress_data(compressed)
-        shape = (self.n, self.n)
-        if format == "dense":
-            return jnp.zeros(shape, data.dtype).at[self.rows, self.cols].set(jnp.asarray(data))
-        if format == "bcoo":
-            indices = np.stack([self.rows, self.cols], axis=1)
-            return BCOO(
-                (jnp.asarray(data), indices), shape=shape, indices_sorted=True, unique_indices=True
-            )
-        data = np.asarray(data)
-        if format == "numpy":
-            dense = np.zeros(shape, data.dtype)
-            dense[self.rows, self.cols] = data
-            return dense
-        if format == "coo":
-            return sp.coo_array((data, (self.rows.copy(), self.cols.copy())), shape=shape)
-        indptr, indices = self.csr.indptr.copy(), self.csr.indices.copy()
-        if format == "csr":
-            return sp.csr_array((data, indices, indptr), shape=shape)
-        return sp.csc_array((data[self._transpose_perm()], indices, indptr), shape=shape)
+        return pattern_output(self.decompress_data(compressed), self.csr, format)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the colored pattern to ``path`` as an uncompressed ``.npz`` file.
@@ -252,11 +227,6 @@ class ColoredPattern:
                 f"{(self.num_colors, self.n)}; got {compressed.shape}"
             )
         return compressed
-
-    def _transpose_perm(self) -> np.ndarray:
-        if self._csc_perm is None:
-            self._csc_perm = _transpose_perm(self.csr)
-        return self._csc_perm
 
 
 def _transpose_perm(csr: sp.csr_array) -> np.ndarray:

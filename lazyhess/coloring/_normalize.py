@@ -71,7 +71,3 @@ def symmetric_csr(pattern) -> sp.csr_array:
     return matrix
 
 
-def entry_rows(csr: sp.csr_array) -> np.ndarray:
-    """The row index of every stored entry, aligned with ``csr.indices`` (int32)."""
-    n = csr.shape[0]
-    return np.repeat(np.arange(n, dtype=np.int32), np.diff(csr.indptr))
