@@ -1,5 +1,6 @@
 """Every example runs, at a small size."""
 
+import re
 import runpy
 from pathlib import Path
 
@@ -12,3 +13,51 @@ def test_quickstart(capsys):
     out = capsys.readouterr().out
     assert "H[:, 7] (column 7)             shape=(50,)    cost=1 HVP(s)" in out
     assert "H[7, :] (row 7, by symmetry)   shape=(50,)    cost=0 HVP(s)" in out
+
+
+def _run(name, capsys, **size):
+    runpy.run_path(str(EXAMPLES / name))["main"](**size)
+    return capsys.readouterr().out
+
+
+def _number(out, label):
+    """The float printed right after ``label``."""
+    return float(re.search(re.escape(label) + r"\s*([-+0-9.e]+)", out).group(1))
+
+
+def test_mlp_hessian(capsys):
+    out = _run("mlp_hessian.py", capsys, width=4, samples=8)
+    assert "41 parameters: the full Hessian would cost 41 HVPs" in out
+    assert re.search(r'H\["layer1"\]\["b"\]\["layer1"\]\["b"\].*shape=\(4, 4\)\s+cost=4 HVPs', out)
+    assert re.search(r"\.diagonal\(\)\s+shape=\(3, 4\)\s+cost=12 HVPs", out)
+    assert re.search(r"\(three rows\)\s+shape=\(3, 41\)\s+cost=3 HVPs", out)
+
+
+def test_large_sparse(capsys):
+    out = _run("large_sparse.py", capsys, n=10_000)
+    assert "nnz = 49600 (5.0 per row)" in out
+    assert re.search(r'H.to_sparse\("csr"\).*\s5 HVPs', out)  # one per color of the 5-point grid
+    assert "10000 x 10000 CSR, nnz = 49600" in out
+    assert _number(out, "peak") > 0
+
+
+def test_newton_scipy(capsys):
+    out = _run("newton_scipy.py", capsys, n=1000)
+    assert out.count("f = 1.000000000000") == 3
+    assert "2998 nonzeros, 3 HVPs per Hessian" in out
+    for method in ("Newton,", "trust-constr", "Newton-CG"):
+        line = next(line for line in out.splitlines() if method in line)
+        assert _number(line, "max|x - 1| =") < 1e-6
+
+
+def test_per_sample(capsys):
+    out = _run("per_sample.py", capsys, batch=16, features=5)
+    assert "shape (16, 5), 1 HVP(s)" in out
+    assert "H[:]: shape (16, 5, 5), 5 HVPs in total (d = 5)" in out
+    assert _number(out, "max |H - vmap(jax.hessian)| =") < 1e-12
+
+
+def test_eigenvalues(capsys):
+    out = _run("eigenvalues.py", capsys, width=8, samples=32)
+    assert "48 parameters" in out
+    assert _number(out, "max difference from dense eigvalsh:") < 1e-8
