@@ -4,6 +4,7 @@ from importlib.metadata import version as _version
 
 from . import scipy as scipy  # the lazyhess.scipy namespace (not in __all__)
 from ._cache import CacheInfo
+from ._display import spy
 from ._functional import (
     VerificationError,
     check_hessian_correctness,
@@ -40,5 +41,6 @@ __all__ = [
     "hessian_sparsity",
     "sparse_hessian",
     "sparse_hessian_from_coloring",
+    "spy",
     "value_and_sparse_hessian",
 ]

@@ -1,0 +1,264 @@
+"""Pictures of a Hessian: an HTML summary for notebooks and a matplotlib ``spy``."""
+
+from __future__ import annotations
+
+import base64
+import html
+import struct
+import zlib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from ._hessian import Hessian
+
+_CELLS = 64
+_SPY_CELLS = 512
+_EMPTY, _NONZERO, _COMPUTED = 0, 1, 2
+# white, grey, orange: structural zero, may be nonzero, computed (its seed is cached).
+_PALETTE = np.array([[255, 255, 255], [170, 178, 189], [228, 87, 46]], dtype=np.uint8)
+
+
+def _is_hessian(obj: Any) -> bool:
+    from ._hessian import Hessian
+
+    return isinstance(obj, Hessian)
+
+
+def _known_csr(H: Hessian) -> tuple[bool, sp.csr_array | None]:
+    """``(known, csr)``: the pattern if already detected (``None`` when dense), without work."""
+    structure = H._structure
+    if "pattern" not in structure.__dict__ and structure._source is not None:
+        return False, None
+    return True, structure.csr
+
+
+def computed_columns(H: Hessian) -> np.ndarray:
+    """Boolean mask over the flat columns whose seed direction is in ``H``'s cache.
+
+    Column ``j`` is computed when a cached seed ``(family, label)`` has
+    ``family.labels[j] == label``; by symmetry row ``j`` is then known as well.
+    """
+    labels_by_family: dict[Any, list[int]] = {}
+    for family, label in H._engine.cache.keys():
+        labels_by_family.setdefault(family, []).append(label)
+    seeded = np.zeros(H._layout.n, dtype=bool)
+    for family, labels in labels_by_family.items():
+        seeded |= np.isin(family.labels, labels)
+    return seeded
+
+
+def _cell_grid(csr: sp.csr_array | None, n: int, cells: int, seeded: np.ndarray) -> np.ndarray:
+    """A ``(cells, cells)`` grid of ``_EMPTY``, ``_NONZERO``, ``_COMPUTED`` over the pattern.
+
+    A cell is computed when it holds an entry in a computed row or column; ``csr=None``
+    means every entry may be nonzero.
+    """
+    grid = np.zeros((cells, cells), dtype=np.int8)
+    if n == 0:
+        return grid
+    if csr is None:
+        hit = np.zeros(cells, dtype=bool)
+        hit[np.flatnonzero(seeded) * cells // n] = True
+        grid[:] = _NONZERO
+        grid[hit, :] = _COMPUTED
+        grid[:, hit] = _COMPUTED
+        return grid
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(csr.indptr))
+    cols = csr.indices.astype(np.int64)
+    cell = (rows * cells // n) * cells + cols * cells // n
+    flat = grid.reshape(-1)
+    flat[cell] = _NONZERO
+    flat[cell[seeded[rows] | seeded[cols]]] = _COMPUTED
+    return grid
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    """A PNG file of an ``(h, w, 3)`` uint8 image (no compression tricks, no dependency)."""
+    height, width, _ = rgb.shape
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    raw = b"".join(b"\x00" + rgb[r].tobytes() for r in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def hessian_html(H: Hessian) -> str:
+    """An HTML summary of ``H`` for notebooks, computing nothing.
+
+    Shows the shape and dtype, the sparsity pattern's nnz and the number of colors when
+    they are already known, the HVPs spent and the cache's use, and a picture of the flat
+    pattern (at most 64 x 64 cells; grey: may be nonzero, orange: in a row or column whose
+    HVP is cached). Cost: O(N + nnz) host work, no HVP and no detection.
+    """
+    info = H.cache_info()
+    n = H._layout.n
+    known, csr = _known_csr(H)
+    structure = H._structure
+    if not known:
+        pattern = "not detected yet"
+    elif csr is None:
+        pattern = "dense (every entry may be nonzero)"
+    else:
+        pattern = f"{csr.nnz:,} nonzeros ({csr.nnz / max(n * n, 1):.2e} of the entries)"
+    colors = (
+        f"{structure.colored.num_colors} ({structure.colored.method})"
+        if "colored" in structure.__dict__
+        else "not computed yet"
+    )
+    seeded = computed_columns(H)
+    from ._hessian import HessianBlock
+
+    if isinstance(H._root, HessianBlock):
+        shape = str(H.shape)
+    else:
+        shape = f"{len(H._root)} top-level blocks (H.shape nests them)"
+    rows = [
+        ("shape", shape),
+        ("flat", f"{H.flat.shape} {H._layout.dtype}"),
+        ("pattern", pattern),
+        ("colors", colors),
+        ("HVPs spent", f"{info.hvps:,} (cache hits {info.hits:,})"),
+        (
+            "cache",
+            f"{info.entries:,} directions, {_bytes(info.bytes)} of {_bytes(info.max_bytes)}",
+        ),
+        ("computed", f"{int(seeded.sum()):,} of {n:,} rows/columns"),
+    ]
+    table = "".join(
+        f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
+        f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+        for k, v in rows
+    )
+    cells = min(n, _CELLS)
+    if not known:
+        grid = _cell_grid(None, n, cells, seeded)
+        grid[grid == _NONZERO] = _EMPTY
+        caption = "pattern unknown: orange rows/columns are computed"
+    else:
+        grid = _cell_grid(csr, n, cells, seeded)
+        caption = "grey: may be nonzero; orange: computed"
+    picture = ""
+    if cells:
+        data = base64.b64encode(_png(_PALETTE[grid])).decode("ascii")
+        picture = (
+            f"<figure style='margin:0 0 0 1.5em'><img alt='Hessian sparsity pattern' "
+            f"src='data:image/png;base64,{data}' width='192' height='192' "
+            "style='image-rendering:pixelated;border:1px solid #888'/>"
+            f"<figcaption style='font-size:smaller'>{html.escape(caption)}</figcaption></figure>"
+        )
+    return (
+        "<div style='display:flex;align-items:flex-start'>"
+        f"<div><strong>lazyhess.Hessian</strong><table>{table}</table></div>{picture}</div>"
+    )
+
+
+def _spy_source(obj: Any) -> tuple[sp.csr_array | None, int, np.ndarray | None, np.ndarray]:
+    """``(csr, n, colors, seeded)`` for a Hessian, a pattern or a matrix."""
+    from .coloring import ColoredPattern
+    from .sparsity import SparsityPattern
+
+    if _is_hessian(obj):
+        pattern = obj.sparsity
+        csr = None if pattern is None else obj._structure.csr
+        colored = obj._structure.__dict__.get("colored")
+        return (
+            csr,
+            obj._layout.n,
+            None if colored is None else colored.colors,
+            computed_columns(obj),
+        )
+    if isinstance(obj, ColoredPattern):
+        csr, colors = obj.csr, obj.colors
+    elif isinstance(obj, SparsityPattern):
+        csr, colors = obj.to_scipy("csr"), None
+    elif sp.issparse(obj):
+        csr, colors = sp.csr_array(obj), None
+    elif isinstance(obj, np.ndarray) and obj.ndim == 2:
+        csr, colors = sp.csr_array(obj != 0), None
+    else:
+        raise TypeError(
+            "spy needs a Hessian, a SparsityPattern, a ColoredPattern, a scipy sparse matrix "
+            f"or a 2-D numpy array; got {type(obj).__name__}."
+        )
+    if csr.shape[0] != csr.shape[1]:
+        raise ValueError(f"spy needs a square pattern; got shape {csr.shape}.")
+    csr = sp.csr_array(csr)
+    csr.sum_duplicates()
+    n = csr.shape[0]
+    return csr, n, colors, np.zeros(n, dtype=bool)
+
+
+def spy(H_or_pattern: Any, ax: Any = None, colors: Any = None) -> Any:
+    """Plot the flat sparsity pattern of a Hessian (or of a pattern) with matplotlib.
+
+    For a :class:`Hessian`, entries in a row or column whose HVP is cached are drawn in
+    orange, the others in grey (the pattern is detected if it is not known yet; a dense
+    Hessian shows as a full square). With ``colors``, each entry takes its column's color
+    instead (20 hues, repeating; uncolored ``-1`` columns stay grey): pass a coloring's
+    ``colors`` (a :class:`ColoredPattern` is drawn with its own colors by default, and so is
+    a Hessian whose global coloring is known and nothing is cached). Patterns larger than
+    512 x 512 are drawn on a 512 x 512 grid of cells.
+
+    Args:
+        H_or_pattern: a :class:`Hessian`, :class:`SparsityPattern`, :class:`ColoredPattern`,
+            scipy sparse matrix or 2-D numpy array.
+        ax: the matplotlib axes to draw on (default: a new figure's).
+        colors: an int array of one color per column (``-1``: uncolored), or ``None``.
+
+    Returns:
+        The matplotlib axes.
+    """
+    try:
+        import matplotlib.pyplot as plt
+        from matplotlib.colors import ListedColormap
+    except ImportError as err:
+        raise ImportError(
+            'spy needs matplotlib; install it with pip install "lazyhess[plot]".'
+        ) from err
+    csr, n, own_colors, seeded = _spy_source(H_or_pattern)
+    if colors is None and not seeded.any():
+        colors = own_colors
+    if colors is not None:
+        colors = np.asarray(colors)
+        if colors.shape != (n,) or not np.issubdtype(colors.dtype, np.integer):
+            raise ValueError(
+                f"colors must be an int array of one color per column, shape ({n},); got "
+                f"{colors.dtype} of shape {colors.shape}."
+            )
+    if ax is None:
+        ax = plt.figure().add_subplot()
+    cells = max(min(n, _SPY_CELLS), 1)
+    cmap = ListedColormap(_PALETTE / 255.0)
+    if colors is None:
+        ax.imshow(_cell_grid(csr, n, cells, seeded), cmap=cmap, vmin=0, vmax=2)
+    else:
+        ax.imshow(_cell_grid(csr, n, cells, np.zeros(n, dtype=bool)), cmap=cmap, vmin=0, vmax=2)
+        painted = np.full((cells, cells), -1)
+        if csr is None:
+            painted[:, np.arange(n) * cells // n] = colors
+        else:
+            rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(csr.indptr))
+            cols = csr.indices.astype(np.int64)
+            painted[rows * cells // n, cols * cells // n] = colors[cols]
+        ax.imshow(np.ma.masked_where(painted < 0, painted % 20), cmap="tab20", vmin=0, vmax=19)
+    ax.set_title(f"{n} x {n}" + ("" if csr is None else f", nnz = {csr.nnz:,}"))
+    return ax
