@@ -30,7 +30,7 @@ def _is_hessian(obj: Any) -> bool:
 def _known_csr(H: Hessian) -> tuple[bool, sp.csr_array | None]:
     """``(known, csr)``: the pattern if already detected (``None`` when dense), without work."""
     structure = H._structure
-    if "pattern" not in structure.__dict__ and structure._source is not None:
+    if "pattern" not in structure.__dict__ and callable(structure._source):
         return False, None
     return True, structure.csr
 

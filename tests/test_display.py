@@ -108,6 +108,14 @@ def test_html_after_full_sparse_hessian():
     assert np.all(np.diag(grid) == 2) and grid[0, -1] == 0
 
 
+def test_html_with_a_given_pattern():
+    pattern = PROBLEMS["ARWHEAD"].pattern(30)
+    H = lazyhess.hessian(PROBLEMS["ARWHEAD"].make(30)[0], jnp.ones(30), sparsity=pattern)
+    html = hessian_html(H)
+    assert f"{pattern.nnz} nonzeros" in html and H.cache_info().hvps == 0
+    np.testing.assert_array_equal(_picture(html), _PALETTE[pattern.to_dense().astype(np.int8)])
+
+
 def test_html_for_pytree_and_batch():
     H = lazyhess.hessian(
         lambda p: jnp.sum(p["a"] ** 3) * jnp.sum(p["b"]), {"a": jnp.ones(3), "b": jnp.ones(2)}
