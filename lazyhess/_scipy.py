@@ -12,8 +12,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
-from ._hessian import Hessian, hessian
-from ._hvp import MODES, Mode
+from ._hessian import Hessian, _check_options, hessian
+from ._hvp import Mode
 
 
 class _Points:
@@ -26,12 +26,7 @@ class _Points:
     """
 
     def __init__(self, fun: Callable, options: dict[str, Any], kwargs: dict[str, Any]):
-        if not callable(fun):
-            raise TypeError(f"fun must be callable; got {type(fun).__name__}.")
-        if options["mode"] not in MODES:
-            raise ValueError(
-                f"mode={options['mode']!r} is not a valid mode; use one of {', '.join(MODES)}."
-            )
+        _check_options(fun, options["mode"], None, options["sparsity"], None, 0, False, False)
         self._fun = fun
         self._options = options
         self._kwargs = kwargs

@@ -158,6 +158,8 @@ def test_scipy_helpers_refuse_bad_input():
         lazyhess.scipy.hessp(3)
     with pytest.raises(ValueError, match="mode='fwd' is not a valid mode"):
         lazyhess.scipy.hess(f, mode="fwd")
+    with pytest.raises(ValueError, match="sparsity='dense' is not supported"):
+        lazyhess.scipy.hess(f, sparsity="dense")
 
 
 def test_tril_triplets_stable_across_points():
