@@ -139,9 +139,9 @@ def hessian_html(H: Hessian) -> str:
         ("HVPs spent", f"{info.hvps:,} (cache hits {info.hits:,})"),
         (
             "cache",
-            f"{info.entries:,} directions, {_bytes(info.bytes)} of {_bytes(info.max_bytes)}",
+            f"{info.entries:,} HVP results, {_bytes(info.bytes)} of {_bytes(info.max_bytes)}",
         ),
-        ("computed", f"{int(seeded.sum()):,} of {n:,} rows/columns"),
+        ("seeded", f"{int(seeded.sum()):,} of {n:,} columns (and rows) in cached HVP seeds"),
     ]
     table = "".join(
         f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
@@ -152,10 +152,10 @@ def hessian_html(H: Hessian) -> str:
     if not known:
         grid = _cell_grid(None, n, cells, seeded)
         grid[grid == _NONZERO] = _EMPTY
-        caption = "pattern unknown: orange rows/columns are computed"
+        caption = "pattern unknown; orange: rows and columns in cached seeds"
     else:
         grid = _cell_grid(csr, n, cells, seeded)
-        caption = "grey: may be nonzero; orange: computed"
+        caption = "grey: may be nonzero; orange: in a row or column of a cached seed"
     picture = ""
     if cells:
         data = base64.b64encode(_png(_PALETTE[grid])).decode("ascii")
