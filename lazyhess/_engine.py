@@ -57,7 +57,10 @@ class Engine:
 
     @cached_property
     def _concrete_state(self) -> tuple:
-        return self.kernels.linearize(self.x, self.dyn)
+        # Evaluated now even when first asked for inside someone else's trace (jax.jit,
+        # jax.scipy's cg): the state is a property of the concrete point and is kept.
+        with jax.ensure_compile_time_eval():
+            return self.kernels.linearize(self.x, self.dyn)
 
     def _bucket(self, k: int) -> int:
         return min(self.chunk_size, 1 << max(k - 1, 0).bit_length())
@@ -113,7 +116,8 @@ class Engine:
         """
         plan = self._plan(rows, cols, diagonal)
         if not self.traced:
-            return self._fill(plan, p)
+            with jax.ensure_compile_time_eval():
+                return self._fill(plan, p)
         self.cache.record(len(plan.new))
         parts = [
             self._seeded(seeds[0][0], [t for _, t in seeds]) for _, seeds in self._groups(plan)

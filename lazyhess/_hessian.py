@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from jax.experimental.sparse import BCOO
 from scipy.sparse.linalg import LinearOperator
 
+from . import _display
 from ._cache import CacheInfo, DirectionCache
 from ._engine import Engine
 from ._formats import Format, check_format, entry_rows, pattern_output
@@ -694,11 +695,23 @@ class Hessian(_ArrayOps):
     def __iter__(self) -> Iterator:
         return iter(self._root)
 
+    def _repr_html_(self) -> str:
+        """An HTML summary for notebooks: shape, pattern, colors, HVPs, cache and a picture."""
+        return _display.hessian_html(self)
+
+    def spy(self, ax: Any = None, colors: Any = None) -> Any:
+        """Plot the flat sparsity pattern, seeded rows and columns highlighted; see lazyhess.spy."""
+        return _display.spy(self, ax=ax, colors=colors)
+
     # --- the point -----------------------------------------------------------------------
 
     @cached_property
     def _first_order(self) -> tuple[Any, Any, Any]:
-        return self._kernels.first_order(self._engine.x, self._engine.dyn)
+        engine = self._engine
+        if engine.traced:
+            return self._kernels.first_order(engine.x, engine.dyn)
+        with jax.ensure_compile_time_eval():
+            return self._kernels.first_order(engine.x, engine.dyn)
 
     @property
     def value(self) -> Any:

@@ -186,7 +186,7 @@ def test_jax_cg_accepts_a_hessian():
     H = lazyhess.hessian(f, x)
     b = jnp.cos(jnp.arange(50.0))
     expected = np.linalg.solve(jax.hessian(f)(x), b)
-    np.testing.assert_allclose(H @ b, jax.hessian(f)(x) @ b, rtol=1e-12)  # see the xfail below
+    np.testing.assert_allclose(H @ b, jax.hessian(f)(x) @ b, rtol=1e-12)
     solution, _ = jax.scipy.sparse.linalg.cg(H, b, tol=1e-12, maxiter=2000)
     np.testing.assert_allclose(solution, expected, rtol=1e-8, atol=1e-10)
 
@@ -207,12 +207,6 @@ def test_jax_cg_accepts_a_flat_pytree_hessian():
     np.testing.assert_allclose(jitted(b), np.linalg.solve(dense, b), rtol=1e-10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Engine._concrete_state caches a tracer when a Hessian's first product runs while "
-    "tracing (cg traces its matvec); fix in lazyhess/_engine.py: compute it under "
-    "jax.ensure_compile_time_eval()",
-)
 @pytest.mark.parametrize("jit", [False, True])
 def test_jax_cg_as_first_use(jit):
     f = lambda x: jnp.sum(x**4 + x**2)  # noqa: E731

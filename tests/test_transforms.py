@@ -52,6 +52,16 @@ def test_concrete_hessian_used_inside_jit():
     np.testing.assert_allclose(out, np.asarray(jax.hessian(mixed)(X)) @ np.ones(5))
 
 
+def test_concrete_hessian_first_used_inside_jit():
+    ref = np.asarray(jax.hessian(mixed)(X))
+    H = lazyhess.hessian(mixed, X)
+    np.testing.assert_allclose(jax.jit(lambda: H[1:3])(), ref[1:3])
+    H2 = lazyhess.hessian(mixed, X)
+    np.testing.assert_allclose(jax.jit(lambda v: H2 @ v)(jnp.ones(5)), ref @ np.ones(5))
+    np.testing.assert_allclose(H2[2], ref[2])  # the state computed under jit is concrete
+    np.testing.assert_allclose(jax.jit(lambda: H2.grad)(), jax.grad(mixed)(X))
+
+
 def test_traced_non_differentiated_argument():
     f = lambda x, w: jnp.sum(w * x**3)  # noqa: E731
     got = jax.jit(lambda w: lazyhess.hessian(f, X, w)[:])(X)
