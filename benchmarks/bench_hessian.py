@@ -24,8 +24,17 @@ from benchmarks.problems import PROBLEMS
 jax.config.update("jax_enable_x64", True)
 
 SUITE = [
-    "GENROSE", "ARWHEAD", "BDQRTIC", "CLPLATEA", "FMINSRF2", "WOODS",
-    "RANDSP2", "RANDSP8", "SPARSINE", "DIXMAANE", "ARROW2",
+    "GENROSE",
+    "ARWHEAD",
+    "BDQRTIC",
+    "CLPLATEA",
+    "FMINSRF2",
+    "WOODS",
+    "RANDSP2",
+    "RANDSP8",
+    "SPARSINE",
+    "DIXMAANE",
+    "ARROW2",
 ]
 
 
@@ -75,6 +84,7 @@ def full_row(name: str, n: int, asdex) -> list[str]:
     a_first = a_steady = None
     a_colors = "—"
     if asdex is not None:
+
         def asdex_first():
             return jax.jit(asdex.hessian(f, x))(x).data
 
@@ -90,8 +100,18 @@ def full_row(name: str, n: int, asdex) -> list[str]:
         dense = median_time(lambda: dense_hess(x))
     ratio = f"{steady / a_steady:.2f}x" if a_steady else "—"
     return [
-        name, str(n), str(H.sparsity.nnz), f"{colors} / {a_colors}", fmt(first), fmt(a_first),
-        fmt(steady), fmt(a_steady), ratio, fmt(at_point), fmt(t_grad + colors * t_hvp), fmt(dense),
+        name,
+        str(n),
+        str(H.sparsity.nnz),
+        f"{colors} / {a_colors}",
+        fmt(first),
+        fmt(a_first),
+        fmt(steady),
+        fmt(a_steady),
+        ratio,
+        fmt(at_point),
+        fmt(t_grad + colors * t_hvp),
+        fmt(dense),
     ]
 
 
@@ -128,11 +148,15 @@ def partial_rows(name: str, n: int, asdex) -> list[list[str]]:
             else:
                 spent = once(lambda fresh=fresh, key=key: fresh[key])
         hvps = fresh.cache_info().hvps
-        rows = range(n) if key is None else (
-            np.arange(n)[key[0]] if isinstance(key[0], slice) else np.atleast_1d(key[0])
+        rows = (
+            range(n)
+            if key is None
+            else (np.arange(n)[key[0]] if isinstance(key[0], slice) else np.atleast_1d(key[0]))
         )
         baseline = median_time(lambda rows=rows: row_by_row(rows), repeat=1)
-        out.append([name, str(n), label, str(hvps), fmt(spent), str(len(rows)), fmt(baseline), fmt(full)])
+        out.append(
+            [name, str(n), label, str(hvps), fmt(spent), str(len(rows)), fmt(baseline), fmt(full)]
+        )
     return out
 
 
@@ -156,7 +180,11 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, H.cache_info().hvps)
 def memory(n: int) -> list[list[str]]:
     """Peak RSS of a process that only detects the pattern, and of ones that also ask."""
     rows = []
-    for what, label in (("detect", "pattern only"), ("row", "one row"), ("full", "full sparse Hessian")):
+    for what, label in (
+        ("detect", "pattern only"),
+        ("row", "one row"),
+        ("full", "full sparse Hessian"),
+    ):
         script = MEMORY_SCRIPT.format(n=n, what=what)
         out = subprocess.run(
             [sys.executable, "-c", script], capture_output=True, text=True, check=True
@@ -166,10 +194,12 @@ def memory(n: int) -> list[list[str]]:
     return rows
 
 
-def table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+def table_header(header: list[str]) -> str:
+    return "| " + " | ".join(header) + " |\n|" + "---|" * len(header)
+
+
+def table_row(row: list) -> str:
+    return "| " + " | ".join(str(c) for c in row) + " |"
 
 
 def main() -> None:
@@ -185,23 +215,54 @@ def main() -> None:
         asdex = None
         print("asdex not installed (pip install '.[bench]'): its columns are empty.\n")
     print(f"peak RSS before: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-    full = [full_row(p, n, asdex) for n in args.sizes for p in args.problems]
     print("\n## Full sparse Hessian\n")
-    print(table(
-        ["problem", "n", "nnz", "colors (ours / asdex)", "first call", "asdex first", "steady (jit)",
-         "asdex steady", "ratio", "H.at(x).to_sparse()", "floor T_grad+c·T_hvp", "dense jax.hessian"],
-        full,
-    ))
-    partial = [row for n in args.partial_sizes for p in args.problems for row in partial_rows(p, n, asdex)]
+    print(
+        table_header(
+            [
+                "problem",
+                "n",
+                "nnz",
+                "colors (ours / asdex)",
+                "first call",
+                "asdex first",
+                "steady (jit)",
+                "asdex steady",
+                "ratio",
+                "H.at(x).to_sparse()",
+                "floor T_grad+c·T_hvp",
+                "dense jax.hessian",
+            ]
+        ),
+        flush=True,
+    )
+    for n in args.sizes:
+        for p in args.problems:
+            print(table_row(full_row(p, n, asdex)), flush=True)
     print("\n## Partial requests (fresh cache each)\n")
-    print(table(
-        ["problem", "n", "request", "HVPs", "time", "row-by-row HVPs", "row-by-row time",
-         "asdex full Hessian"],
-        partial,
-    ))
+    print(
+        table_header(
+            [
+                "problem",
+                "n",
+                "request",
+                "HVPs",
+                "time",
+                "row-by-row HVPs",
+                "row-by-row time",
+                "asdex full Hessian",
+            ]
+        ),
+        flush=True,
+    )
+    for n in args.partial_sizes:
+        for p in args.problems:
+            for row in partial_rows(p, n, asdex):
+                print(table_row(row), flush=True)
     if args.memory_n:
         print("\n## Peak memory (fresh process each)\n")
-        print(table(["problem", "request", "HVPs", "peak RSS"], memory(args.memory_n)))
+        print(table_header(["problem", "request", "HVPs", "peak RSS"]))
+        for row in memory(args.memory_n):
+            print(table_row(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -700,7 +700,7 @@ class Hessian(_ArrayOps):
         return _display.hessian_html(self)
 
     def spy(self, ax: Any = None, colors: Any = None) -> Any:
-        """Plot the flat sparsity pattern, seeded rows and columns highlighted; see lazyhess.spy."""
+        """Plot the flat sparsity pattern with seeded rows and columns; see lazyhess.spy."""
         return _display.spy(self, ax=ax, colors=colors)
 
     # --- the point -----------------------------------------------------------------------

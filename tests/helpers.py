@@ -11,7 +11,7 @@ def assert_tree_close(actual, expected, rtol=1e-10, atol=1e-10):
     a_leaves, a_tree = jax.tree_util.tree_flatten(actual)
     e_leaves, e_tree = jax.tree_util.tree_flatten(expected)
     assert a_tree == e_tree
-    for a, e in zip(a_leaves, e_leaves):
+    for a, e in zip(a_leaves, e_leaves, strict=True):
         assert np.shape(a) == np.shape(e)
         np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol)
 
@@ -23,6 +23,8 @@ def rosen(x):
 def mixed(x):
     """A scalar function of any-shaped x with a dense, asymmetric-looking Hessian."""
     flat = jnp.ravel(x)
-    return jnp.sum(jnp.sin(flat) ** 2 * flat[::-1]) + flat[0] * jnp.sum(flat**3) + jnp.prod(
-        jnp.cos(flat[:3])
+    return (
+        jnp.sum(jnp.sin(flat) ** 2 * flat[::-1])
+        + flat[0] * jnp.sum(flat**3)
+        + jnp.prod(jnp.cos(flat[:3]))
     )

@@ -12,6 +12,7 @@ import lazyhess
 def dense(fun, *args, **kwargs):
     return lazyhess.hessian(fun, *args, sparsity=None, **kwargs)
 
+
 X = jax.random.normal(jax.random.PRNGKey(0), (10,))
 REF = np.asarray(jax.hessian(mixed)(X))
 

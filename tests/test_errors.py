@@ -72,13 +72,15 @@ def test_bad_output_dtypes(fun, match):
 
 
 def test_has_aux_without_a_pair():
-    with pytest.raises(TypeError, match=r"has_aux=True needs fun to return a pair \(output, aux\)"):
+    with pytest.raises(
+        TypeError, match=r"has_aux=True needs fun to return a pair \(output, aux\)"
+    ):
         lazyhess.hessian(lambda z: jnp.sum(z**2), X, has_aux=True)
 
 
 def test_aux_without_has_aux():
     with pytest.raises(AttributeError, match="has_aux=True"):
-        lazyhess.hessian(lambda z: jnp.sum(z**2), X).aux
+        _ = lazyhess.hessian(lambda z: jnp.sum(z**2), X).aux
 
 
 @pytest.mark.parametrize(
@@ -96,8 +98,14 @@ def test_batch_output_not_per_sample(fun, shape):
 
 
 def test_batch_mismatched_leading_sizes():
-    with pytest.raises(ValueError, match=r"same leading \(sample\) size; got .*'a'\]: 4, .*'b'\]: 5"):
-        lazyhess.hessian(lambda d: d["a"][:, 0] + d["b"][:4], {"a": jnp.ones((4, 2)), "b": jnp.ones(5)}, batch_axis=0)
+    with pytest.raises(
+        ValueError, match=r"same leading \(sample\) size; got .*'a'\]: 4, .*'b'\]: 5"
+    ):
+        lazyhess.hessian(
+            lambda d: d["a"][:, 0] + d["b"][:4],
+            {"a": jnp.ones((4, 2)), "b": jnp.ones(5)},
+            batch_axis=0,
+        )
 
 
 def test_batch_scalar_input():
@@ -143,7 +151,9 @@ def test_hvp_with_wrong_shapes():
 
 def test_at_with_other_shapes_or_structure():
     H = lazyhess.hessian(mixed, X)
-    with pytest.raises(ValueError, match=r"shape \(4,\) and dtype float64, but the Hessian was built with \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"shape \(4,\) and dtype float64, but the Hessian was built with \(3,\)"
+    ):
         H.at(jnp.arange(4.0))
     with pytest.raises(ValueError, match="dtype float32"):
         H.at(X.astype(jnp.float32))

@@ -21,7 +21,9 @@ def test_sparse_hessian_matches_jax_under_jit(problem, mode):
     f, x, ref = problem
     hess = jax.jit(lazyhess.sparse_hessian(f, x, mode=mode))
     np.testing.assert_allclose(hess(x).todense(), ref, rtol=1e-10, atol=1e-8)
-    dense = jax.jit(lazyhess.sparse_hessian(f, x, output_format="dense", symmetric=False, chunk_size=2))
+    dense = jax.jit(
+        lazyhess.sparse_hessian(f, x, output_format="dense", symmetric=False, chunk_size=2)
+    )
     np.testing.assert_allclose(dense(x), ref, rtol=1e-10, atol=1e-8)
 
 
@@ -29,7 +31,9 @@ def test_sparse_hessian_matches_jax_under_jit(problem, mode):
 def test_host_formats(problem, format):
     f, x, ref = problem
     out = lazyhess.sparse_hessian(f, x, output_format=format)(x)
-    np.testing.assert_allclose(out if isinstance(out, np.ndarray) else out.toarray(), ref, rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(
+        out if isinstance(out, np.ndarray) else out.toarray(), ref, rtol=1e-10, atol=1e-8
+    )
 
 
 def test_value_and_compressed_and_decompress(problem):
@@ -42,7 +46,9 @@ def test_value_and_compressed_and_decompress(problem):
     coloring = compressed.coloring
     assert B.shape == (coloring.num_colors, x.size)
     np.testing.assert_allclose(B, coloring.seeds() @ ref, rtol=1e-10, atol=1e-8)
-    np.testing.assert_allclose(lazyhess.decompress(B, coloring, "numpy"), ref, rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(
+        lazyhess.decompress(B, coloring, "numpy"), ref, rtol=1e-10, atol=1e-8
+    )
     data = jax.jit(lazyhess.decompress_data, static_argnums=1)(B, coloring)
     np.testing.assert_allclose(data, ref[coloring.rows, coloring.cols], rtol=1e-10, atol=1e-8)
 
@@ -58,7 +64,9 @@ def test_from_coloring_with_aux_and_gradients():
     np.testing.assert_allclose(H, jax.hessian(lambda z: f(z)[0])(x), rtol=1e-12)
     np.testing.assert_allclose(aux["s"], jnp.sum(x))
     third = jax.grad(lambda z: hess(z)[0][2, 3])(x)
-    np.testing.assert_allclose(third, jax.grad(lambda z: jax.hessian(lambda w: f(w)[0])(z)[2, 3])(x), rtol=1e-10)
+    np.testing.assert_allclose(
+        third, jax.grad(lambda z: jax.hessian(lambda w: f(w)[0])(z)[2, 3])(x), rtol=1e-10
+    )
 
 
 def test_check_hessian_correctness(problem):

@@ -23,7 +23,7 @@ def test_value_grad_computed_once():
     before = len(calls)
     assert_tree_close(H.value, rosen(X))
     assert_tree_close(H.grad, jax.grad(rosen)(X))
-    H.value, H.grad
+    _ = H.value, H.grad
     assert len(calls) == before + 1
     assert H.cache_info().hvps == 0
 
@@ -64,7 +64,10 @@ def test_hvp_on_pytrees_and_blocks():
     assert_tree_close(H.hvp((Va, Vb))[1], ref[1][0] @ Va + ref[1][1] @ Vb)
     np.testing.assert_allclose(H[0][1] @ vb, ref[0][1] @ vb)
     np.testing.assert_allclose(va @ H[0][1], va @ ref[0][1])
-    np.testing.assert_allclose(H.flat @ jnp.concatenate([va, vb]), np.block([[ref[0][0], ref[0][1]], [ref[1][0], ref[1][1]]]) @ jnp.concatenate([va, vb]))
+    np.testing.assert_allclose(
+        H.flat @ jnp.concatenate([va, vb]),
+        np.block([[ref[0][0], ref[0][1]], [ref[1][0], ref[1][1]]]) @ jnp.concatenate([va, vb]),
+    )
 
 
 def test_matvec_on_matrix_inputs_contracts_the_input_axes():
@@ -145,7 +148,10 @@ def test_at_with_new_static_arguments_rebuilds():
 def test_repr():
     H = lazyhess.hessian(mixed, X, sparsity=None)
     H[0]
-    assert repr(H) == "Hessian(shape=(6, 6), dtype=float64, engine=dense, hvps=1, cache=48 B/256.0 MiB)"
+    assert (
+        repr(H)
+        == "Hessian(shape=(6, 6), dtype=float64, engine=dense, hvps=1, cache=48 B/256.0 MiB)"
+    )
     Hs = lazyhess.hessian(rosen, X)
     assert "engine=auto (pattern not detected yet), hvps=0" in repr(Hs)
     Hs[0]
@@ -154,4 +160,4 @@ def test_repr():
     assert repr(Ht).startswith("Hessian(blocks=4, flat=(12, 12), dtype=float64")
     assert repr(Ht[0]) == "HessianNode(H[0], tuple of 2 block(s))"
     assert repr(Ht[0][1]) == "HessianBlock(H[0][1], shape=(6, 6), dtype=float64)"
-    assert Ht.shape == ((( 6, 6), (6, 6)), ((6, 6), (6, 6)))
+    assert Ht.shape == (((6, 6), (6, 6)), ((6, 6), (6, 6)))

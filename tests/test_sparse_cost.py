@@ -72,7 +72,9 @@ def test_tridiagonal_diagonal_costs_two():
     assert hvps(H) == 2
 
 
-@pytest.mark.parametrize("name", ["ARWHEAD", "BDQRTIC", "CLPLATEA", "FMINSRF2", "RANDSP2", "ARROW2"])
+@pytest.mark.parametrize(
+    "name", ["ARWHEAD", "BDQRTIC", "CLPLATEA", "FMINSRF2", "RANDSP2", "ARROW2"]
+)
 def test_no_request_costs_more_than_rows_columns_or_colors(name):
     f, x = PROBLEMS[name].make(100)
     n = x.size
@@ -119,7 +121,9 @@ def test_batch_one_coloring_serves_every_sample():
 
 def test_batch_coupling_is_refused():
     with pytest.raises(ValueError, match="interact"):
-        lazyhess.hessian(lambda X: jnp.sum(X, axis=1) * jnp.sum(X**2), jnp.ones((3, 2)), batch_axis=0)[0]
+        lazyhess.hessian(
+            lambda X: jnp.sum(X, axis=1) * jnp.sum(X**2), jnp.ones((3, 2)), batch_axis=0
+        )[0]
 
 
 def test_user_patterns_are_validated_and_used():
@@ -168,7 +172,9 @@ def test_linear_operator_and_batched_sparse_outputs():
     np.testing.assert_allclose(L @ V, ref @ V, rtol=1e-10)
     W = jnp.stack([x, 2 * x])
     Hb = lazyhess.hessian(jax.vmap(f), W, batch_axis=0)
-    np.testing.assert_allclose(Hb.to_sparse("bcoo").todense(), jax.vmap(jax.hessian(f))(W), rtol=1e-12)
+    np.testing.assert_allclose(
+        Hb.to_sparse("bcoo").todense(), jax.vmap(jax.hessian(f))(W), rtol=1e-12
+    )
     with pytest.raises(ValueError, match="leading axes"):
         Hb.to_sparse("csr")
     with pytest.raises(ValueError, match="one scalar output"):

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.flatten_util import ravel_pytree
 from helpers import MODES, assert_tree_close, mixed, rosen
+from jax.flatten_util import ravel_pytree
 
 import lazyhess
 
@@ -31,7 +31,10 @@ def test_array_inputs_of_any_rank(shape, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_nonscalar_outputs(mode):
     def f(x):
-        return jnp.stack([jnp.sum(x**3), x[0] * x[1], jnp.sum(jnp.sin(x))]).reshape(3, 1) * x[None, :3]
+        return (
+            jnp.stack([jnp.sum(x**3), x[0] * x[1], jnp.sum(jnp.sin(x))]).reshape(3, 1)
+            * x[None, :3]
+        )
 
     x = rand((4,))
     H = lazyhess.hessian(f, x, mode=mode)
@@ -168,9 +171,15 @@ def test_closed_form_power_dict():
     aa = b * (b - 1) * a ** (b - 2)
     ab = a ** (b - 1) * (1 + b * np.log(a))
     bb = a**b * np.log(a) ** 2
-    np.testing.assert_allclose(H["c"]["a"]["a"][:], np.einsum("i,ij,ik->ijk", aa, np.eye(2), np.eye(2)))
-    np.testing.assert_allclose(H["c"]["a"]["b"][:], np.einsum("i,ij,ik->ijk", ab, np.eye(2), np.eye(2)))
-    np.testing.assert_allclose(H["c"]["b"]["b"][:], np.einsum("i,ij,ik->ijk", bb, np.eye(2), np.eye(2)))
+    np.testing.assert_allclose(
+        H["c"]["a"]["a"][:], np.einsum("i,ij,ik->ijk", aa, np.eye(2), np.eye(2))
+    )
+    np.testing.assert_allclose(
+        H["c"]["a"]["b"][:], np.einsum("i,ij,ik->ijk", ab, np.eye(2), np.eye(2))
+    )
+    np.testing.assert_allclose(
+        H["c"]["b"]["b"][:], np.einsum("i,ij,ik->ijk", bb, np.eye(2), np.eye(2))
+    )
     assert_tree_close(H[:], jax.hessian(f)(d))
 
 
@@ -190,7 +199,9 @@ def test_mixed_dtypes_follow_jax():
     a, b = jnp.ones(2, jnp.float32), jnp.arange(3.0)
     H = lazyhess.hessian(f, a, b, argnums=(0, 1))
     ref = jax.hessian(f, argnums=(0, 1))(a, b)
-    assert jax.tree_util.tree_map(lambda z: z.dtype, H[:]) == jax.tree_util.tree_map(lambda z: z.dtype, ref)
+    assert jax.tree_util.tree_map(lambda z: z.dtype, H[:]) == jax.tree_util.tree_map(
+        lambda z: z.dtype, ref
+    )
     assert_tree_close(H[:], ref, rtol=1e-6, atol=1e-5)
 
 
@@ -200,7 +211,9 @@ def test_nan_propagates():
 
     x = jnp.array([1.0, jnp.nan, 2.0])
     ref = jax.hessian(f)(x)
-    np.testing.assert_array_equal(np.isnan(lazyhess.hessian(f, x, sparsity=None)[:]), np.isnan(ref))
+    np.testing.assert_array_equal(
+        np.isnan(lazyhess.hessian(f, x, sparsity=None)[:]), np.isnan(ref)
+    )
     sparse = lazyhess.hessian(f, x)[:]  # structurally zero entries are exactly zero
     assert np.isnan(sparse[1, 1]) and not np.isnan(sparse[0, 2])
 
