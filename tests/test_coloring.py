@@ -310,7 +310,9 @@ def test_bad_inputs():
     colored = hessian_coloring_from_sparsity(good)
     with pytest.raises(ValueError, match="shape \\(num_colors, n\\) = \\(3, 5\\); got \\(5, 3\\)"):
         colored.decompress_data(np.zeros((5, 3)))
-    with pytest.raises(ValueError, match="format='csx' is not a valid format; use one of bcoo, csr"):
+    with pytest.raises(
+        ValueError, match="format='csx' is not a valid format; use one of bcoo, csr"
+    ):
         colored.decompress(np.zeros((3, 5)), "csx")
 
 
