@@ -16,6 +16,7 @@ from ._functional import (
     value_and_sparse_hessian,
 )
 from ._hessian import Hessian, HessianBlock, HessianNode, hessian
+from ._progress import set_progress_default
 from .coloring import ColoredPattern, hessian_coloring, hessian_coloring_from_sparsity
 from .sparsity import SparsityPattern, SparsityWarning, hessian_sparsity
 
@@ -39,6 +40,7 @@ __all__ = [
     "hessian_coloring",
     "hessian_coloring_from_sparsity",
     "hessian_sparsity",
+    "set_progress_default",
     "sparse_hessian",
     "sparse_hessian_from_coloring",
     "spy",

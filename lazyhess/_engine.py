@@ -13,6 +13,7 @@ import numpy as np
 from ._cache import DirectionCache
 from ._hvp import Kernels
 from ._plan import Plan, SeedFamily, Structure, plan
+from ._progress import bar
 
 
 def is_traced(tree: Any) -> bool:
@@ -39,6 +40,7 @@ class Engine:
         chunk_size: int,
         cache: DirectionCache,
         structure: Structure,
+        progress: bool = False,
     ):
         self.kernels = kernels
         self.layout = kernels.layout
@@ -47,6 +49,7 @@ class Engine:
         self.chunk_size = chunk_size
         self.cache = cache
         self.structure = structure
+        self.progress = progress
         self._device_labels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.traced = is_traced((x, dyn))
 
@@ -141,7 +144,7 @@ class Engine:
             order = np.argsort(chunk, kind="stable")
             counts = np.bincount(chunk[chunk >= 0], minlength=len(groups))
             bounds = np.concatenate([[0], np.cumsum(counts)]) + np.count_nonzero(chunk < 0)
-        for g, (start, seeds) in enumerate(groups):
+        for g, (start, seeds) in bar(list(enumerate(groups)), "HVP chunks", self.progress):
             if start < plan.reused:
                 block = np.stack([self.cache.take(seed) for seed in seeds])
             else:
@@ -162,9 +165,10 @@ class Engine:
         One HVP per seed, in chunks; nothing is cached (the caller owns ``B``).
         """
         size = family.size
+        starts = list(range(0, size, self.chunk_size))
         parts = [
             self._seeded(family, list(range(s, min(s + self.chunk_size, size))))
-            for s in range(0, size, self.chunk_size)
+            for s in bar(starts, "HVP chunks", self.progress and not self.traced)
         ]
         self.cache.record(size, missed=False)
         if not parts:
@@ -175,7 +179,8 @@ class Engine:
         """HVP results ``(k, p, n)`` for explicit directions ``v`` of shape ``(k, d)``."""
         state = self._state()
         parts = []
-        for s in range(0, v.shape[0], self.chunk_size):
+        starts = list(range(0, v.shape[0], self.chunk_size))
+        for s in bar(starts, "HVP chunks", self.progress and not self.traced):
             chunk = v[s : s + self.chunk_size]
             k = chunk.shape[0]
             chunk = jnp.pad(

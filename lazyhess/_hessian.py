@@ -22,6 +22,7 @@ from ._formats import Format, check_format, entry_rows, pattern_output
 from ._hvp import MODES, Kernels, Mode
 from ._index import resolve
 from ._plan import Structure
+from ._progress import resolve as resolve_progress
 from ._tree import BlockSpec, Layout, LeafInfo, Signature, leaf_infos
 from .sparsity import SparsityPattern, hessian_sparsity
 
@@ -438,6 +439,9 @@ class Hessian(_ArrayOps):
         mode: ``"fwd_over_rev"`` (default), ``"rev_over_fwd"`` or ``"rev_over_rev"``.
         chunk_size: directions per compiled HVP call (default: sized to about 64 MiB).
         cache_bytes: budget for cached HVP results; ``0`` disables the cache.
+        progress: show tqdm progress bars for requests spanning several chunks and for
+            detection and coloring (``None``: the default set by
+            :func:`lazyhess.set_progress_default`, off unless changed).
         **kwargs: passed to ``fun``, not differentiated.
 
     Example:
@@ -461,8 +465,10 @@ class Hessian(_ArrayOps):
         mode: Mode = "fwd_over_rev",
         chunk_size: int | None = None,
         cache_bytes: int = 256 * 2**20,
+        progress: bool | None = None,
         **kwargs: Any,
     ):
+        show = resolve_progress(progress)
         _check_options(
             fun, mode, batch_axis, sparsity, chunk_size, cache_bytes, has_aux, holomorphic
         )
@@ -477,6 +483,7 @@ class Hessian(_ArrayOps):
             mode=mode,
             chunk_size=chunk_size,
             cache_bytes=cache_bytes,
+            progress=progress,
         )
         signature = Signature(args, kwargs, argnums_t, sequence)
         primals = signature.primals(args)
@@ -503,7 +510,7 @@ class Hessian(_ArrayOps):
         layout = Layout(in_tree, inputs, out_tree, leaf_infos(out_paths, False), batch)
         kernels = Kernels(call, layout, mode, holomorphic)
         if sparsity is None:
-            structure = Structure(layout.n)
+            structure = Structure(layout.n, progress=show)
         elif isinstance(sparsity, str):
             abstract_args, abstract_kwargs = _abstract((args, kwargs))
             structure = Structure(
@@ -516,9 +523,10 @@ class Hessian(_ArrayOps):
                     batch_axis=batch_axis,
                     **abstract_kwargs,
                 ),
+                progress=show,
             )
         else:
-            structure = Structure(layout.n, _user_pattern(sparsity, layout.n))
+            structure = Structure(layout.n, _user_pattern(sparsity, layout.n), progress=show)
         self._init_point(signature, kernels, structure, args, kwargs)
 
     def _init_point(
@@ -542,7 +550,8 @@ class Hessian(_ArrayOps):
             _MAX_CHUNK, 1 << max((_CHUNK_BYTES // per_direction).bit_length() - 1, 0)
         )
         cache = DirectionCache(self._options["cache_bytes"])
-        self._engine = Engine(kernels, x, signature.dynamic(args, kwargs), chunk, cache, structure)
+        dyn = signature.dynamic(args, kwargs)
+        self._engine = Engine(kernels, x, dyn, chunk, cache, structure, structure.progress)
         self._root = self._view(layout.structure(), "H")
 
     def _view(self, tree: Any, name: str) -> HessianNode | HessianBlock:
@@ -897,6 +906,7 @@ def hessian(
     mode: Mode = "fwd_over_rev",
     chunk_size: int | None = None,
     cache_bytes: int = 256 * 2**20,
+    progress: bool | None = None,
     **kwargs: Any,
 ) -> Hessian:
     """The Hessian of ``fun`` at ``args`` as a lazy, indexable :class:`Hessian`.
@@ -922,5 +932,6 @@ def hessian(
         mode=mode,
         chunk_size=chunk_size,
         cache_bytes=cache_bytes,
+        progress=progress,
         **kwargs,
     )

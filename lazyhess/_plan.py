@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ._progress import stage
+
 
 class Structure:
     """Where the flat ``n x n`` Hessian can be nonzero, and the seed families that fit it.
@@ -19,14 +21,18 @@ class Structure:
     the unit family are computed once and shared by every point of a function.
     """
 
-    def __init__(self, n: int, pattern: Any = None):
+    def __init__(self, n: int, pattern: Any = None, progress: bool = False):
         self.n = n
         self._source = pattern
+        self.progress = progress
 
     @cached_property
     def pattern(self) -> Any:
         """The sparsity pattern, or ``None`` when every entry may be nonzero."""
-        return self._source() if callable(self._source) else self._source
+        if not callable(self._source):
+            return self._source
+        with stage("detecting sparsity", self.progress):
+            return self._source()
 
     @cached_property
     def csr(self) -> sp.csr_array | None:
@@ -60,7 +66,8 @@ class Structure:
         """The global coloring (a ``ColoredPattern``): fewest colors of star and column."""
         from .coloring import hessian_coloring_from_sparsity
 
-        return hessian_coloring_from_sparsity(self.csr)
+        with stage("coloring", self.progress):
+            return hessian_coloring_from_sparsity(self.csr)
 
     @cached_property
     def global_family(self) -> SeedFamily:
@@ -72,7 +79,8 @@ class Structure:
         """A distance-1 coloring: its seeds recover every diagonal entry."""
         from .coloring import hessian_coloring_from_sparsity
 
-        colors = hessian_coloring_from_sparsity(self.csr, method="diagonal").colors
+        with stage("coloring the diagonal", self.progress):
+            colors = hessian_coloring_from_sparsity(self.csr, method="diagonal").colors
         return SeedFamily("diagonal", np.asarray(colors, dtype=np.int64))
 
     def partial(self, rows: np.ndarray, cols: np.ndarray) -> SeedFamily:
