@@ -23,7 +23,7 @@ from ._hvp import MODES, Kernels, Mode
 from ._index import resolve
 from ._plan import Structure
 from ._progress import resolve as resolve_progress
-from ._tree import BlockSpec, Layout, LeafInfo, Signature, leaf_infos
+from ._tree import BlockSpec, Layout, LeafInfo, Signature, is_array, leaf_infos
 from .sparsity import SparsityPattern, hessian_sparsity
 
 _CHUNK_BYTES = 64 * 2**20
@@ -107,18 +107,6 @@ def _user_pattern(sparsity: Any, n: int) -> SparsityPattern:
             "(ravel_pytree order, one sample with batch_axis=0)."
         )
     return pattern
-
-
-def _abstract(tree: Any) -> Any:
-    """``tree`` with every array leaf replaced by its shape and dtype."""
-    return jax.tree_util.tree_map(
-        lambda a: (
-            jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
-            if isinstance(a, jax.Array | np.ndarray)
-            else a
-        ),
-        tree,
-    )
 
 
 def _check_inputs(primals: Any, holomorphic: bool, batch: bool, argnums) -> list:
@@ -512,16 +500,10 @@ class Hessian(_ArrayOps):
         if sparsity is None:
             structure = Structure(layout.n, progress=show)
         elif isinstance(sparsity, str):
-            abstract_args, abstract_kwargs = _abstract((args, kwargs))
             structure = Structure(
                 layout.n,
                 lambda: hessian_sparsity(
-                    fun,
-                    *abstract_args,
-                    argnums=argnums,
-                    has_aux=has_aux,
-                    batch_axis=batch_axis,
-                    **abstract_kwargs,
+                    fun, *args, argnums=argnums, has_aux=has_aux, batch_axis=batch_axis, **kwargs
                 ),
                 progress=show,
             )
@@ -756,7 +738,7 @@ class Hessian(_ArrayOps):
             )
         for (path, a), (_, b) in zip(mine[0], theirs[0], strict=True):
             sa, sb = (jnp.shape(a), jnp.result_type(a)), (jnp.shape(b), jnp.result_type(b))
-            if sa != sb and (_array_like(a) or _array_like(b)):
+            if sa != sb and (is_array(a) or is_array(b)):
                 raise ValueError(
                     f"H.at: argument {jax.tree_util.keystr(path)[1:]} has shape {sb[0]} and "
                     f"dtype {sb[1]}, but the Hessian was built with {sa[0]} and {sa[1]}; "
@@ -881,10 +863,6 @@ class Hessian(_ArrayOps):
             f"Hessian({what}, engine={self._engine_name()}, hvps={info.hvps}, "
             f"cache={_bytes(info.bytes)}/{_bytes(info.max_bytes)})"
         )
-
-
-def _array_like(a: Any) -> bool:
-    return isinstance(a, jax.Array | np.ndarray | np.generic | float | complex)
 
 
 def _bytes(n: int) -> str:

@@ -58,7 +58,8 @@ def leaf_infos(leaves_with_paths, drop_leading: bool) -> tuple[LeafInfo, ...]:
     return tuple(infos)
 
 
-def _is_array(leaf: Any) -> bool:
+def is_array(leaf: Any) -> bool:
+    """Whether ``leaf`` is an array (jax, numpy, or a numpy scalar), not a Python value."""
     return isinstance(leaf, jax.Array | np.ndarray | np.generic)
 
 
@@ -77,7 +78,7 @@ class Signature:
         self.sequence = sequence
         others = ([a for i, a in enumerate(args) if i not in argnums], kwargs)
         leaves, self.other_tree = jax.tree_util.tree_flatten(others)
-        self.dynamic_mask = tuple(_is_array(leaf) for leaf in leaves)
+        self.dynamic_mask = tuple(is_array(leaf) for leaf in leaves)
         self.static_leaves = tuple(
             None if d else leaf for d, leaf in zip(self.dynamic_mask, leaves, strict=True)
         )
