@@ -122,13 +122,11 @@ class SeedFamily:
         """Mask of entries ``H[i, j]`` readable as ``(H @ s_{labels[j]})[i]``.
 
         That holds when ``j`` is in a seed and no other column of that seed is a nonzero of
-        row ``i``.
+        row ``i``. Only unit families serve a dense structure.
         """
         lab = self.labels[j]
         if self.unit:
             return lab >= 0
-        if structure.dense:
-            return (lab >= 0) & (np.bincount(self.labels[self.labels >= 0], minlength=1)[lab] == 1)
         keys, counts = self._row_label_counts(structure)
         found, at = _lookup(keys, i.astype(np.int64) * max(self.size, 1) + lab)
         return (lab >= 0) & found & (counts[at] == 1)
