@@ -68,9 +68,14 @@ class Engine:
     def _bucket(self, k: int) -> int:
         return min(self.chunk_size, 1 << max(k - 1, 0).bit_length())
 
-    def _seeded(self, family: SeedFamily, labels: list[int]) -> jax.Array:
-        """HVP results ``(len(labels), p, n)`` for seeds of one family (one chunk)."""
-        ids = np.full(self._bucket(len(labels)), -1, dtype=np.int32)
+    def _seeded(self, family: SeedFamily, labels: list[int], exact: bool = False) -> jax.Array:
+        """HVP results ``(len(labels), p, n)`` for seeds of one family (one chunk).
+
+        The chunk is padded to a power-of-two bucket so varied requests share compiled
+        kernels, unless ``exact`` (a fixed set of seeds, evaluated over and over).
+        """
+        size = len(labels) if exact else self._bucket(len(labels))
+        ids = np.full(size, -1, dtype=np.int32)
         ids[: len(labels)] = labels
         if family not in self._device_labels:
             self._device_labels[family] = jnp.asarray(family.labels, dtype=jnp.int32)
@@ -162,12 +167,13 @@ class Engine:
     def compressed(self, family: SeedFamily) -> Any:
         """``B[t] = H @ s_t`` for every seed ``t`` of ``family``, shaped ``(size, p, n)``.
 
-        One HVP per seed, in chunks; nothing is cached (the caller owns ``B``).
+        One HVP per seed, in chunks of exactly ``chunk_size`` (no padding: the same family is
+        evaluated at every call); nothing is cached (the caller owns ``B``).
         """
         size = family.size
         starts = list(range(0, size, self.chunk_size))
         parts = [
-            self._seeded(family, list(range(s, min(s + self.chunk_size, size))))
+            self._seeded(family, list(range(s, min(s + self.chunk_size, size))), exact=True)
             for s in bar(starts, "HVP chunks", self.progress and not self.traced)
         ]
         self.cache.record(size, missed=False)
