@@ -68,13 +68,15 @@ class Engine:
     def _bucket(self, k: int) -> int:
         return min(self.chunk_size, 1 << max(k - 1, 0).bit_length())
 
-    def _seeded(self, family: SeedFamily, labels: list[int], exact: bool = False) -> jax.Array:
+    def _seeded(self, family: SeedFamily, labels: list[int]) -> jax.Array:
         """HVP results ``(len(labels), p, n)`` for seeds of one family (one chunk).
 
         The chunk is padded to a power-of-two bucket so varied requests share compiled
-        kernels, unless ``exact`` (a fixed set of seeds, evaluated over and over).
+        kernels, except when it is a whole fixed family (a global coloring, evaluated whole
+        again and again): that one shape is compiled exactly.
         """
-        size = len(labels) if exact else self._bucket(len(labels))
+        whole = family.fixed and len(labels) == min(family.size, self.chunk_size)
+        size = len(labels) if whole else self._bucket(len(labels))
         ids = np.full(size, -1, dtype=np.int32)
         ids[: len(labels)] = labels
         if family not in self._device_labels:
@@ -167,13 +169,12 @@ class Engine:
     def compressed(self, family: SeedFamily) -> Any:
         """``B[t] = H @ s_t`` for every seed ``t`` of ``family``, shaped ``(size, p, n)``.
 
-        One HVP per seed, in chunks of exactly ``chunk_size`` (no padding: the same family is
-        evaluated at every call); nothing is cached (the caller owns ``B``).
+        One HVP per seed, in chunks; nothing is cached (the caller owns ``B``).
         """
         size = family.size
         starts = list(range(0, size, self.chunk_size))
         parts = [
-            self._seeded(family, list(range(s, min(s + self.chunk_size, size))), exact=True)
+            self._seeded(family, list(range(s, min(s + self.chunk_size, size))))
             for s in bar(starts, "HVP chunks", self.progress and not self.traced)
         ]
         self.cache.record(size, missed=False)

@@ -39,7 +39,8 @@ class _Compressed:
     def __init__(self, fun, coloring: ColoredPattern, sample_args, sample_kwargs, options):
         _check_coloring(coloring)
         self.coloring = coloring
-        self.family = SeedFamily("coloring", np.asarray(coloring.colors, dtype=np.int64))
+        colors = np.asarray(coloring.colors, dtype=np.int64)
+        self.family = SeedFamily("coloring", colors, fixed=True)
         self.sample = Hessian(fun, *sample_args, sparsity=None, **options, **sample_kwargs)
         if self.sample.flat._prefix:
             raise ValueError(

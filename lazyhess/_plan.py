@@ -72,7 +72,7 @@ class Structure:
     @cached_property
     def global_family(self) -> SeedFamily:
         """The global coloring as a seed family."""
-        return SeedFamily("global", np.asarray(self.colored.colors, dtype=np.int64))
+        return SeedFamily("global", np.asarray(self.colored.colors, dtype=np.int64), fixed=True)
 
     @cached_property
     def diagonal_family(self) -> SeedFamily:
@@ -81,7 +81,7 @@ class Structure:
 
         with stage("coloring the diagonal", self.progress):
             colors = hessian_coloring_from_sparsity(self.csr, method="diagonal").colors
-        return SeedFamily("diagonal", np.asarray(colors, dtype=np.int64))
+        return SeedFamily("diagonal", np.asarray(colors, dtype=np.int64), fixed=True)
 
     def partial(self, rows: np.ndarray, cols: np.ndarray) -> SeedFamily:
         """A fresh coloring of ``cols`` recovering every nonzero of ``rows x cols``."""
@@ -105,12 +105,15 @@ class SeedFamily:
     """Seeds ``s_t = indicator(labels == t)`` over the flat columns (``-1``: in no seed).
 
     Unit vectors are the family with ``labels = arange(n)``; a coloring's colors, or a
-    partial coloring of some columns, are others. ``(key, t)`` names seed ``t`` in the cache.
+    partial coloring of some columns, are others. ``(family, t)`` names seed ``t`` in the
+    cache. A ``fixed`` family (a global coloring) is evaluated whole at every point, so its
+    chunks are compiled at their exact size instead of padded.
     """
 
     key: Hashable
     labels: np.ndarray
     unit: bool = False
+    fixed: bool = False
     _counts: tuple | None = None
 
     @property

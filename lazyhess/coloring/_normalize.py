@@ -69,5 +69,3 @@ def symmetric_csr(pattern) -> sp.csr_array:
             f"pattern | pattern.T)."
         )
     return matrix
-
-
