@@ -54,7 +54,7 @@ class Structure:
         """Mask of the entries ``(rows[e], cols[e])`` that may be nonzero."""
         if self.dense:
             return np.ones(rows.shape, dtype=bool)
-        return _lookup(self._keys, rows.astype(np.int64) * self.n + cols)[0]
+        return lookup(self._keys, rows.astype(np.int64) * self.n + cols)[0]
 
     @cached_property
     def unit(self) -> SeedFamily:
@@ -92,7 +92,7 @@ class Structure:
         return SeedFamily("partial", labels)
 
 
-def _lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Whether each query is among ``sorted_keys``, and its position there (if it is)."""
     if sorted_keys.size == 0:
         return np.zeros(queries.shape, dtype=bool), np.zeros(queries.shape, dtype=np.intp)
@@ -131,7 +131,7 @@ class SeedFamily:
         if self.unit:
             return lab >= 0
         keys, counts = self._row_label_counts(structure)
-        found, at = _lookup(keys, i.astype(np.int64) * max(self.size, 1) + lab)
+        found, at = lookup(keys, i.astype(np.int64) * max(self.size, 1) + lab)
         return (lab >= 0) & found & (counts[at] == 1)
 
     def _row_label_counts(self, structure: Structure) -> tuple[np.ndarray, np.ndarray]:

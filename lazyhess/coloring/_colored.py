@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._formats import Format, entry_rows, pattern_output
+from .._plan import lookup
 from . import _greedy
 
 Method = Literal["star", "column", "diagonal"]
@@ -98,9 +99,7 @@ class ColoredPattern:
         rows, cols = np.broadcast_arrays(np.asarray(rows, np.int64), np.asarray(cols, np.int64))
         if self._keys is None:
             self._keys = self.rows.astype(np.int64) * self.n + self.cols
-        keys = rows * self.n + cols
-        position = np.minimum(np.searchsorted(self._keys, keys), max(self.nnz - 1, 0))
-        found = self._keys[position] == keys if self.nnz else np.zeros(keys.shape, bool)
+        found, position = lookup(self._keys, rows * self.n + cols)
         return np.where(found, position, -1)
 
     def seeds(self, dtype=np.float64) -> np.ndarray:
