@@ -75,6 +75,8 @@ class Engine:
         kernels, except when it is a whole fixed family (a global coloring, evaluated whole
         again and again): that one shape is compiled exactly.
         """
+        if self.traced and not family.unit:
+            return self.kernels.apply(self._state(), self.x, self.dyn, self._constant(family, labels))
         whole = family.fixed and len(labels) == min(family.size, self.chunk_size)
         size = len(labels) if whole else self._bucket(len(labels))
         ids = np.full(size, -1, dtype=np.int32)
@@ -82,9 +84,26 @@ class Engine:
         if family not in self._device_labels:
             self._device_labels[family] = jnp.asarray(family.labels, dtype=jnp.int32)
         out = self.kernels.seeded(
-            self._state(), self.x, self.dyn, self._device_labels[family], ids
+            self._state(),
+            self.x,
+            self.dyn,
+            self._device_labels[family],
+            ids,
+            exact_nan=family.unit,
         )
         return out[: len(labels)]
+
+    def _constant(self, family: SeedFamily, labels: list[int]) -> np.ndarray:
+        """The seeds as a host matrix ``(k, d)``: inside a trace, a constant of the program.
+
+        XLA folds a constant seed through the derivative (gathers of the seed, products with
+        its zeros), which a seed computed from labels on the device would hide.
+        """
+        lay = self.layout
+        seeds = (family.labels[None, :] == np.asarray(labels)[:, None]).astype(lay.dtype)
+        if lay.batch is not None:
+            seeds = np.broadcast_to(seeds[:, None, :], (len(labels), lay.batch, lay.n))
+        return seeds.reshape(len(labels), lay.d)
 
     def _groups(self, plan: Plan) -> list[tuple[int, list]]:
         """Slots split into chunks of at most ``chunk_size`` seeds of one family."""

@@ -45,7 +45,7 @@ class Kernels:
         self._trees: dict[Any, Any] = {}
         self._linearize = jax.jit(self._linearize_impl)
         self._apply = jax.jit(self._apply_impl, static_argnums=0)
-        self._seeded = jax.jit(self._seeded_impl, static_argnums=0)
+        self._seeded = jax.jit(self._seeded_impl, static_argnums=(0, 1))
         self.first_order = jax.jit(self._first_order)
 
     def _flat(self, x: jax.Array, dyn: Any) -> jax.Array:
@@ -119,11 +119,13 @@ class Kernels:
     def _apply_impl(self, tree: Any, leaves: list, x: jax.Array, dyn: Any, v: jax.Array):
         return jax.vmap(lambda u: self._hvp(tree, leaves, x, dyn, u))(v)
 
-    def _seeded_impl(self, tree, leaves, x, dyn, labels: jax.Array, ids: jax.Array):
+    def _seeded_impl(self, exact_nan: bool, tree, leaves, x, dyn, labels, ids):
         lay = self.layout
-        # The barrier keeps XLA from rewriting ``x * seed`` as a select, which would turn
-        # ``nan * 0`` into 0 and hide NaNs that jax.hessian propagates.
-        v = jax.lax.optimization_barrier((labels[None, :] == ids[:, None]).astype(lay.dtype))
+        v = (labels[None, :] == ids[:, None]).astype(lay.dtype)
+        if exact_nan:
+            # The barrier keeps XLA from rewriting ``x * seed`` as a select, which turns
+            # ``nan * 0`` into 0, and from folding constant seeds into the derivative.
+            v = jax.lax.optimization_barrier(v)
         if lay.batch is not None:
             v = jnp.broadcast_to(v[:, None, :], (v.shape[0], lay.batch, lay.n))
         return self._apply_impl(tree, leaves, x, dyn, v.reshape(v.shape[0], lay.d))
@@ -133,10 +135,17 @@ class Kernels:
         tree, leaves = state
         return self._apply(tree, leaves, x, dyn, v)
 
-    def seeded(self, state: tuple, x, dyn, labels: jax.Array, ids: jax.Array) -> jax.Array:
-        """HVP results ``(k, p, n)`` for seeds ``labels == ids[t]`` (one per sample)."""
+    def seeded(
+        self, state: tuple, x, dyn, labels: jax.Array, ids: jax.Array, exact_nan: bool
+    ) -> jax.Array:
+        """HVP results ``(k, p, n)`` for seeds ``labels == ids[t]`` (one per sample).
+
+        ``exact_nan`` propagates NaNs through zero seed entries as ``jax.hessian`` does
+        (``nan * 0 = nan``). Without it XLA may treat seeds as masks, which is faster and,
+        with a sparsity pattern, keeps NaNs out of entries they do not reach.
+        """
         tree, leaves = state
-        return self._seeded(tree, leaves, x, dyn, labels, ids)
+        return self._seeded(exact_nan, tree, leaves, x, dyn, labels, ids)
 
 
 def _signature(x: jax.Array, dyn: Any) -> tuple:

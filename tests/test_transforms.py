@@ -67,3 +67,16 @@ def test_traced_non_differentiated_argument():
     f = lambda x, w: jnp.sum(w * x**3)  # noqa: E731
     got = jax.jit(lambda w: lazyhess.hessian(f, X, w)[:])(X)
     np.testing.assert_allclose(got, jax.hessian(f)(X, X))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sparse_batch_under_jit(mode):
+    def f(x):
+        return jnp.sum(x[..., 1:] * x[..., :-1] ** 2, axis=-1) + jnp.sum(jnp.sin(x), axis=-1)
+
+    xs = jnp.stack([X, X + 1, X * 2])
+    got = jax.jit(lambda x: lazyhess.hessian(f, x, batch_axis=0)[:, 1:4])(xs)
+    want = jax.vmap(jax.hessian(f))(xs)[:, 1:4]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    full = jax.jit(lambda x: lazyhess.hessian(f, x, batch_axis=0).to_sparse("dense"))(xs)
+    np.testing.assert_allclose(full, jax.vmap(jax.hessian(f))(xs), rtol=1e-12)
