@@ -76,7 +76,8 @@ class Engine:
         again and again): that one shape is compiled exactly.
         """
         if self.traced and not family.unit:
-            return self.kernels.apply(self._state(), self.x, self.dyn, self._constant(family, labels))
+            seeds = self._constant(family, labels)
+            return self.kernels.apply(self._state(), self.x, self.dyn, seeds)
         whole = family.fixed and len(labels) == min(family.size, self.chunk_size)
         size = len(labels) if whole else self._bucket(len(labels))
         ids = np.full(size, -1, dtype=np.int32)
