@@ -73,7 +73,8 @@ class Engine:
 
         The chunk is padded to a power-of-two bucket so varied requests share compiled
         kernels, except when it is a whole fixed family (a global coloring, evaluated whole
-        again and again): that one shape is compiled exactly.
+        again and again): that one shape is compiled exactly. Inside a trace, colorings'
+        seeds enter the caller's program as constants (see ``_constant``).
         """
         if self.traced and not family.unit:
             seeds = self._constant(family, labels)
