@@ -187,6 +187,40 @@ class Engine:
             out[sel] = block[plan.slot[sel] - start, p[sel], plan.read[sel]]
         return out
 
+    def pattern_values(self) -> Any:
+        """Every stored entry of the sparse pattern, shaped ``(p, nnz)`` in row-major order.
+
+        Read from the global coloring's seeds, one HVP per color: cached colors are reused,
+        the others computed in chunks and cached. Costs O(nnz) beyond the HVPs, with no
+        planning: the coloring already says where each entry is read.
+        """
+        structure = self.structure
+        family, colored = structure.global_family, structure.colored
+        index = colored.recover_index
+        if self.traced:
+            compressed = self.compressed(family)
+            return compressed[colored.recover_color, :, index].T
+        out = np.zeros((self.layout.p, colored.nnz), dtype=self.layout.dtype)
+        order, bounds = structure.entries_by_color
+        colors = range(family.size)
+        missing = [c for c in colors if (family, c) not in self.cache]
+        chunks = [[c] for c in colors if (family, c) in self.cache] + [
+            missing[s : s + self.chunk_size] for s in range(0, len(missing), self.chunk_size)
+        ]
+        with jax.ensure_compile_time_eval():
+            for chunk in bar(chunks, "HVP chunks", self.progress):
+                if (family, chunk[0]) in self.cache:
+                    block = self.cache.take((family, chunk[0]))[None]
+                else:
+                    block = np.asarray(self._seeded(family, chunk))
+                    self.cache.record(len(chunk))
+                    for t, c in enumerate(chunk):
+                        self.cache.put((family, c), np.array(block[t]))
+                for t, c in enumerate(chunk):
+                    sel = order[bounds[c] : bounds[c + 1]]
+                    out[:, sel] = block[t][:, index[sel]]
+        return out
+
     def compressed(self, family: SeedFamily) -> Any:
         """``B[t] = H @ s_t`` for every seed ``t`` of ``family``, shaped ``(size, p, n)``.
 

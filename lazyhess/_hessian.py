@@ -762,11 +762,14 @@ class Hessian(_ArrayOps):
         """The flat pattern and every stored entry's value, shaped ``lead + (nnz,)``."""
         csr = self._pattern_csr()
         lead = self.flat._prefix
-        count = math.prod(lead)
-        rows, cols = entry_rows(csr), csr.indices
-        p = np.repeat(np.arange(count), rows.size)
-        values = self._engine.entries(p, np.tile(rows, count), np.tile(cols, count))
-        return csr, jnp.asarray(values).reshape(lead + (rows.size,))
+        if self._structure.dense:
+            count = math.prod(lead)
+            rows, cols = entry_rows(csr), csr.indices
+            p = np.repeat(np.arange(count), rows.size)
+            values = self._engine.entries(p, np.tile(rows, count), np.tile(cols, count))
+        else:
+            values = self._engine.pattern_values()
+        return csr, jnp.asarray(values).reshape(lead + (csr.nnz,))
 
     def to_sparse(self, format: Format = "bcoo") -> Any:
         """The flat Hessian (``H.flat``) in a sparse or dense format.

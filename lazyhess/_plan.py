@@ -75,6 +75,17 @@ class Structure:
         return SeedFamily("global", np.asarray(self.colored.colors, dtype=np.int64), fixed=True)
 
     @cached_property
+    def entries_by_color(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pattern's stored entries grouped by the global color they are read from.
+
+        ``order[bounds[c]:bounds[c + 1]]`` are the entries read from color ``c``.
+        """
+        color = self.colored.recover_color
+        order = np.argsort(color, kind="stable")
+        bounds = np.searchsorted(color[order], np.arange(self.colored.num_colors + 1))
+        return order, bounds
+
+    @cached_property
     def diagonal_family(self) -> SeedFamily:
         """A distance-1 coloring: its seeds recover every diagonal entry."""
         from .coloring import hessian_coloring_from_sparsity
@@ -114,39 +125,30 @@ class SeedFamily:
     labels: np.ndarray
     unit: bool = False
     fixed: bool = False
-    _counts: tuple | None = None
+    size: int = dataclasses.field(init=False)
 
-    @property
-    def size(self) -> int:
-        """Number of seeds."""
-        return int(self.labels.max(initial=-1)) + 1
+    def __post_init__(self):
+        self.size = int(self.labels.max(initial=-1)) + 1
 
     def recovers(self, structure: Structure, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Mask of entries ``H[i, j]`` readable as ``(H @ s_{labels[j]})[i]``.
 
         That holds when ``j`` is in a seed and no other column of that seed is a nonzero of
-        row ``i``. Only unit families serve a dense structure.
+        row ``i``. Only unit families serve a dense structure. Cost O(m log m) for ``m``
+        queried entries plus the stored entries of their distinct rows: nothing is O(n).
         """
         lab = self.labels[j]
         if self.unit:
             return lab >= 0
-        keys, counts = self._row_label_counts(structure)
-        found, at = lookup(keys, i.astype(np.int64) * max(self.size, 1) + lab)
+        size = max(self.size, 1)
+        rows = np.unique(i)
+        selected = structure.csr[rows]
+        row_of = np.repeat(rows.astype(np.int64), np.diff(selected.indptr))
+        nz_labels = self.labels[selected.indices]
+        seeded = nz_labels >= 0
+        keys, counts = np.unique(row_of[seeded] * size + nz_labels[seeded], return_counts=True)
+        found, at = lookup(keys, i.astype(np.int64) * size + lab)
         return (lab >= 0) & found & (counts[at] == 1)
-
-    def _row_label_counts(self, structure: Structure) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted keys ``i * size + t`` and how many nonzeros of row ``i`` carry label ``t``."""
-        if self._counts is None:
-            n, size = structure.n, max(self.size, 1)
-            seeded = np.flatnonzero(self.labels >= 0)
-            onehot = sp.csr_array(
-                (np.ones(seeded.size, np.int64), (seeded, self.labels[seeded])), shape=(n, size)
-            )
-            counts = (structure.csr.astype(np.int64) @ onehot).tocoo()
-            keys = counts.row.astype(np.int64) * size + counts.col
-            order = np.argsort(keys)
-            self._counts = (keys[order], counts.data[order])
-        return self._counts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +172,12 @@ class Plan:
 
 
 def _distinct(values: np.ndarray, n: int) -> np.ndarray:
-    """Sorted distinct values of ``values`` (in ``[0, n)``), in O(size + n)."""
+    """Sorted distinct values of ``values`` (in ``[0, n)``).
+
+    O(size log size) for a few values, O(size + n) with marks for many.
+    """
+    if values.size * 64 < n:
+        return np.unique(values)
     mark = np.zeros(n, dtype=bool)
     mark[values] = True
     return np.flatnonzero(mark)

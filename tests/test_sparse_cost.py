@@ -65,6 +65,18 @@ def test_full_sparse_hessian_costs_the_colors():
     assert hvps(H) == 3  # the colors are cached
 
 
+def test_full_sparse_hessian_reuses_each_cached_color():
+    f, x = tridiagonal_problem(500)
+    ref = sp.csr_array(np.asarray(jax.hessian(f)(x)))
+    H = lazyhess.hessian(f, x, cache_bytes=2 * 500 * 8)  # room for two of the three colors
+    first = H.to_sparse("csr")
+    assert hvps(H) == 3 and H.cache_info().entries == 2
+    second = H.to_sparse("csr")
+    assert hvps(H) == 4  # only the evicted color is computed again
+    for M in (first, second):
+        np.testing.assert_allclose(M.toarray(), ref.toarray(), rtol=1e-12, atol=1e-12)
+
+
 def test_tridiagonal_diagonal_costs_two():
     f, x = tridiagonal_problem(300)
     H = lazyhess.hessian(f, x)
