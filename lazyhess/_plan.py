@@ -51,10 +51,37 @@ class Structure:
         return rows * self.n + csr.indices.astype(np.int64)
 
     def contains(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Mask of the entries ``(rows[e], cols[e])`` that may be nonzero."""
+        """Mask of the entries ``(rows[e], cols[e])`` that may be nonzero.
+
+        When the entries share few rows (or, by symmetry, few columns), as in a request
+        for whole rows, those rows are laid out as a bitmap at most 8 bytes per entry large;
+        otherwise each entry is looked up among the sorted stored keys.
+        """
         if self.dense:
             return np.ones(rows.shape, dtype=bool)
+        for i, j in ((rows, cols), (cols, rows)):
+            few = _distinct(i, self.n)
+            if few.size * self.n <= 8 * i.size:
+                selected = self.csr[few]
+                bitmap = np.zeros((few.size, self.n), dtype=bool)
+                bitmap[
+                    np.repeat(np.arange(few.size), np.diff(selected.indptr)), selected.indices
+                ] = True
+                position = np.zeros(self.n, dtype=np.intp)
+                position[few] = np.arange(few.size)
+                return bitmap[position[i], j]
         return lookup(self._keys, rows.astype(np.int64) * self.n + cols)[0]
+
+    def block_degree(self, rows: np.ndarray, cols: np.ndarray) -> int:
+        """The most stored entries any of ``rows`` has among ``cols`` (distinct, sorted).
+
+        A column coloring of the block ``rows x cols`` needs at least this many colors.
+        """
+        if self.dense:
+            return cols.size if rows.size else 0
+        selected = self.csr[rows]
+        inside = np.concatenate(([0], np.cumsum(lookup(cols, selected.indices)[0])))
+        return int(np.diff(inside[selected.indptr]).max(initial=0))
 
     @cached_property
     def unit(self) -> SeedFamily:
@@ -211,6 +238,9 @@ def plan(
         partial: builds a partial coloring ``(rows, cols) -> family`` of ``cols`` recovering
             every nonzero of ``rows x cols``; ``None`` on a dense structure.
     """
+    total = rows.size
+    inside = np.flatnonzero(structure.contains(rows, cols))
+    rows, cols = rows[inside], cols[inside]
     n = structure.n
     size = rows.size
     fam_of = np.full(size, -1, dtype=np.int64)
@@ -225,7 +255,7 @@ def plan(
         label[where] = labels
         read[where] = reads
 
-    open_ = np.flatnonzero(structure.contains(rows, cols))
+    open_ = np.arange(size)
     for family, mask in cached.items():
         for i, j in ((rows, cols), (cols, rows)):
             r, c = i[open_], j[open_]
@@ -248,11 +278,11 @@ def plan(
                 options.insert(0, _global_option(make(), structure, open_, r, c, assign))
             best = min(cost for cost, _ in options)
             if partial is not None:
-                pairs = np.unique(r.astype(np.int64) * n + c)
-                for i, j in ((r, c), (c, r)):
-                    # A column coloring needs at least the largest requested row count.
-                    per_row = np.bincount(pairs // n if i is r else pairs % n, minlength=1)
-                    if per_row.max() < best:
+                for i, j, rows_i, cols_j in (
+                    (r, c, distinct_rows, distinct_cols),
+                    (c, r, distinct_cols, distinct_rows),
+                ):
+                    if structure.block_degree(rows_i, cols_j) < best:
                         family = partial(i, j)
                         options.append(
                             (
@@ -262,7 +292,7 @@ def plan(
                         )
         min(options, key=lambda option: option[0])[1]()
 
-    return _slots(fam_of, label, read, families, cached)
+    return _slots(fam_of, label, read, families, cached, inside, total)
 
 
 def _global_option(family, structure, open_, r, c, assign):
@@ -279,11 +309,10 @@ def _global_option(family, structure, open_, r, c, assign):
     return (cost, take)
 
 
-def _slots(fam_of, label, read, families, cached) -> Plan:
-    used = fam_of >= 0
+def _slots(fam_of, label, read, families, cached, inside, total) -> Plan:
+    """The plan for ``total`` entries of which those at ``inside`` were assigned a seed."""
     width = max((f.size for f in families), default=1) + 1
-    code = fam_of[used] * width + label[used]
-    seeds_code, inverse = np.unique(code, return_inverse=True)
+    seeds_code, inverse = np.unique(fam_of * width + label, return_inverse=True)
     seeds = [(families[s // width], int(s % width)) for s in seeds_code]
     is_cached = np.array(
         [f in cached and bool(cached[f][t]) for f, t in seeds], dtype=bool
@@ -291,11 +320,13 @@ def _slots(fam_of, label, read, families, cached) -> Plan:
     order = np.argsort(~is_cached, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
-    slot = np.full(fam_of.shape, -1, dtype=np.int64)
-    slot[used] = rank[inverse.reshape(-1)]
+    slot = np.full(total, -1, dtype=np.int64)
+    slot[inside] = rank[inverse.reshape(-1)]
+    reads = np.zeros(total, dtype=np.int64)
+    reads[inside] = read
     return Plan(
         seeds=[seeds[k] for k in order],
         reused=int(is_cached.sum()),
         slot=slot,
-        read=read,
+        read=reads,
     )
