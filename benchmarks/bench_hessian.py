@@ -176,7 +176,7 @@ def partial_rows(name: str, n: int, asdex) -> list[list[str]]:
 
 
 MEMORY_SCRIPT = """
-import resource, sys, jax, jax.numpy as jnp
+import sys, jax, jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
 import lazyhess
 from benchmarks.problems import PROBLEMS
@@ -188,7 +188,9 @@ elif "{what}" == "full":
     H.to_sparse("bcoo").data.block_until_ready()
 else:
     H.sparsity
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, H.cache_info().hvps)
+# VmHWM is this process's own peak; ru_maxrss would include the parent's, inherited at exec.
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(peak.split()[1], H.cache_info().hvps)
 """
 
 
@@ -219,7 +221,7 @@ def table_row(row: list) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000, 100000])
     parser.add_argument("--problems", nargs="+", default=SUITE)
     parser.add_argument("--partial-sizes", type=int, nargs="*", default=[10000])
     parser.add_argument("--memory-n", type=int, default=1_000_000)

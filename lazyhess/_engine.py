@@ -202,14 +202,16 @@ class Engine:
             return compressed[colored.recover_color, :, index].T
         out = np.zeros((self.layout.p, colored.nnz), dtype=self.layout.dtype)
         order, bounds = structure.entries_by_color
-        colors = range(family.size)
-        missing = [c for c in colors if (family, c) not in self.cache]
-        chunks = [[c] for c in colors if (family, c) in self.cache] + [
-            missing[s : s + self.chunk_size] for s in range(0, len(missing), self.chunk_size)
+        held = [c for c in range(family.size) if (family, c) in self.cache]
+        missing = [c for c in range(family.size) if (family, c) not in self.cache]
+        # Cached colors are read first, before computing the others can evict them.
+        chunks = [(True, [c]) for c in held] + [
+            (False, missing[s : s + self.chunk_size])
+            for s in range(0, len(missing), self.chunk_size)
         ]
         with jax.ensure_compile_time_eval():
-            for chunk in bar(chunks, "HVP chunks", self.progress):
-                if (family, chunk[0]) in self.cache:
+            for cached, chunk in bar(chunks, "HVP chunks", self.progress):
+                if cached:
                     block = self.cache.take((family, chunk[0]))[None]
                 else:
                     block = np.asarray(self._seeded(family, chunk))
