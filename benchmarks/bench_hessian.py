@@ -54,6 +54,9 @@ def interleaved(fns: dict, rounds: int = 5, repeat: int = 15) -> dict:
     rounds disturbed by other work.
     """
     best = dict.fromkeys(fns, float("inf"))
+    slowest = max(once(fn) for fn in fns.values())
+    if slowest > 0.05:  # large problems: fewer, still alternating, calls
+        rounds, repeat = 3, max(1, min(repeat, int(0.5 / slowest)))
     for _ in range(rounds):
         for key, fn in fns.items():
             best[key] = min(best[key], median_time(fn, repeat))

@@ -769,7 +769,7 @@ class Hessian(_ArrayOps):
             values = self._engine.entries(p, np.tile(rows, count), np.tile(cols, count))
         else:
             values = self._engine.pattern_values()
-        return csr, jnp.asarray(values).reshape(lead + (csr.nnz,))
+        return csr, jnp.asarray(values.reshape(lead + (csr.nnz,)))
 
     def to_sparse(self, format: Format = "bcoo") -> Any:
         """The flat Hessian (``H.flat``) in a sparse or dense format.
