@@ -21,6 +21,10 @@ def is_traced(tree: Any) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
 
 
+# Largest seed chunk embedded in a traced program as a constant (see Engine._constant).
+CONSTANT_SEED_BYTES = 16 * 2**20
+
+
 class Engine:
     """Evaluates entries of the flat Hessian ``H[p, i, j]`` of one point.
 
@@ -73,10 +77,14 @@ class Engine:
 
         The chunk is padded to a power-of-two bucket so varied requests share compiled
         kernels, except when it is a whole fixed family (a global coloring, evaluated whole
-        again and again): that one shape is compiled exactly. Inside a trace, colorings'
-        seeds enter the caller's program as constants (see ``_constant``).
+        again and again): that one shape is compiled exactly, together with the point's
+        linearisation when it is the point's first request. Inside a trace, colorings'
+        seeds enter the caller's program as constants (see ``_constant``) up to
+        ``CONSTANT_SEED_BYTES`` per chunk; larger ones are built from labels on the device.
         """
-        if self.traced and not family.unit:
+        lay = self.layout
+        constant_bytes = len(labels) * lay.d * np.dtype(lay.dtype).itemsize
+        if self.traced and not family.unit and constant_bytes <= CONSTANT_SEED_BYTES:
             seeds = self._constant(family, labels)
             return self.kernels.apply(self._state(), self.x, self.dyn, seeds)
         whole = family.fixed and len(labels) == min(family.size, self.chunk_size)
@@ -85,6 +93,15 @@ class Engine:
         ids[: len(labels)] = labels
         if family not in self._device_labels:
             self._device_labels[family] = jnp.asarray(family.labels, dtype=jnp.int32)
+        if whole and not self.traced and "_concrete_state" not in self.__dict__:
+            # A point's first request is a whole coloring: linearise and seed in one call,
+            # concretely even inside someone else's trace, as ``_concrete_state`` does.
+            with jax.ensure_compile_time_eval():
+                state, out = self.kernels.linearize_seeded(
+                    self.x, self.dyn, self._device_labels[family], ids, exact_nan=family.unit
+                )
+            self.__dict__["_concrete_state"] = state
+            return out[: len(labels)]
         out = self.kernels.seeded(
             self._state(),
             self.x,

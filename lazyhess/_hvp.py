@@ -46,6 +46,7 @@ class Kernels:
         self._linearize = jax.jit(self._linearize_impl)
         self._apply = jax.jit(self._apply_impl, static_argnums=0)
         self._seeded = jax.jit(self._seeded_impl, static_argnums=(0, 1))
+        self._linearize_seeded = jax.jit(self._linearize_seeded_impl, static_argnums=0)
         self.first_order = jax.jit(self._first_order)
 
     def _flat(self, x: jax.Array, dyn: Any) -> jax.Array:
@@ -79,21 +80,40 @@ class Kernels:
             g = jax.jacrev(lambda z: self._flat(z, dyn), holomorphic=self.holomorphic)(x)
         return g.reshape(lay.p, lay.n)
 
-    def _linearize_impl(self, x: jax.Array, dyn: Any) -> list:
+    def _state_impl(self, x: jax.Array, dyn: Any) -> tuple[Any, list]:
+        """``(tree, leaves)``: the linear map's static structure and its residuals."""
         if self.mode == "fwd_over_rev":
             _, lin = jax.linearize(lambda z: self._first(z, dyn), x)
         elif self.mode == "rev_over_rev":
             _, lin = jax.vjp(lambda z: self._first(z, dyn), x)
         else:
-            return []
+            return None, []
         leaves, tree = jax.tree_util.tree_flatten(lin)
-        self._trees[_signature(x, dyn)] = tree
+        return tree, leaves
+
+    def _linearize_impl(self, x: jax.Array, dyn: Any) -> list:
+        tree, leaves = self._state_impl(x, dyn)
+        self._trees["state", _signature(x, dyn)] = tree
         return leaves
 
     def linearize(self, x: jax.Array, dyn: Any) -> tuple:
         """The per-point state (residuals and the static structure that reads them)."""
         leaves = self._linearize(x, dyn)
-        return self._trees.get(_signature(x, dyn)), leaves
+        return self._trees.get(("state", _signature(x, dyn))), leaves
+
+    def _linearize_seeded_impl(self, exact_nan: bool, x, dyn, labels, ids):
+        tree, leaves = self._state_impl(x, dyn)
+        self._trees["fused", _signature(x, dyn)] = tree
+        return leaves, self._seeded_impl(exact_nan, tree, leaves, x, dyn, labels, ids)
+
+    def linearize_seeded(self, x, dyn, labels, ids, exact_nan: bool) -> tuple[tuple, jax.Array]:
+        """The per-point state and ``seeded``'s HVP results, in one compiled call.
+
+        For a point's first request when it is a whole coloring: one program instead of
+        two, so one dispatch per point and one compilation per function.
+        """
+        leaves, out = self._linearize_seeded(exact_nan, x, dyn, labels, ids)
+        return (self._trees.get(("fused", _signature(x, dyn))), leaves), out
 
     def _hvp(self, tree: Any, leaves: list, x: jax.Array, dyn: Any, v: jax.Array) -> jax.Array:
         """H v for one direction ``v`` of shape ``(d,)``, as ``(p, n)``."""

@@ -77,6 +77,27 @@ def test_full_sparse_hessian_reuses_each_cached_color():
         np.testing.assert_allclose(M.toarray(), ref.toarray(), rtol=1e-12, atol=1e-12)
 
 
+def test_whole_hessians_at_new_points_compile_once():
+    traces = []
+
+    def f(x):
+        traces.append(1)
+        return rosen(x)
+
+    x = jnp.linspace(-1.0, 1.0, 50)
+    H = lazyhess.hessian(f, x)
+    H.to_sparse("csr")
+    first = len(traces)
+    for shift in (0.1, 0.2, 0.3):
+        fresh = H.at(x + shift)
+        ref = np.asarray(jax.hessian(rosen)(x + shift))
+        np.testing.assert_allclose(fresh.to_sparse("csr").toarray(), ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(fresh[7], ref[7], rtol=1e-12)  # served by the cached colors
+        np.testing.assert_allclose(H.at(x + shift)[7], ref[7], rtol=1e-12)
+        assert hvps(fresh) == 3
+    assert len(traces) == first + 1  # row requests trace their own linearisation, once
+
+
 def test_tridiagonal_diagonal_costs_two():
     f, x = tridiagonal_problem(300)
     H = lazyhess.hessian(f, x)

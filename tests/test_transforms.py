@@ -80,3 +80,28 @@ def test_sparse_batch_under_jit(mode):
     np.testing.assert_allclose(got, want, rtol=1e-12)
     full = jax.jit(lambda x: lazyhess.hessian(f, x, batch_axis=0).to_sparse("dense"))(xs)
     np.testing.assert_allclose(full, jax.vmap(jax.hessian(f))(xs), rtol=1e-12)
+
+
+def test_concrete_sparse_hessian_first_evaluated_whole_inside_jit():
+    def f(x):
+        return jnp.sum(x[1:] * x[:-1] ** 2) + jnp.sum(jnp.sin(x))
+
+    ref = np.asarray(jax.hessian(f)(X))
+    H = lazyhess.hessian(f, X)
+    np.testing.assert_allclose(jax.jit(lambda: H.to_sparse("dense"))(), ref, rtol=1e-12)
+    np.testing.assert_allclose(H[2], ref[2], rtol=1e-12)  # the state kept is concrete
+    hess = lazyhess.sparse_hessian(f, X, output_format="dense")
+    np.testing.assert_allclose(jax.jit(lambda: hess(X))(), ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("limit", [0, 2**20])
+def test_sparse_hessian_under_jit_with_device_or_constant_seeds(monkeypatch, limit):
+    import lazyhess._engine
+
+    monkeypatch.setattr(lazyhess._engine, "CONSTANT_SEED_BYTES", limit)
+
+    def f(x):
+        return jnp.sum(x[1:] * x[:-1] ** 2) + jnp.sum(jnp.sin(x)) * x[0]
+
+    hess = jax.jit(lazyhess.sparse_hessian(f, X, output_format="dense"))
+    np.testing.assert_allclose(hess(X + 0.5), jax.hessian(f)(X + 0.5), rtol=1e-12)
