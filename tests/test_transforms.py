@@ -75,10 +75,11 @@ def test_sparse_batch_under_jit(mode):
         return jnp.sum(x[..., 1:] * x[..., :-1] ** 2, axis=-1) + jnp.sum(jnp.sin(x), axis=-1)
 
     xs = jnp.stack([X, X + 1, X * 2])
-    got = jax.jit(lambda x: lazyhess.hessian(f, x, batch_axis=0)[:, 1:4])(xs)
+    got = jax.jit(lambda x: lazyhess.hessian(f, x, batch_axis=0, mode=mode)[:, 1:4])(xs)
     want = jax.vmap(jax.hessian(f))(xs)[:, 1:4]
     np.testing.assert_allclose(got, want, rtol=1e-12)
-    full = jax.jit(lambda x: lazyhess.hessian(f, x, batch_axis=0).to_sparse("dense"))(xs)
+    whole = jax.jit(lambda x: lazyhess.hessian(f, x, batch_axis=0, mode=mode).to_sparse("dense"))
+    full = whole(xs)
     np.testing.assert_allclose(full, jax.vmap(jax.hessian(f))(xs), rtol=1e-12)
 
 
@@ -96,8 +97,6 @@ def test_concrete_sparse_hessian_first_evaluated_whole_inside_jit():
 
 @pytest.mark.parametrize("limit", [0, 2**20])
 def test_sparse_hessian_under_jit_with_device_or_constant_seeds(monkeypatch, limit):
-    import lazyhess._engine
-
     monkeypatch.setattr(lazyhess._engine, "CONSTANT_SEED_BYTES", limit)
 
     def f(x):
