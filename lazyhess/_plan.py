@@ -76,9 +76,8 @@ class Structure:
         """The most stored entries any of ``rows`` has among ``cols`` (distinct, sorted).
 
         A column coloring of the block ``rows x cols`` needs at least this many colors.
+        Only for a sparse structure.
         """
-        if self.dense:
-            return cols.size if rows.size else 0
         selected = self.csr[rows]
         inside = np.concatenate(([0], np.cumsum(lookup(cols, selected.indices)[0])))
         return int(np.diff(inside[selected.indptr]).max(initial=0))
