@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from ._formats import entry_rows
+
 if TYPE_CHECKING:
     from ._hessian import Hessian
 
@@ -66,7 +68,7 @@ def _cell_grid(csr: sp.csr_array | None, n: int, cells: int, seeded: np.ndarray)
         grid[hit, :] = _COMPUTED
         grid[:, hit] = _COMPUTED
         return grid
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(csr.indptr))
+    rows = entry_rows(csr.indptr, np.int64)
     cols = csr.indices.astype(np.int64)
     cell = (rows * cells // n) * cells + cols * cells // n
     flat = grid.reshape(-1)
@@ -256,7 +258,7 @@ def spy(H_or_pattern: Any, ax: Any = None, colors: Any = None) -> Any:
         if csr is None:
             painted[:, np.arange(n) * cells // n] = colors
         else:
-            rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(csr.indptr))
+            rows = entry_rows(csr.indptr, np.int64)
             cols = csr.indices.astype(np.int64)
             painted[rows * cells // n, cols * cells // n] = colors[cols]
         ax.imshow(np.ma.masked_where(painted < 0, painted % 20), cmap="tab20", vmin=0, vmax=19)

@@ -21,9 +21,12 @@ def check_format(format: str) -> None:
         )
 
 
-def entry_rows(csr: sp.csr_array) -> np.ndarray:
-    """The row index of every stored entry, aligned with ``csr.indices`` (int32)."""
-    return np.repeat(np.arange(csr.shape[0], dtype=np.int32), np.diff(csr.indptr))
+def entry_rows(indptr: np.ndarray, dtype: Any = np.int32) -> np.ndarray:
+    """The row index of every stored entry of a CSR structure, aligned with its indices.
+
+    ``dtype=np.int64`` where the rows enter keys such as ``row * n + col``.
+    """
+    return np.repeat(np.arange(len(indptr) - 1, dtype=dtype), np.diff(indptr))
 
 
 def pattern_output(
@@ -38,7 +41,7 @@ def pattern_output(
     """
     check_format(format)
     n = csr.shape[0]
-    rows, cols = entry_rows(csr), csr.indices
+    rows, cols = entry_rows(csr.indptr), csr.indices
     if format == "dense":
         data = jnp.asarray(data)
         return jnp.zeros(lead + (n, n), data.dtype).at[..., rows, cols].set(data)

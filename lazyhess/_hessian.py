@@ -764,7 +764,7 @@ class Hessian(_ArrayOps):
         lead = self.flat._prefix
         if self._structure.dense:
             count = math.prod(lead)
-            rows, cols = entry_rows(csr), csr.indices
+            rows, cols = entry_rows(csr.indptr), csr.indices
             p = np.repeat(np.arange(count), rows.size)
             values = self._engine.entries(p, np.tile(rows, count), np.tile(cols, count))
         else:
@@ -797,7 +797,7 @@ class Hessian(_ArrayOps):
         """
         self._scalar("tril()")
         csr, values = self._pattern_values()
-        rows, cols = entry_rows(csr), csr.indices
+        rows, cols = entry_rows(csr.indptr), csr.indices
         lower = rows >= cols
         n = self._layout.n
         return sp.coo_array((np.asarray(values)[lower], (rows[lower], cols[lower])), shape=(n, n))

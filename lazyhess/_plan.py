@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ._formats import entry_rows
 from ._progress import stage
 
 
@@ -47,7 +48,7 @@ class Structure:
     @cached_property
     def _keys(self) -> np.ndarray:
         csr = self.csr
-        rows = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(csr.indptr))
+        rows = entry_rows(csr.indptr, np.int64)
         return rows * self.n + csr.indices.astype(np.int64)
 
     def contains(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -64,9 +65,7 @@ class Structure:
             if few.size * self.n <= 8 * i.size:
                 selected = self.csr[few]
                 bitmap = np.zeros((few.size, self.n), dtype=bool)
-                bitmap[
-                    np.repeat(np.arange(few.size), np.diff(selected.indptr)), selected.indices
-                ] = True
+                bitmap[entry_rows(selected.indptr), selected.indices] = True
                 position = np.zeros(self.n, dtype=np.intp)
                 position[few] = np.arange(few.size)
                 return bitmap[position[i], j]
@@ -169,7 +168,7 @@ class SeedFamily:
         size = max(self.size, 1)
         rows = np.unique(i)
         selected = structure.csr[rows]
-        row_of = np.repeat(rows.astype(np.int64), np.diff(selected.indptr))
+        row_of = rows.astype(np.int64)[entry_rows(selected.indptr)]
         nz_labels = self.labels[selected.indices]
         seeded = nz_labels >= 0
         keys, counts = np.unique(row_of[seeded] * size + nz_labels[seeded], return_counts=True)

@@ -156,7 +156,7 @@ def _block(csr: sp.csr_array, rows: np.ndarray, cols: np.ndarray) -> sp.csr_arra
     if len(cols):
         keep = cols[np.minimum(position, len(cols) - 1)] == selected.indices
     indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(entry_rows(selected)[keep], minlength=len(rows)), out=indptr[1:])
+    np.cumsum(np.bincount(entry_rows(selected.indptr)[keep], minlength=len(rows)), out=indptr[1:])
     indices = position[keep]
     data = np.ones(len(indices), dtype=bool)
     return sp.csr_array((data, indices, indptr), shape=(len(rows), len(cols)))
@@ -221,7 +221,7 @@ class _Graph(NamedTuple):
     def of(cls, csr: sp.csr_array) -> "_Graph":
         """The pattern's graph (entries minus the diagonal, int64 CSR) and vertex flags."""
         n = csr.shape[0]
-        rows = entry_rows(csr)
+        rows = entry_rows(csr.indptr)
         on_diagonal = rows == csr.indices
         indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows[~on_diagonal], minlength=n), out=indptr[1:])

@@ -68,7 +68,7 @@ class ColoredPattern:
         self.n = csr.shape[0]
         self.nnz = csr.nnz
         self.num_colors = int(self.colors.max(initial=-1)) + 1
-        self.rows = entry_rows(csr)
+        self.rows = entry_rows(csr.indptr)
         self.cols = csr.indices
         if recovery is None:
             recovery = _recovery(csr, self.rows, self.colors, method)

@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from .._formats import entry_rows
 from . import _rules  # noqa: F401  (registers the primitive rules)
 from ._graph import (
     Interpreter,
@@ -218,7 +219,7 @@ def _batched(closed, paths_leaves, specs, sizes, n_dynamic) -> SparsityPattern:
     indptr, indices, out = detect(closed, sizes, n_dynamic)
     if out is not None and out.dep is not None:
         d = out.dep.tocsr()
-        rows = np.repeat(np.arange(d.shape[0]), np.diff(d.indptr))
+        rows = entry_rows(d.indptr, np.int64)
         bad = np.flatnonzero(sample[d.indices] != rows)
         if bad.size:
             r, c = int(rows[bad[0]]), int(d.indices[bad[0]])
@@ -227,7 +228,7 @@ def _batched(closed, paths_leaves, specs, sizes, n_dynamic) -> SparsityPattern:
                 f"output of sample {r} depends on entry {local[c]} of sample {sample[c]}. "
                 "batch_axis=0 needs every sample's output to depend only on that sample."
             )
-    rows = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+    rows = entry_rows(indptr, np.int64)
     cross = np.flatnonzero(sample[rows] != sample[indices])
     if cross.size:
         r, c = rows[cross[0]], indices[cross[0]]

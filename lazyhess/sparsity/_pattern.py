@@ -9,6 +9,8 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
+from .._formats import entry_rows
+
 _FORMAT_VERSION = 1
 
 
@@ -27,7 +29,7 @@ def _canonical_csr(rows: np.ndarray, cols: np.ndarray, n: int) -> tuple[np.ndarr
 
 def _first_asymmetric(indptr: np.ndarray, indices: np.ndarray, n: int) -> tuple[int, int] | None:
     """An entry (i, j) whose mirror (j, i) is missing, or None when the pattern is symmetric."""
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+    rows = entry_rows(indptr, np.int64)
     keys = rows * n + indices
     mirror = indices * n + rows
     present = np.isin(mirror, keys, assume_unique=True)
@@ -91,7 +93,7 @@ class SparsityPattern:
                 )
             if indices.size and (indices.min() < 0 or indices.max() >= n):
                 raise ValueError(f"column indices must lie in [0, {n}).")
-            rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+            rows = entry_rows(indptr, np.int64)
             keys = rows * n + indices
             if keys.size and np.any(np.diff(keys) <= 0):
                 indptr, indices = _canonical_csr(rows, indices, n)
@@ -239,7 +241,7 @@ class SparsityPattern:
     def rows(self) -> np.ndarray:
         """Row index of every nonzero, row-major order (read-only int64)."""
         if self._rows is None:
-            rows = np.repeat(np.arange(self._n, dtype=np.int64), np.diff(self._indptr))
+            rows = entry_rows(self._indptr, np.int64)
             rows.setflags(write=False)
             self._rows = rows
         return self._rows
