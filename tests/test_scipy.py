@@ -29,6 +29,18 @@ def _value(f):
     return lambda x, *args: float(compiled(x, *args))
 
 
+def _trust_constr(f, x0, **options):
+    """``f`` minimised by trust-constr with lazyhess's gradient and sparse Hessian."""
+    return scipy.optimize.minimize(
+        _value(f),
+        np.asarray(x0),
+        method="trust-constr",
+        jac=lazyhess.scipy.jac(f),
+        hess=lazyhess.scipy.hess(f),
+        options=options,
+    )
+
+
 def _genrose_near(n):
     """GENROSE with a start inside the basin of x = 1 (f* = 1), a few Newton steps away."""
     f, _ = PROBLEMS["GENROSE"].make(n)
@@ -65,14 +77,7 @@ def test_hess_passes_minimize_args():
 def test_trust_constr_genrose_1e4():
     n = 10_000
     f, x0 = _genrose_near(n)
-    res = scipy.optimize.minimize(
-        _value(f),
-        x0,
-        method="trust-constr",
-        jac=lazyhess.scipy.jac(f),
-        hess=lazyhess.scipy.hess(f),
-        options=dict(gtol=1e-8, xtol=1e-12, maxiter=200),
-    )
+    res = _trust_constr(f, x0, gtol=1e-8, xtol=1e-12, maxiter=200)
     assert res.fun == pytest.approx(1.0, abs=1e-10)
     assert np.linalg.norm(res.grad) < 1e-5
     np.testing.assert_allclose(res.x, np.ones(n), atol=1e-6)
@@ -80,14 +85,7 @@ def test_trust_constr_genrose_1e4():
 
 def test_trust_constr_genrose_standard_start():
     f, x0 = PROBLEMS["GENROSE"].make(100)
-    res = scipy.optimize.minimize(
-        _value(f),
-        np.asarray(x0),
-        method="trust-constr",
-        jac=lazyhess.scipy.jac(f),
-        hess=lazyhess.scipy.hess(f),
-        options=dict(gtol=1e-8, xtol=1e-12, maxiter=1000),
-    )
+    res = _trust_constr(f, x0, gtol=1e-8, xtol=1e-12, maxiter=1000)
     assert res.fun == pytest.approx(1.0, abs=1e-10)
     np.testing.assert_allclose(res.x, np.ones(100), atol=1e-6)
 
@@ -126,14 +124,7 @@ def test_hessp_is_one_hvp_and_exact():
 
 def test_trust_constr_clplatea():
     f, x0 = PROBLEMS["CLPLATEA"].make(2500)
-    res = scipy.optimize.minimize(
-        _value(f),
-        np.asarray(x0),
-        method="trust-constr",
-        jac=lazyhess.scipy.jac(f),
-        hess=lazyhess.scipy.hess(f),
-        options=dict(gtol=1e-9, xtol=1e-14, maxiter=200),
-    )
+    res = _trust_constr(f, x0, gtol=1e-9, xtol=1e-14, maxiter=200)
     assert res.status == 1, res.message  # gtol reached
     assert np.linalg.norm(res.grad) < 1e-8
     # A strictly convex problem: the minimum found by L-BFGS to tight tolerance is the same.
