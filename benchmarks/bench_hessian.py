@@ -214,12 +214,12 @@ def memory(n: int) -> list[list[str]]:
     return rows
 
 
-def table_header(header: list[str]) -> str:
-    return "| " + " | ".join(header) + " |\n|" + "---|" * len(header)
-
-
-def table_row(row: list) -> str:
-    return "| " + " | ".join(str(c) for c in row) + " |"
+def print_table(title: str, header: list[str], rows) -> None:
+    """A markdown table under ``title``, each row printed as soon as it is measured."""
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header), flush=True)
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |", flush=True)
 
 
 def main() -> None:
@@ -235,54 +235,49 @@ def main() -> None:
         asdex = None
         print("asdex not installed (pip install '.[bench]'): its columns are empty.\n")
     print(f"peak RSS before: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-    print("\n## Full sparse Hessian\n")
-    print(
-        table_header(
-            [
-                "problem",
-                "n",
-                "nnz",
-                "colors (ours / asdex)",
-                "first call",
-                "asdex first",
-                "steady (jit)",
-                "asdex steady",
-                "ratio",
-                "H.at(x).to_sparse()",
-                "floor T_grad+c·T_hvp",
-                "dense jax.hessian",
-            ]
-        ),
-        flush=True,
+    print_table(
+        "Full sparse Hessian",
+        [
+            "problem",
+            "n",
+            "nnz",
+            "colors (ours / asdex)",
+            "first call",
+            "asdex first",
+            "steady (jit)",
+            "asdex steady",
+            "ratio",
+            "H.at(x).to_sparse()",
+            "floor T_grad+c·T_hvp",
+            "dense jax.hessian",
+        ],
+        (full_row(p, n, asdex) for n in args.sizes for p in args.problems),
     )
-    for n in args.sizes:
-        for p in args.problems:
-            print(table_row(full_row(p, n, asdex)), flush=True)
-    print("\n## Partial requests (fresh cache each)\n")
-    print(
-        table_header(
-            [
-                "problem",
-                "n",
-                "request",
-                "HVPs",
-                "time",
-                "row-by-row HVPs",
-                "row-by-row time",
-                "asdex full Hessian",
-            ]
+    print_table(
+        "Partial requests (fresh cache each)",
+        [
+            "problem",
+            "n",
+            "request",
+            "HVPs",
+            "time",
+            "row-by-row HVPs",
+            "row-by-row time",
+            "asdex full Hessian",
+        ],
+        (
+            row
+            for n in args.partial_sizes
+            for p in args.problems
+            for row in partial_rows(p, n, asdex)
         ),
-        flush=True,
     )
-    for n in args.partial_sizes:
-        for p in args.problems:
-            for row in partial_rows(p, n, asdex):
-                print(table_row(row), flush=True)
     if args.memory_n:
-        print("\n## Peak memory (fresh process each)\n")
-        print(table_header(["problem", "request", "HVPs", "peak RSS"]))
-        for row in memory(args.memory_n):
-            print(table_row(row), flush=True)
+        print_table(
+            "Peak memory (fresh process each)",
+            ["problem", "request", "HVPs", "peak RSS"],
+            memory(args.memory_n),
+        )
 
 
 if __name__ == "__main__":
