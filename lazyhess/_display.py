@@ -31,8 +31,8 @@ def _is_hessian(obj: Any) -> bool:
 
 def _known_csr(H: Hessian) -> tuple[bool, sp.csr_array | None]:
     """``(known, csr)``: the pattern if already detected (``None`` when dense), without work."""
-    structure = H._structure
-    if "pattern" not in structure.__dict__ and callable(structure._source):
+    structure = H._engine.structure
+    if not structure.known:
         return False, None
     return True, structure.csr
 
@@ -43,13 +43,7 @@ def computed_columns(H: Hessian) -> np.ndarray:
     Column ``j`` is computed when a cached seed ``(family, label)`` has
     ``family.labels[j] == label``; by symmetry row ``j`` is then known as well.
     """
-    labels_by_family: dict[Any, list[int]] = {}
-    for family, label in H._engine.cache.keys():
-        labels_by_family.setdefault(family, []).append(label)
-    seeded = np.zeros(H._layout.n, dtype=bool)
-    for family, labels in labels_by_family.items():
-        seeded |= np.isin(family.labels, labels)
-    return seeded
+    return H._engine.computed_columns()
 
 
 def _cell_grid(csr: sp.csr_array | None, n: int, cells: int, seeded: np.ndarray) -> np.ndarray:
@@ -114,7 +108,7 @@ def hessian_html(H: Hessian) -> str:
     info = H.cache_info()
     n = H._layout.n
     known, csr = _known_csr(H)
-    structure = H._structure
+    structure = H._engine.structure
     if not known:
         pattern = "not detected yet"
     elif csr is None:
@@ -123,7 +117,7 @@ def hessian_html(H: Hessian) -> str:
         pattern = f"{csr.nnz:,} nonzeros ({csr.nnz / max(n * n, 1):.2e} of the entries)"
     colors = (
         f"{structure.colored.num_colors} ({structure.colored.method})"
-        if "colored" in structure.__dict__
+        if structure.colored_known
         else "not computed yet"
     )
     seeded = computed_columns(H)
@@ -180,8 +174,9 @@ def _spy_source(obj: Any) -> tuple[sp.csr_array | None, int, np.ndarray | None, 
 
     if _is_hessian(obj):
         pattern = obj.sparsity
-        csr = None if pattern is None else obj._structure.csr
-        colored = obj._structure.__dict__.get("colored")
+        csr = None if pattern is None else obj._engine.structure.csr
+        structure = obj._engine.structure
+        colored = structure.colored if structure.colored_known else None
         return (
             csr,
             obj._layout.n,
