@@ -166,8 +166,18 @@ def main() -> None:
     args = parser.parse_args()
     print_table(
         "Requests at a fresh point (H0.at(x)), against one bare jitted HVP",
-        ["problem", "n", "request", "HVPs", "bare HVP", "best", "median", "best/bare",
-         "budget", "within"],
+        [
+            "problem",
+            "n",
+            "request",
+            "HVPs",
+            "bare HVP",
+            "best",
+            "median",
+            "best/bare",
+            "budget",
+            "within",
+        ],
         (row for n in args.sizes for p in args.problems for row in request_rows(p, n)),
     )
     print_table(
@@ -177,8 +187,15 @@ def main() -> None:
     )
     print_table(
         "Whole sparse Hessian as CSR",
-        ["problem", "n", "H.at(x).to_sparse('csr')", "jit sparse_hessian", "jit + CSR",
-         "budget", "within"],
+        [
+            "problem",
+            "n",
+            "H.at(x).to_sparse('csr')",
+            "jit sparse_hessian",
+            "jit + CSR",
+            "budget",
+            "within",
+        ],
         (sparse_rows(p, n) for n in args.sizes for p in args.problems),
     )
 
