@@ -350,6 +350,36 @@ class Engine:
             else:
                 out[:, at, :] = np.moveaxis(part(block)[:, :, ucols], 0, 1)
 
+    def cached_entry(self, p: int, row: int, col: int) -> Any:
+        """``H[p, row, col]`` when it needs no HVP (a cached seed or a structural zero).
+
+        ``None`` when it must be planned. Plain Python on the cache and the pattern: the
+        cost of a notebook's ``H[i, j]`` once its row, column or color is cached.
+        """
+        if self.traced:
+            return None
+        structure, cache = self.structure, self.cache
+        with cache.lock:
+            unit = structure.unit
+            held = cache.held(unit)
+            if held is not None and held[col]:
+                return cache.get((unit, col))[p, row]
+            if held is not None and held[row]:
+                return cache.get((unit, row))[p, col]
+            if not structure.known or structure.dense:
+                return None
+            at = structure.position(row, col)
+            if at < 0:
+                return self.layout.dtype.type(0)
+            if not structure.colored_known:
+                return None
+            family = structure.global_family
+            held = cache.held(family)
+            color = structure.colored.recover_color[at]
+            if held is None or not held[color]:
+                return None
+            return cache.get((family, int(color)))[p, structure.colored.recover_index[at]]
+
     def entries(
         self, p: np.ndarray, rows: np.ndarray, cols: np.ndarray, diagonal: bool = False
     ) -> Any:

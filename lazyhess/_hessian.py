@@ -20,7 +20,7 @@ from ._cache import CacheInfo, DirectionCache
 from ._engine import Cost, Engine
 from ._formats import Format, check_format, entry_rows, pattern_output
 from ._hvp import MODES, Kernels, Mode
-from ._index import grid, resolve
+from ._index import entry, grid, resolve
 from ._progress import resolve as resolve_progress
 from ._structure import Structure
 from ._tree import BlockSpec, Layout, LeafInfo, Signature, is_array, leaf_infos
@@ -297,8 +297,16 @@ class HessianBlock(_ArrayOps):
         )
 
     def __getitem__(self, key: Any) -> jax.Array:
-        kind, p, r, c, shape = self._request(key)
         engine = self._hessian._engine
+        one = entry(key, self._prefix, self._rows.shape, self._cols.shape)
+        if one is not None:
+            p, r, c = one
+            value = engine.cached_entry(
+                self._p_offset + p, self._rows.offset + r, self._cols.offset + c
+            )
+            if value is not None:
+                return jnp.asarray(value, dtype=self.dtype)
+        kind, p, r, c, shape = self._request(key)
         values = engine.grid(p, r, c) if kind == "grid" else engine.entries(p, r, c)
         return self._answer(values, shape)
 

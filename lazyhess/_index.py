@@ -109,3 +109,27 @@ def grid(
         return None
     p, i, j = (s.reshape(-1) for s in selections)
     return p, i, j, out_shape
+
+
+def entry(
+    key: Any, prefix: tuple[int, ...], rows: tuple[int, ...], cols: tuple[int, ...]
+) -> tuple[int, int, int] | None:
+    """``(p, i, j)`` raveled, when ``key`` is one int per axis and all are in bounds.
+
+    The fast path of ``H[i, j]``: plain Python, no array built. Other keys give ``None``.
+    """
+    if not isinstance(key, tuple):
+        key = (key,)
+    if len(key) != len(prefix) + len(rows) + len(cols):
+        return None
+    out = []
+    parts = iter(key)
+    for dims in (prefix, rows, cols):
+        flat = 0
+        for size in dims:
+            k = next(parts)
+            if not isinstance(k, int | np.integer) or isinstance(k, bool) or not -size <= k < size:
+                return None
+            flat = flat * size + int(k) % size
+        out.append(flat)
+    return out[0], out[1], out[2]

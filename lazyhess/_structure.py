@@ -150,6 +150,12 @@ class Structure:
         at = np.minimum(np.searchsorted(keys, query), keys.size - 1)
         return np.where(keys[at] == query, at, -1)
 
+    def position(self, row: int, col: int) -> int:
+        """The pattern position of the entry ``(row, col)``; ``-1`` outside the pattern."""
+        lo, hi = self._indptr[row], self._indptr[row + 1]
+        at = lo + int(np.searchsorted(self.csr.indices[lo:hi], col))
+        return at if at < hi and self.csr.indices[at] == col else -1
+
     def block_degree(self, rows: np.ndarray, cols: np.ndarray) -> int:
         """The most stored entries any of ``rows`` has among ``cols`` (distinct, sorted).
 
