@@ -17,7 +17,7 @@ from scipy.sparse.linalg import LinearOperator
 
 from . import _display
 from ._cache import CacheInfo, DirectionCache
-from ._engine import Cost, Engine
+from ._engine import Cost, Engine, concretely
 from ._formats import Format, check_format, entry_rows, pattern_output
 from ._hvp import MODES, Kernels, Mode
 from ._index import entry, grid, resolve
@@ -763,7 +763,7 @@ class Hessian(_ArrayOps):
         engine = self._engine
         if engine.traced:
             return self._kernels.first_order(engine.x, engine.dyn)
-        with jax.ensure_compile_time_eval():
+        with concretely():
             return self._kernels.first_order(engine.x, engine.dyn)
 
     @property
