@@ -91,6 +91,6 @@ def test_functional_errors():
     with pytest.raises(ValueError, match="diagonal"):
         lazyhess.sparse_hessian_from_coloring(f, diagonal, sample_args=(x,))
     with pytest.raises(ValueError, match="scalar output"):
-        lazyhess.sparse_hessian(lambda z: z**2, x)
+        lazyhess.sparse_hessian(lambda z: z**2, x)(x)
     with pytest.raises(ValueError, match="method="):
         lazyhess.check_hessian_correctness(f, x, lazyhess.hessian_coloring(f, x), method="exact")

@@ -1,7 +1,7 @@
 """The colored pattern: a coloring of a Hessian pattern and how to read the Hessian back."""
 
 import os
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +48,12 @@ class ColoredPattern:
         nnz: number of stored entries of the pattern.
         rows, cols: int32 coordinates of the stored entries, row-major sorted.
         recover_color, recover_index: int32 arrays of length ``nnz`` as described above.
+        argnums: the ``argnums`` the pattern was detected for (``None`` when unknown, as for
+            a coloring of a given pattern).
+        inputs: the differentiated inputs it was detected for, as a pytree of
+            ``jax.ShapeDtypeStruct`` shaped like ``jax.hessian``'s ``argnums`` selection
+            (``None`` when unknown); functions built from the coloring refuse other shapes.
+        mode: the HVP mode it was built for (``None``: the default, ``"fwd_over_rev"``).
     """
 
     def __init__(
@@ -59,8 +65,14 @@ class ColoredPattern:
         *,
         pattern=None,
         recovery: tuple[np.ndarray, np.ndarray] | None = None,
+        argnums: int | tuple[int, ...] | None = None,
+        inputs: Any = None,
+        mode: str | None = None,
     ):
         self.csr = csr
+        self.argnums = argnums
+        self.inputs = inputs
+        self.mode = mode
         self.pattern = csr if pattern is None else pattern
         self.method = method
         self.order = order
