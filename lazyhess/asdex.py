@@ -84,7 +84,7 @@ __all__ = [
 
 
 def _aval(leaf: Any) -> Any:
-    if is_array(leaf) or isinstance(leaf, jax.ShapeDtypeStruct):
+    if is_array(leaf) or isinstance(leaf, jax.ShapeDtypeStruct | int | float | complex):
         return jax.ShapeDtypeStruct(np.shape(leaf), jnp.result_type(leaf))
     return leaf
 
@@ -440,10 +440,12 @@ def _blocks(data: jax.Array, native: _NativeColoring, inputs: Any, output_format
 
         def block(i: int, j: int) -> Any:
             sel = np.flatnonzero((row_leaf == i) & (col_leaf == j))
-            r = np.unravel_index(native.rows[sel] - offsets[i], shapes[i])
-            c = np.unravel_index(native.cols[sel] - offsets[j], shapes[j])
-            indices = np.stack([*r, *c], axis=1).reshape(sel.size, len(shapes[i] + shapes[j]))
-            return BCOO((data[sel], indices.astype(np.int32)), shape=shapes[i] + shapes[j])
+            r = _unravel(native.rows[sel] - offsets[i], shapes[i])
+            c = _unravel(native.cols[sel] - offsets[j], shapes[j])
+            indices = np.zeros((sel.size, len(shapes[i] + shapes[j])), dtype=np.int32)
+            for axis, coordinate in enumerate((*r, *c)):
+                indices[:, axis] = coordinate
+            return BCOO((data[sel], indices), shape=shapes[i] + shapes[j])
     else:
         matrix = pattern_output(data, native.csr, format)
 
@@ -457,6 +459,10 @@ def _blocks(data: jax.Array, native: _NativeColoring, inputs: Any, output_format
         for i in range(count)
     ]
     return jax.tree_util.tree_unflatten(tree, rows)
+
+
+def _unravel(flat: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    return np.unravel_index(flat, shape) if shape else ()
 
 
 class _Evaluator:
