@@ -90,11 +90,8 @@ def flat_hessian(f, args, argnums):
 
     def scalar(z):
         chosen = unravel(z)
-        slots = (
-            dict(zip((argnums,), (chosen,)))
-            if isinstance(argnums, int)
-            else dict(zip(argnums, chosen))
-        )
+        nums, chosen = ((argnums,), (chosen,)) if isinstance(argnums, int) else (argnums, chosen)
+        slots = dict(zip(nums, chosen, strict=True))
         return f(*(slots.get(i, a) for i, a in enumerate(args)))
 
     return np.asarray(jax.jit(jax.hessian(scalar))(flat))
