@@ -119,9 +119,11 @@ class Program:
                 f"argnums={argnums!r}, but the coloring was built for argnums={recorded!r}; "
                 "leave argnums out (the coloring knows it) or color for these argnums."
             )
-        mode = mode or coloring.mode or "fwd_over_rev"
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r} is not a valid mode; use one of {', '.join(MODES)}.")
+        resolved: str = mode or coloring.mode or "fwd_over_rev"
+        if resolved not in MODES:
+            raise ValueError(
+                f"mode={resolved!r} is not a valid mode; use one of {', '.join(MODES)}."
+            )
         if chunk_size is not None and (
             not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
         ):
@@ -134,7 +136,7 @@ class Program:
         self.argnums = argnums
         self.has_aux = has_aux
         self.holomorphic = holomorphic
-        self.mode = mode
+        self.mode = resolved
         self.chunk_size = chunk_size
         self._compiled: tuple[Signature, Callable] | None = None
         self._static_aux: dict[tuple, tuple] = {}

@@ -891,7 +891,7 @@ def _check_strict(H: Hessian, strict: Any) -> None:
     """
     if not isinstance(strict, bool):
         raise TypeError(f"strict must be True or False; got {strict!r}.")
-    options = H._options
+    options: dict[str, Any] = H._options
     pattern = H._structure.pattern
     if pattern is None:
         pattern = hessian_sparsity(

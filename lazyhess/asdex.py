@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from jax.experimental.sparse import BCOO
 
 from . import _functional
-from ._formats import pattern_output
+from ._formats import Format, pattern_output
 from ._functional import Program, VerificationError
 from ._hvp import MODES
 from ._hvp import Mode as HessianMode
@@ -107,6 +107,7 @@ class SparsityPattern:
     shape: tuple[int, int]
     input_avals: tuple[Any, ...] = ()
     argnums: int | tuple[int, ...] = 0
+    _default_avals: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Check the coordinates; fill in the default ``input_avals``."""
@@ -134,7 +135,7 @@ class SparsityPattern:
         return cls(
             np.asarray(rows, dtype=np.int32),
             np.asarray(cols, dtype=np.int32),
-            tuple(shape),
+            (int(shape[0]), int(shape[1])),
             input_avals,
             argnums,
         )
@@ -210,7 +211,7 @@ class SparsityPattern:
         if data is None:
             data = jnp.ones(self.nnz, dtype=jnp.int8)
         indices = np.stack([self.rows, self.cols], axis=1)
-        return BCOO((data, indices), shape=self.shape)
+        return BCOO((jnp.asarray(data), jnp.asarray(indices)), shape=self.shape)
 
     def __repr__(self) -> str:
         return f"SparsityPattern(shape={self.shape}, nnz={self.nnz})"
@@ -248,6 +249,8 @@ class ColoredPattern:
     symmetric: bool
     mode: HessianMode
     star_set: None = None
+    _native: _NativeColoring = dataclasses.field(init=False, repr=False, compare=False)
+    _order: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Check the mode and the colors against the pattern."""
@@ -264,7 +267,7 @@ class ColoredPattern:
         object.__setattr__(self, "colors", colors)
         csr = sp.csr_array(self.sparsity._native.to_scipy("csr"))
         sparsity = self.sparsity
-        default = getattr(sparsity, "_default_avals", False)
+        default = sparsity._default_avals
         try:
             native = _NativeColoring(
                 csr,
@@ -405,7 +408,7 @@ def _program(f, coloring, has_aux, holomorphic, allow_int, chunk_size) -> Progra
     return Program(f, native, native.argnums, has_aux, holomorphic, coloring.mode, chunk_size)
 
 
-_FLAT_FORMATS = {
+_FLAT_FORMATS: dict[str, Format] = {
     "bcoo": "bcoo",
     "dense": "dense",
     "numpy_dense": "numpy",
@@ -415,7 +418,7 @@ _FLAT_FORMATS = {
 }
 
 
-def _blocks(data: jax.Array, native: _NativeColoring, inputs: Any, output_format: str) -> Any:
+def _blocks(data: Any, native: _NativeColoring, inputs: Any, output_format: str) -> Any:
     """The Hessian from its entries (lazyhess's pattern order), nested like ``jax.hessian``.
 
     One block ``shape_i + shape_j`` per pair of differentiated leaves; a single 1-D input
@@ -445,7 +448,9 @@ def _blocks(data: jax.Array, native: _NativeColoring, inputs: Any, output_format
             indices = np.zeros((sel.size, len(shapes[i] + shapes[j])), dtype=np.int32)
             for axis, coordinate in enumerate((*r, *c)):
                 indices[:, axis] = coordinate
-            return BCOO((data[sel], indices), shape=shapes[i] + shapes[j])
+            return BCOO(
+                (jnp.asarray(data)[sel], jnp.asarray(indices)), shape=shapes[i] + shapes[j]
+            )
     else:
         matrix = pattern_output(data, native.csr, format)
 
