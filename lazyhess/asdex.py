@@ -477,15 +477,26 @@ class _Evaluator:
         self.f = f
         self.program = _program(f, coloring, has_aux, holomorphic, allow_int, chunk_size)
         self.has_aux = has_aux
+        self._layouts: dict[tuple, Callable] = {}
 
     def __call__(self, args: tuple, kwargs: dict) -> _functional.Point:
         args, kwargs = _positional(self.f, args, kwargs)
         return self.program(args, kwargs)
 
     def hessian(self, point: _functional.Point, output_format: str) -> Any:
+        """The Hessian from ``B``: one compiled gather and layout for the jax formats."""
         native = self.program.coloring
-        data = native.decompress_data(point.compressed)
-        return _blocks(data, native, point.inputs, output_format)
+
+        def layout(compressed: jax.Array) -> Any:
+            return _blocks(native.decompress_data(compressed), native, point.inputs, output_format)
+
+        if output_format not in ("bcoo", "dense"):
+            return layout(point.compressed)
+        leaves, tree = jax.tree_util.tree_flatten(point.inputs)
+        key = (tuple(leaves), tree, output_format)
+        if key not in self._layouts:
+            self._layouts[key] = jax.jit(layout)
+        return self._layouts[key](point.compressed)
 
     def value(self, point: _functional.Point) -> Any:
         return (point.value, point.aux) if self.has_aux else point.value
