@@ -254,8 +254,8 @@ class Program:
 
         def per_seed(s: jax.Array) -> tuple[jax.Array, Any]:
             def directional(z: jax.Array) -> tuple[jax.Array, Any]:
-                value, tangent, aux = jax.jvp(scalar, (z,), (s,), has_aux=True)
-                return tangent, (value, aux)
+                _, tangent, value_aux = jax.jvp(scalar, (z,), (s,), has_aux=True)
+                return tangent, value_aux
 
             return jax.grad(directional, has_aux=True, holomorphic=holomorphic)(flat)
 

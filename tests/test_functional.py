@@ -176,3 +176,20 @@ def test_value_and_sparse_hessian_traces_fun_once(mode):
     traces.clear()
     jax.jit(value_and_hess)(x)
     assert len(traces) <= 1  # the compiled program's trace may be reused
+
+
+@pytest.mark.parametrize("mode", ["fwd_over_rev", "rev_over_fwd", "rev_over_rev"])
+def test_value_and_aux_in_every_mode_and_chunking(mode):
+    def f(x):
+        return jnp.sum(x**3 * x[::-1]), {"first": x[0], "tag": "t"}
+
+    x = jnp.array([1.0, 2.0, 3.0, 4.0])
+    reference = jax.jit(jax.hessian(lambda z: f(z)[0]))(x)
+    for chunk_size in (None, 1):
+        value_and_hess = lazyhess.value_and_sparse_hessian(
+            f, x, has_aux=True, mode=mode, chunk_size=chunk_size, output_format="dense"
+        )
+        (value, aux), H = value_and_hess(x)
+        np.testing.assert_allclose(value, f(x)[0], rtol=1e-12)
+        assert aux["first"] == 1.0 and aux["tag"] == "t"
+        np.testing.assert_allclose(H, reference, rtol=1e-12)
