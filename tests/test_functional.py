@@ -193,3 +193,28 @@ def test_value_and_aux_in_every_mode_and_chunking(mode):
         np.testing.assert_allclose(value, f(x)[0], rtol=1e-12)
         assert aux["first"] == 1.0 and aux["tag"] == "t"
         np.testing.assert_allclose(H, reference, rtol=1e-12)
+
+
+def test_saved_coloring_keeps_what_it_was_built_for(tmp_path):
+    def f(p, y):
+        return jnp.sum(p["w"] ** 2 * y[:2]) + jnp.sum(p["b"][0] ** 3) + jnp.sum(y**3)
+
+    p = {"w": jnp.ones(2), "b": [jnp.ones((2, 2))]}
+    y = jnp.linspace(0.5, 1.0, 3)
+    coloring = lazyhess.hessian_coloring(f, p, y, argnums=(0, 1))
+    coloring.mode = "rev_over_rev"
+    coloring.save(tmp_path / "c.npz")
+    loaded = lazyhess.ColoredPattern.load(tmp_path / "c.npz")
+    assert (loaded.argnums, loaded.mode) == ((0, 1), "rev_over_rev")
+    assert jax.tree_util.tree_structure(loaded.inputs) == jax.tree_util.tree_structure(
+        coloring.inputs
+    )
+    assert jax.tree_util.tree_leaves(loaded.inputs) == jax.tree_util.tree_leaves(coloring.inputs)
+    dense = lazyhess.sparse_hessian_from_coloring(f, loaded, "dense")(p, y)
+    np.testing.assert_allclose(
+        dense, lazyhess.sparse_hessian_from_coloring(f, coloring, "dense")(p, y)
+    )
+    with pytest.raises(ValueError, match="structured as"):
+        lazyhess.sparse_hessian_from_coloring(f, loaded)(
+            {"w": jnp.ones(2), "b": jnp.ones((2, 2))}, y
+        )
