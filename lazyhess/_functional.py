@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._formats import check_format, pattern_output
+from ._formats import Format, check_format, pattern_output
 from ._hessian import _check_argnums
 from ._hvp import MODES, Mode
 from ._tree import Signature, is_array
@@ -29,10 +29,11 @@ class VerificationError(AssertionError):
     """A sparse Hessian disagrees with its dense reference (see ``check_hessian_correctness``)."""
 
 
-def _format(output_format: str) -> str:
+def format_name(output_format: str) -> Format:
+    """The lazyhess name of a format; asdex's names (``"scipy_csr"``, ...) are mapped."""
     format = _ASDEX_FORMATS.get(output_format, output_format)
     check_format(format)
-    return format
+    return cast(Format, format)
 
 
 def scalar_output(out: Any) -> jax.Array:
@@ -327,7 +328,7 @@ def sparse_hessian_from_coloring(
     Returns:
         A function of ``fun``'s arguments; with ``has_aux`` its calls return ``(H, aux)``.
     """
-    format = _format(output_format)
+    format = format_name(output_format)
     program = Program(fun, coloring, argnums, has_aux, holomorphic, mode, chunk_size)
     if sample_args:
         program.check(tuple(sample_args), sample_kwargs or {})
@@ -366,7 +367,7 @@ def sparse_hessian(
         >>> hess(jnp.ones(5)).shape
         (5, 5)
     """
-    format = _format(output_format)
+    format = format_name(output_format)
     coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode)
     return sparse_hessian_from_coloring(
         fun, coloring, format, has_aux=has_aux, holomorphic=holomorphic, chunk_size=chunk_size
@@ -390,7 +391,7 @@ def value_and_sparse_hessian(
     With ``has_aux`` they return ``((value, aux), H)``. The value comes out of the same
     trace of ``fun`` as the HVPs.
     """
-    format = _format(output_format)
+    format = format_name(output_format)
     coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode)
     program = Program(fun, coloring, None, has_aux, holomorphic, None, chunk_size)
 
@@ -436,7 +437,7 @@ def decompress(compressed: Any, coloring: ColoredPattern, format: str = "bcoo") 
     Sparse formats keep the pattern's coordinates, explicit zeros included. Jit-able for
     ``"bcoo"`` and ``"dense"``.
     """
-    return pattern_output(coloring.decompress_data(compressed), coloring.csr, _format(format))
+    return pattern_output(coloring.decompress_data(compressed), coloring.csr, format_name(format))
 
 
 def decompress_data(compressed: Any, coloring: ColoredPattern) -> Any:

@@ -29,7 +29,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, get_args
 
 import jax
 import jax.numpy as jnp
@@ -38,8 +38,8 @@ import scipy.sparse as sp
 from jax.experimental.sparse import BCOO
 
 from . import _functional
-from ._formats import Format, pattern_output
-from ._functional import Program, VerificationError
+from ._formats import pattern_output
+from ._functional import Program, VerificationError, format_name
 from ._hvp import MODES
 from ._hvp import Mode as HessianMode
 from ._tree import is_array
@@ -51,14 +51,7 @@ from .sparsity import hessian_sparsity as _detect
 OutputFormat: TypeAlias = Literal[
     "bcoo", "dense", "numpy_dense", "scipy_coo", "scipy_csr", "scipy_csc"
 ]
-OUTPUT_FORMATS: tuple[str, ...] = (
-    "bcoo",
-    "dense",
-    "numpy_dense",
-    "scipy_coo",
-    "scipy_csr",
-    "scipy_csc",
-)
+OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 
 __all__ = [
     "ColoredPattern",
@@ -408,16 +401,6 @@ def _program(f, coloring, has_aux, holomorphic, allow_int, chunk_size) -> Progra
     return Program(f, native, native.argnums, has_aux, holomorphic, coloring.mode, chunk_size)
 
 
-_FLAT_FORMATS: dict[str, Format] = {
-    "bcoo": "bcoo",
-    "dense": "dense",
-    "numpy_dense": "numpy",
-    "scipy_coo": "coo",
-    "scipy_csr": "csr",
-    "scipy_csc": "csc",
-}
-
-
 def _blocks(data: Any, native: _NativeColoring, inputs: Any, output_format: str) -> Any:
     """The Hessian from its entries (lazyhess's pattern order), nested like ``jax.hessian``.
 
@@ -426,7 +409,7 @@ def _blocks(data: Any, native: _NativeColoring, inputs: Any, output_format: str)
     """
     leaves, tree = jax.tree_util.tree_flatten(inputs)
     shapes = [tuple(leaf.shape) for leaf in leaves]
-    format = _FLAT_FORMATS[output_format]
+    format = format_name(output_format)
     single = len(shapes) == 1 and isinstance(inputs, jax.ShapeDtypeStruct)
     if single and len(shapes[0]) == 1:
         return pattern_output(data, native.csr, format)
@@ -747,7 +730,7 @@ def decompress(
     _check_output_format(output_format)
     native = coloring._native
     data = native.decompress_data(jnp.asarray(compressed))
-    return pattern_output(data, native.csr, _FLAT_FORMATS[output_format])
+    return pattern_output(data, native.csr, format_name(output_format))
 
 
 def check_hessian_correctness(
