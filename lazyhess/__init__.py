@@ -5,6 +5,7 @@ from importlib.metadata import version as _version
 from . import scipy as scipy  # the lazyhess.scipy namespace (not in __all__)
 from ._cache import CacheInfo
 from ._display import spy
+from ._estimators import Eigen, Estimate, SpectralDensity
 from ._functional import (
     VerificationError,
     check_hessian_correctness,
@@ -25,11 +26,14 @@ __version__ = _version("lazyhess")
 __all__ = [
     "CacheInfo",
     "ColoredPattern",
+    "Eigen",
+    "Estimate",
     "Hessian",
     "HessianBlock",
     "HessianNode",
     "SparsityPattern",
     "SparsityWarning",
+    "SpectralDensity",
     "VerificationError",
     "__version__",
     "check_hessian_correctness",

@@ -1,0 +1,507 @@
+"""Estimators on a symmetric Hessian block known only by its HVPs.
+
+Trace, diagonal and Frobenius norm from a fixed budget of random probes, deflated by a
+randomised low-rank sketch (Hutch++ and Diag++ class) and exact once the budget covers a
+basis; extreme eigenpairs by Lanczos with full reorthogonalisation; the spectral density by
+stochastic Lanczos quadrature. Every product is one call of the block's ``hvp`` (the
+Hessian's compiled, chunked kernels, counted in ``cache_info().hvps``); the linear algebra
+between products runs as compiled JAX on the device.
+
+Where the Hessian has a sparsity pattern, trace and diagonal probe the compressed space of
+a distance-1 coloring: column ``j`` of color ``c`` is seeded by ``s_c``, the sum of the unit
+vectors of its color, and ``H[j, j] = (H s_c)[j]``. The ``k`` colors then play the role of
+the ``n`` coordinates: ``k`` HVPs give the exact diagonal and trace, and fewer probes are
+random signs per color, ``v = sum_c w_c s_c``, whose ``w_c (H v)[j]`` is unbiased for
+``H[j, j]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+TraceMethod = Literal["hutch++", "hutchinson"]
+DiagonalMethod = Literal["exact", "diag++", "hutchinson"]
+Which = Literal["LA", "SA", "LM"]
+
+TRACE_METHODS = ("hutch++", "hutchinson")
+DIAGONAL_METHODS = ("exact", "diag++", "hutchinson")
+WHICH = ("LA", "SA", "LM")
+
+# A Lanczos step whose new direction keeps less than this many rounding units of ``H v``
+# has found an invariant subspace; the iteration continues from a fresh random direction.
+_BREAKDOWN = 1e3
+
+
+class Estimate(NamedTuple):
+    """A randomised estimate with its standard error.
+
+    Attributes:
+        value: the estimate: a scalar (trace, Frobenius norm) or shaped like the block's
+            input (diagonal).
+        stderr: its standard error, shaped like ``value``; zero where the value is exact.
+            The estimate is a mean over independent probes, so ``|value - truth|`` exceeds
+            ``3 * stderr`` rarely.
+        hvps: Hessian-vector products spent.
+        exact: whether ``value`` is exact up to rounding (the budget covered every color,
+            or every coordinate).
+    """
+
+    value: jax.Array
+    stderr: jax.Array
+    hvps: int
+    exact: bool
+
+
+class Eigen(NamedTuple):
+    """Eigenpairs (Ritz pairs) of a symmetric block from Lanczos.
+
+    Attributes:
+        values: the ``k`` selected eigenvalues, in the order ``which`` asks for (largest
+            first for ``"LA"`` and ``"LM"``, smallest first for ``"SA"``).
+        vectors: unit eigenvectors shaped like the block's input plus a trailing axis of
+            ``k`` (``vectors[..., i]`` belongs to ``values[i]``), or ``None`` if not asked.
+        residuals: ``||H x_i - values[i] x_i||`` as Lanczos measures it; each
+            ``values[i]`` is within ``residuals[i]`` of an eigenvalue of the block.
+        hvps: Hessian-vector products spent.
+    """
+
+    values: jax.Array
+    vectors: jax.Array | None
+    residuals: jax.Array
+    hvps: int
+
+
+class SpectralDensity(NamedTuple):
+    """The eigenvalue density of a symmetric block by stochastic Lanczos quadrature.
+
+    Attributes:
+        grid: points ``t`` at which the density is given.
+        density: the smoothed density ``(1/n) sum_i N(t; lambda_i, sigma^2)`` at ``grid``,
+            estimated; it integrates to one (``n * density`` counts eigenvalues).
+        stderr: its standard error at each grid point, over the probes.
+        nodes: the quadrature nodes (Ritz values), ``(num_probes, steps)``.
+        weights: their weights, ``(num_probes, steps)``; each row sums to one.
+        sigma: the width of the Gaussian smoothing.
+        hvps: Hessian-vector products spent.
+    """
+
+    grid: jax.Array
+    density: jax.Array
+    stderr: jax.Array
+    nodes: jax.Array
+    weights: jax.Array
+    sigma: float
+    hvps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Operator:
+    """A symmetric ``n x n`` block as the estimators see it.
+
+    Attributes:
+        shape: the shape of a vector the block acts on (its input's shape); ``n`` elements.
+        dtype: a real floating dtype.
+        matmat: ``(n, k) -> (n, k)`` products with the block, one HVP per column.
+        colors: called when probes may use the pattern: the color of each of the ``n``
+            columns in a distance-1 coloring (``-1``: no diagonal entry), or ``None``
+            without a pattern.
+        name: how errors name the block.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    matmat: Callable[[jax.Array], jax.Array]
+    colors: Callable[[], np.ndarray | None]
+    name: str
+
+    @property
+    def n(self) -> int:
+        """Number of rows (and columns)."""
+        return math.prod(self.shape)
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """Raise a ValueError naming the valid choices unless ``value`` is one of them."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; use one of {', '.join(choices)}.")
+
+
+def _count(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
+    return int(value)
+
+
+def _key(key: Any) -> jax.Array:
+    """A PRNG key from ``None`` (seed 0), an int seed, or a key (either kind)."""
+    if key is None:
+        return jax.random.key(0)
+    if isinstance(key, int | np.integer) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and (
+        jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        or (key.dtype == jnp.uint32 and key.shape == (2,))
+    ):
+        return key
+    raise TypeError(
+        f"key must be a jax PRNG key (jax.random.key(0)), an int seed or None; got {key!r}."
+    )
+
+
+def _signs(key: jax.Array, shape: tuple[int, ...], dtype: np.dtype) -> jax.Array:
+    return jax.random.rademacher(key, shape, dtype=dtype)
+
+
+class _Probes:
+    """The compressed coordinates the probes live in: one per color (or per column).
+
+    ``S`` is the ``n x k`` indicator of the colors: ``index[j]`` is column ``j``'s color,
+    ``mask[j]`` whether it has one (columns without a diagonal entry have none).
+    """
+
+    def __init__(self, op: Operator, coloring: bool):
+        labels = op.colors() if coloring else None
+        if labels is None:
+            labels = np.arange(op.n)
+        colored = labels >= 0
+        used, dense_labels = np.unique(labels[colored], return_inverse=True)
+        compact = np.zeros(op.n, dtype=np.int64)
+        compact[colored] = dense_labels
+        self.k = used.size
+        self.mask = jnp.asarray(colored)
+        self.index = jnp.asarray(compact)
+
+
+def _lift(w: jax.Array, index: jax.Array, mask: jax.Array) -> jax.Array:
+    """``S w``: row ``j`` is row ``index[j]`` of ``w`` (zero where ``mask`` is off)."""
+    return jnp.where(mask[:, None], w[index], 0)
+
+
+@partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _random_seeds(
+    key: jax.Array,
+    index: jax.Array,
+    mask: jax.Array,
+    k: int,
+    sketch: int,
+    residual: int,
+    dtype: np.dtype,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Random signs per color, ``(k, residual)``, and the seeds ``S W`` of both kinds."""
+    key_sketch, key_probes = jax.random.split(key)
+    signs = _signs(key_probes, (k, residual), dtype)
+    sketch_seeds = _lift(_signs(key_sketch, (k, sketch), dtype), index, mask)
+    return signs, sketch_seeds, _lift(signs, index, mask)
+
+
+@partial(jax.jit, static_argnums=(2, 3))
+def _color_seeds(index: jax.Array, mask: jax.Array, k: int, dtype: np.dtype) -> jax.Array:
+    """The seeds ``S``: one per color."""
+    return _lift(jnp.eye(k, dtype=dtype), index, mask)
+
+
+@jax.jit
+def _read_diagonal(products: jax.Array, index: jax.Array, mask: jax.Array) -> jax.Array:
+    """``H[j, j] = (H s_index[j])[j]`` from the products with every color's seed."""
+    return jnp.where(mask, jnp.take_along_axis(products, index[:, None], axis=1)[:, 0], 0)
+
+
+@jax.jit
+def _orthonormal(y: jax.Array) -> jax.Array:
+    return jnp.linalg.qr(y)[0]
+
+
+@jax.jit
+def _deflated_samples(
+    q: jax.Array,
+    hq: jax.Array,
+    products: jax.Array,
+    signs: jax.Array,
+    index: jax.Array,
+    mask: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """``diag(Q Q^T H)`` and the residual's samples ``g_c(j) ((H - Q Q^T H) S g)[j]``."""
+    k = signs.shape[0]
+    w = jax.ops.segment_sum(jnp.where(mask[:, None], hq, 0), index, num_segments=k)
+    low = jnp.sum(q * _lift(w, index, mask), axis=1)
+    return low, _lift(signs, index, mask) * (products - q @ (w.T @ signs))
+
+
+@jax.jit
+def _samples(products: jax.Array, signs: jax.Array, index: jax.Array, mask: jax.Array):
+    """The samples ``g_c(j) (H S g)[j]`` of the diagonal."""
+    return _lift(signs, index, mask) * products
+
+
+def _split(num_probes: int, deflate: bool) -> tuple[int, int]:
+    """Sketch size and residual probes: a third each for the sketch and its product."""
+    sketch = num_probes // 3 if deflate and num_probes >= 4 else 0
+    return sketch, num_probes - 2 * sketch
+
+
+def _diagonal_parts(
+    op: Operator, num_probes: int, key: Any, deflate: bool, coloring: bool, what: str
+) -> tuple[jax.Array, jax.Array | None, int]:
+    """The diagonal as a low-rank part plus per-probe residual samples.
+
+    Returns ``(low, samples, hvps)``: ``diag(H) = low + E[samples[:, t]]``; ``samples`` is
+    ``None`` when ``low`` is exact. With ``k`` colors (``k = n`` without a pattern) and
+    ``num_probes >= k`` the probes are the colors and the diagonal is read exactly.
+    Otherwise a sketch ``Y = H S W`` (random signs ``W``) gives an orthonormal ``Q``; with
+    ``Z = H Q`` the part ``diag(Q Q^T H)`` is exact, and the rest ``R = H - Q Q^T H`` is
+    probed by random signs per color: ``g_c(j) (R S g)[j]`` has mean ``H[j, j] - low[j]``.
+    """
+    probes = _Probes(op, coloring)
+    k, n, index, mask = probes.k, op.n, probes.index, probes.mask
+    if num_probes >= k:
+        products = op.matmat(_color_seeds(index, mask, k, op.dtype))
+        return _read_diagonal(products, index, mask), None, k
+    sketch, residual = _split(num_probes, deflate)
+    if residual < 2:
+        raise ValueError(
+            f"{what} with num_probes={num_probes} below the {k} "
+            f"{'colors' if k < n else 'columns'} of {op.name} is random and needs at least "
+            "2 probes for a standard error; raise num_probes."
+        )
+    signs, sketch_seeds, seeds = _random_seeds(
+        _key(key), index, mask, k, sketch, residual, op.dtype
+    )
+    products = op.matmat(seeds)
+    if not sketch:
+        return jnp.zeros(n, op.dtype), _samples(products, signs, index, mask), residual
+    q = _orthonormal(op.matmat(sketch_seeds))
+    low, samples = _deflated_samples(q, op.matmat(q), products, signs, index, mask)
+    return low, samples, 2 * sketch + residual
+
+
+@partial(jax.jit, static_argnums=1)
+def _mean_stderr(samples: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+    count = samples.shape[axis]
+    return samples.mean(axis), samples.std(axis, ddof=1) / math.sqrt(count)
+
+
+@jax.jit
+def _sum_estimate(low: jax.Array, samples: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``sum(low) + mean`` of the per-probe sums of ``samples`` ``(n, m)``, and its stderr."""
+    mean, stderr = _mean_stderr(jnp.sum(samples, axis=0), 0)
+    return jnp.sum(low) + mean, stderr
+
+
+def trace(
+    op: Operator, num_probes: int, key: Any, method: TraceMethod, coloring: bool
+) -> Estimate:
+    """``tr(H)``: see :meth:`lazyhess.HessianBlock.trace`."""
+    check_choice("method", method, TRACE_METHODS)
+    num_probes = _count("num_probes", num_probes, 1)
+    low, samples, hvps = _diagonal_parts(
+        op, num_probes, key, method == "hutch++", coloring, "trace()"
+    )
+    if samples is None:
+        return Estimate(jnp.sum(low), jnp.zeros((), op.dtype), hvps, True)
+    return Estimate(*_sum_estimate(low, samples), hvps, False)
+
+
+def diagonal(
+    op: Operator, method: DiagonalMethod, num_probes: int, key: Any, coloring: bool
+) -> Estimate:
+    """``diag(H)``: see :meth:`lazyhess.HessianBlock.diagonal`."""
+    num_probes = _count("num_probes", num_probes, 1)
+    what = f"diagonal(method={method!r})"
+    low, samples, hvps = _diagonal_parts(op, num_probes, key, method == "diag++", coloring, what)
+    if samples is None:
+        return Estimate(low.reshape(op.shape), jnp.zeros(op.shape, op.dtype), hvps, True)
+    mean, stderr = _mean_stderr(samples, 1)
+    return Estimate((low + mean).reshape(op.shape), stderr.reshape(op.shape), hvps, False)
+
+
+@jax.jit
+def _frobenius(
+    q: jax.Array | None, hq: jax.Array | None, products: jax.Array, signs: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """``||H||_F`` from ``||Q^T H||_F^2`` and samples ``||(I - Q Q^T) H g||^2``; stderr."""
+    low = jnp.zeros((), products.dtype)
+    if q is not None and hq is not None:
+        low = jnp.sum(hq**2)
+        products = products - q @ (hq.T @ signs)
+    mean, stderr = _mean_stderr(jnp.sum(products**2, axis=0), 0)
+    value = jnp.sqrt(low + mean)
+    return value, stderr / (2 * value)
+
+
+def frobenius_norm(op: Operator, num_probes: int, key: Any) -> Estimate:
+    """``||H||_F``: see :meth:`lazyhess.HessianBlock.frobenius_norm`."""
+    num_probes = _count("num_probes", num_probes, 1)
+    n, dtype = op.n, op.dtype
+    if num_probes >= n:
+        value = jnp.linalg.norm(op.matmat(jnp.eye(n, dtype=dtype)))
+        return Estimate(value, jnp.zeros((), dtype), n, True)
+    sketch, residual = _split(num_probes, True)
+    if residual < 2:
+        raise ValueError(
+            f"frobenius_norm() with num_probes={num_probes} below the {n} columns of "
+            f"{op.name} is random and needs at least 2 probes for a standard error."
+        )
+    index, mask = jnp.arange(n), jnp.ones(n, dtype=bool)
+    signs, sketch_seeds, seeds = _random_seeds(_key(key), index, mask, n, sketch, residual, dtype)
+    products = op.matmat(seeds)
+    q = hq = None
+    if sketch:
+        q = _orthonormal(op.matmat(sketch_seeds))
+        hq = op.matmat(q)
+    return Estimate(*_frobenius(q, hq, products, signs), 2 * sketch + residual, False)
+
+
+@partial(jax.jit, donate_argnums=0)
+@partial(jax.vmap, in_axes=(0, None, 0))
+def _lanczos_step(
+    state: tuple[jax.Array, jax.Array, jax.Array], j: jax.Array, product: jax.Array
+) -> tuple[tuple[jax.Array, jax.Array, jax.Array], jax.Array]:
+    """One Lanczos step of each of a batch of Krylov bases (rows: orthonormal vectors).
+
+    ``state`` is ``(basis, alphas, betas)``; ``product`` is ``H basis[j]``. Its component
+    along the basis is removed twice (full reorthogonalisation: Gram-Schmidt repeated keeps
+    the basis orthonormal to rounding); the remainder, normalised, becomes ``basis[j + 1]``
+    and is returned as the next vector to multiply. When nothing is left (an invariant
+    subspace), the unit vector least represented in the basis, orthogonalised, continues
+    the iteration and the off-diagonal entry is zero.
+    """
+    basis, alphas, betas = state
+    alpha = jnp.vdot(basis[j], product)
+    scale = jnp.linalg.norm(product)
+    fresh = jnp.zeros_like(product).at[jnp.argmin(jnp.sum(basis**2, axis=0))].set(1)
+    for _ in range(2):
+        product = product - basis.T @ (basis @ product)
+        fresh = fresh - basis.T @ (basis @ fresh)
+    beta = jnp.linalg.norm(product)
+    broke = beta <= _BREAKDOWN * jnp.finfo(product.dtype).eps * scale
+    following = jnp.where(
+        broke, fresh / jnp.linalg.norm(fresh), product / jnp.where(broke, 1, beta)
+    )
+    state = (
+        basis.at[j + 1].set(following, mode="drop"),
+        alphas.at[j].set(alpha),
+        betas.at[j].set(jnp.where(broke, 0, beta)),
+    )
+    return state, following
+
+
+@partial(jax.jit, static_argnums=1)
+def _lanczos_start(
+    starts: jax.Array, steps: int
+) -> tuple[tuple[jax.Array, jax.Array, jax.Array], jax.Array]:
+    count, n = starts.shape
+    starts = starts / jnp.linalg.norm(starts, axis=1, keepdims=True)
+    basis = jnp.zeros((count, steps, n), starts.dtype).at[:, 0].set(starts)
+    zeros = jnp.zeros((count, steps), starts.dtype)
+    return (basis, zeros, zeros), starts
+
+
+def _lanczos(
+    op: Operator, starts: jax.Array, steps: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``steps`` Lanczos steps from each row of ``starts`` (``(p, n)``), batched.
+
+    Each step is one ``matmat`` of ``p`` vectors (``p`` HVPs in one call) and one compiled
+    reorthogonalisation. Returns the bases ``(p, steps, n)`` and the tridiagonal matrices'
+    diagonals ``(p, steps)`` and off-diagonals ``(p, steps)`` (the last is the residual).
+    """
+    state, vectors = _lanczos_start(starts, steps)
+    for j in range(steps):
+        state, vectors = _lanczos_step(state, jnp.int32(j), op.matmat(vectors.T).T)
+    return state
+
+
+@jax.jit
+def _ritz(alphas: jax.Array, betas: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Eigenvalues and eigenvectors of the tridiagonal matrices of ``alphas``, ``betas``."""
+    steps = alphas.shape[-1]
+    upper = jnp.eye(steps, k=1, dtype=alphas.dtype)
+    off = betas.at[..., -1].set(0)
+    tridiagonal = (
+        alphas[..., None] * jnp.eye(steps, dtype=alphas.dtype)
+        + off[..., :, None] * upper
+        + off[..., None, :] * upper.T
+    )
+    return jnp.linalg.eigh(tridiagonal)
+
+
+@partial(jax.jit, static_argnums=(3, 4))
+def _extreme(
+    basis: jax.Array, alphas: jax.Array, betas: jax.Array, k: int, which: Which
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The ``k`` Ritz values that ``which`` selects, their vectors and residual norms."""
+    values, small = _ritz(alphas, betas)
+    key = {"LA": -values, "SA": values, "LM": -jnp.abs(values)}[which]
+    chosen = jnp.argsort(key)[:k]
+    residuals = jnp.abs(betas[-1] * small[-1, chosen])
+    return values[chosen], basis.T @ small[:, chosen], residuals
+
+
+def eigh(
+    op: Operator, k: int, which: Which, num_hvps: int | None, key: Any, vectors: bool
+) -> Eigen:
+    """Extreme eigenpairs: see :meth:`lazyhess.HessianBlock.eigh`."""
+    check_choice("which", which, WHICH)
+    n = op.n
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= n:
+        raise ValueError(f"k must be an int in 1..{n} (the size of {op.name}); got {k!r}.")
+    k = int(k)
+    steps = min(n, max(5 * k, 40)) if num_hvps is None else num_hvps
+    steps = min(_count("num_hvps", steps, k), n)
+    start = _signs(_key(key), (1, n), op.dtype)
+    basis, alphas, betas = _lanczos(op, start, steps)
+    values, found, residuals = _extreme(basis[0], alphas[0], betas[0], k, which)
+    return Eigen(values, found.reshape(op.shape + (k,)) if vectors else None, residuals, steps)
+
+
+@jax.jit
+def _smoothed(
+    nodes: jax.Array, weights: jax.Array, points: jax.Array, sigma: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """The Gaussian-smoothed quadrature at ``points``: mean and stderr over the probes."""
+    gauss = jnp.exp(-0.5 * ((points[:, None, None] - nodes) / sigma) ** 2)
+    per_probe = jnp.sum(weights * gauss, axis=2) / (sigma * math.sqrt(2 * math.pi))
+    return _mean_stderr(per_probe, 1)
+
+
+def spectral_density(
+    op: Operator,
+    num_probes: int,
+    steps: int,
+    key: Any,
+    grid: int | Any,
+    sigma: float | None,
+) -> SpectralDensity:
+    """The eigenvalue density: see :meth:`lazyhess.HessianBlock.spectral_density`."""
+    num_probes = _count("num_probes", num_probes, 2)
+    steps = min(_count("steps", steps, 1), op.n)
+    if sigma is not None and not sigma > 0:
+        raise ValueError(f"sigma must be a positive width; got {sigma!r}.")
+    starts = _signs(_key(key), (num_probes, op.n), op.dtype)
+    _, alphas, betas = _lanczos(op, starts, steps)
+    nodes, small = _ritz(alphas, betas)
+    weights = small[:, 0, :] ** 2
+    low, high = float(jnp.min(nodes)), float(jnp.max(nodes))
+    if sigma is None:
+        sigma = (high - low) / 100 if high > low else max(abs(high), 1.0) / 100
+    if isinstance(grid, int | np.integer) and not isinstance(grid, bool):
+        points = jnp.linspace(low - 3 * sigma, high + 3 * sigma, _count("grid", grid, 2))
+    else:
+        points = jnp.asarray(grid, op.dtype)
+        if points.ndim != 1:
+            raise ValueError(
+                "grid must be a number of points or a 1-D array of points; got shape "
+                f"{points.shape}."
+            )
+    density, stderr = _smoothed(nodes, weights, points, jnp.asarray(sigma, op.dtype))
+    return SpectralDensity(
+        points, density, stderr, nodes, weights, float(sigma), num_probes * steps
+    )
