@@ -306,7 +306,8 @@ def trace(
     )
     if samples is None:
         return Estimate(jnp.sum(low), jnp.zeros((), op.dtype), hvps, True)
-    return Estimate(*_sum_estimate(low, samples), hvps, False)
+    value, stderr = _sum_estimate(low, samples)
+    return Estimate(value, stderr, hvps, False)
 
 
 def diagonal(
@@ -356,7 +357,8 @@ def frobenius_norm(op: Operator, num_probes: int, key: Any) -> Estimate:
     if sketch:
         q = _orthonormal(op.matmat(sketch_seeds))
         hq = op.matmat(q)
-    return Estimate(*_frobenius(q, hq, products, signs), 2 * sketch + residual, False)
+    value, stderr = _frobenius(q, hq, products, signs)
+    return Estimate(value, stderr, 2 * sketch + residual, False)
 
 
 @partial(jax.jit, donate_argnums=0)
