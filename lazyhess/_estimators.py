@@ -160,58 +160,58 @@ def _signs(key: jax.Array, shape: tuple[int, ...], dtype: np.dtype) -> jax.Array
     return jax.random.rademacher(key, shape, dtype=dtype)
 
 
-class _Probes:
-    """The compressed coordinates the probes live in: one per color (or per column).
+def _colors(op: Operator, coloring: bool) -> tuple[int, jax.Array, jax.Array]:
+    """``(k, index, colored)``: each column's color among ``k`` (0 where uncolored).
 
-    ``S`` is the ``n x k`` indicator of the colors: ``index[j]`` is column ``j``'s color,
-    ``mask[j]`` whether it has one (columns without a diagonal entry have none).
+    Without a pattern (or ``coloring=False``) every column is its own color.
     """
-
-    def __init__(self, op: Operator, coloring: bool):
-        labels = op.colors() if coloring else None
-        if labels is None:
-            labels = np.arange(op.n)
-        colored = labels >= 0
-        used, dense_labels = np.unique(labels[colored], return_inverse=True)
-        compact = np.zeros(op.n, dtype=np.int64)
-        compact[colored] = dense_labels
-        self.k = used.size
-        self.mask = jnp.asarray(colored)
-        self.index = jnp.asarray(compact)
+    labels = op.colors() if coloring else None
+    if labels is None:
+        labels = np.arange(op.n)
+    colored = labels >= 0
+    used, compact = np.unique(labels[colored], return_inverse=True)
+    index = np.zeros(op.n, dtype=np.int64)
+    index[colored] = compact
+    return used.size, jnp.asarray(index), jnp.asarray(colored)
 
 
-def _lift(w: jax.Array, index: jax.Array, mask: jax.Array) -> jax.Array:
-    """``S w``: row ``j`` is row ``index[j]`` of ``w`` (zero where ``mask`` is off)."""
-    return jnp.where(mask[:, None], w[index], 0)
+def _lift(w: jax.Array, index: jax.Array, flips: jax.Array) -> jax.Array:
+    """``S w``: row ``j`` is ``flips[j]`` times row ``index[j]`` of ``w``."""
+    return flips[:, None] * w[index]
 
 
 @partial(jax.jit, static_argnums=(3, 4, 5, 6))
 def _random_seeds(
     key: jax.Array,
     index: jax.Array,
-    mask: jax.Array,
+    colored: jax.Array,
     k: int,
     sketch: int,
     residual: int,
     dtype: np.dtype,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Random signs per color, ``(k, residual)``, and the seeds ``S W`` of both kinds."""
-    key_sketch, key_probes = jax.random.split(key)
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Random column signs ``flips``, signs per color ``(k, residual)``, and seeds.
+
+    The seeds are ``S W`` for the sketch and ``S G`` for the residual probes, with
+    ``S = diag(flips) S_0`` the colors' indicator with its columns' signs flipped.
+    """
+    key_flips, key_sketch, key_probes = jax.random.split(key, 3)
+    flips = jnp.where(colored, _signs(key_flips, colored.shape, dtype), 0)
     signs = _signs(key_probes, (k, residual), dtype)
-    sketch_seeds = _lift(_signs(key_sketch, (k, sketch), dtype), index, mask)
-    return signs, sketch_seeds, _lift(signs, index, mask)
+    sketch_seeds = _lift(_signs(key_sketch, (k, sketch), dtype), index, flips)
+    return flips, signs, sketch_seeds, _lift(signs, index, flips)
 
 
 @partial(jax.jit, static_argnums=(2, 3))
-def _color_seeds(index: jax.Array, mask: jax.Array, k: int, dtype: np.dtype) -> jax.Array:
-    """The seeds ``S``: one per color."""
-    return _lift(jnp.eye(k, dtype=dtype), index, mask)
+def _color_seeds(index: jax.Array, colored: jax.Array, k: int, dtype: np.dtype) -> jax.Array:
+    """The seeds ``S_0``: one per color, the indicator of its columns."""
+    return _lift(jnp.eye(k, dtype=dtype), index, colored.astype(dtype))
 
 
 @jax.jit
-def _read_diagonal(products: jax.Array, index: jax.Array, mask: jax.Array) -> jax.Array:
+def _read_diagonal(products: jax.Array, index: jax.Array, colored: jax.Array) -> jax.Array:
     """``H[j, j] = (H s_index[j])[j]`` from the products with every color's seed."""
-    return jnp.where(mask, jnp.take_along_axis(products, index[:, None], axis=1)[:, 0], 0)
+    return jnp.where(colored, jnp.take_along_axis(products, index[:, None], axis=1)[:, 0], 0)
 
 
 @jax.jit
@@ -226,19 +226,19 @@ def _deflated_samples(
     products: jax.Array,
     signs: jax.Array,
     index: jax.Array,
-    mask: jax.Array,
+    flips: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
-    """``diag(Q Q^T H)`` and the residual's samples ``g_c(j) ((H - Q Q^T H) S g)[j]``."""
+    """``diag(Q Q^T H)`` and the residual's samples ``((H - Q Q^T H) S g)[j] (S g)[j]``."""
     k = signs.shape[0]
-    w = jax.ops.segment_sum(jnp.where(mask[:, None], hq, 0), index, num_segments=k)
-    low = jnp.sum(q * _lift(w, index, mask), axis=1)
-    return low, _lift(signs, index, mask) * (products - q @ (w.T @ signs))
+    w = jax.ops.segment_sum(flips[:, None] * hq, index, num_segments=k)  # (Q^T H S)^T
+    low = jnp.sum(q * _lift(w, index, flips), axis=1)
+    return low, _lift(signs, index, flips) * (products - q @ (w.T @ signs))
 
 
 @jax.jit
-def _samples(products: jax.Array, signs: jax.Array, index: jax.Array, mask: jax.Array):
-    """The samples ``g_c(j) (H S g)[j]`` of the diagonal."""
-    return _lift(signs, index, mask) * products
+def _samples(products: jax.Array, signs: jax.Array, index: jax.Array, flips: jax.Array):
+    """The samples ``(H S g)[j] (S g)[j]`` of the diagonal."""
+    return _lift(signs, index, flips) * products
 
 
 def _split(num_probes: int, deflate: bool) -> tuple[int, int]:
@@ -255,30 +255,35 @@ def _diagonal_parts(
     Returns ``(low, samples, hvps)``: ``diag(H) = low + E[samples[:, t]]``; ``samples`` is
     ``None`` when ``low`` is exact. With ``k`` colors (``k = n`` without a pattern) and
     ``num_probes >= k`` the probes are the colors and the diagonal is read exactly.
-    Otherwise a sketch ``Y = H S W`` (random signs ``W``) gives an orthonormal ``Q``; with
-    ``Z = H Q`` the part ``diag(Q Q^T H)`` is exact, and the rest ``R = H - Q Q^T H`` is
-    probed by random signs per color: ``g_c(j) (R S g)[j]`` has mean ``H[j, j] - low[j]``.
+
+    Otherwise the colors' seeds get random signs per column (``S = diag(flips) S_0``,
+    fixed per call): a color's seed then sums its columns' entries of a row with random
+    signs instead of coherently, so the compressed ``S^T H S`` keeps the off-diagonal mass
+    of ``H`` on average (plain Hutchinson's variance), while ``(H S)[j, c] S[j, c]`` is still
+    ``H[j, j]`` for ``j`` of color ``c``. A sketch ``Y = H S W`` (random signs ``W``) gives
+    an orthonormal ``Q``; with ``Z = H Q`` the part ``diag(Q Q^T H)`` is exact, and the rest
+    ``R = H - Q Q^T H`` is probed by random signs per color: ``(R S g)[j] (S g)[j]`` has
+    mean ``H[j, j] - low[j]``.
     """
-    probes = _Probes(op, coloring)
-    k, n, index, mask = probes.k, op.n, probes.index, probes.mask
+    k, index, colored = _colors(op, coloring)
     if num_probes >= k:
-        products = op.matmat(_color_seeds(index, mask, k, op.dtype))
-        return _read_diagonal(products, index, mask), None, k
+        products = op.matmat(_color_seeds(index, colored, k, op.dtype))
+        return _read_diagonal(products, index, colored), None, k
     sketch, residual = _split(num_probes, deflate)
     if residual < 2:
         raise ValueError(
             f"{what} with num_probes={num_probes} below the {k} "
-            f"{'colors' if k < n else 'columns'} of {op.name} is random and needs at least "
-            "2 probes for a standard error; raise num_probes."
+            f"{'colors' if k < op.n else 'columns'} of {op.name} is random and needs at "
+            "least 2 probes for a standard error; raise num_probes."
         )
-    signs, sketch_seeds, seeds = _random_seeds(
-        _key(key), index, mask, k, sketch, residual, op.dtype
+    flips, signs, sketch_seeds, seeds = _random_seeds(
+        _key(key), index, colored, k, sketch, residual, op.dtype
     )
     products = op.matmat(seeds)
     if not sketch:
-        return jnp.zeros(n, op.dtype), _samples(products, signs, index, mask), residual
+        return jnp.zeros(op.n, op.dtype), _samples(products, signs, index, flips), residual
     q = _orthonormal(op.matmat(sketch_seeds))
-    low, samples = _deflated_samples(q, op.matmat(q), products, signs, index, mask)
+    low, samples = _deflated_samples(q, op.matmat(q), products, signs, index, flips)
     return low, samples, 2 * sketch + residual
 
 
@@ -325,13 +330,13 @@ def diagonal(
 
 @jax.jit
 def _frobenius(
-    q: jax.Array | None, hq: jax.Array | None, products: jax.Array, signs: jax.Array
+    q: jax.Array | None, hq: jax.Array | None, products: jax.Array, seeds: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """``||H||_F`` from ``||Q^T H||_F^2`` and samples ``||(I - Q Q^T) H g||^2``; stderr."""
     low = jnp.zeros((), products.dtype)
     if q is not None and hq is not None:
         low = jnp.sum(hq**2)
-        products = products - q @ (hq.T @ signs)
+        products = products - q @ (hq.T @ seeds)
     mean, stderr = _mean_stderr(jnp.sum(products**2, axis=0), 0)
     value = jnp.sqrt(low + mean)
     return value, stderr / (2 * value)
@@ -350,47 +355,57 @@ def frobenius_norm(op: Operator, num_probes: int, key: Any) -> Estimate:
             f"frobenius_norm() with num_probes={num_probes} below the {n} columns of "
             f"{op.name} is random and needs at least 2 probes for a standard error."
         )
-    index, mask = jnp.arange(n), jnp.ones(n, dtype=bool)
-    signs, sketch_seeds, seeds = _random_seeds(_key(key), index, mask, n, sketch, residual, dtype)
+    everything = jnp.ones(n, dtype=bool)
+    _, _, sketch_seeds, seeds = _random_seeds(
+        _key(key), jnp.arange(n), everything, n, sketch, residual, dtype
+    )
     products = op.matmat(seeds)
     q = hq = None
     if sketch:
         q = _orthonormal(op.matmat(sketch_seeds))
         hq = op.matmat(q)
-    value, stderr = _frobenius(q, hq, products, signs)
+    value, stderr = _frobenius(q, hq, products, seeds)
     return Estimate(value, stderr, 2 * sketch + residual, False)
 
 
 @partial(jax.jit, donate_argnums=0)
-@partial(jax.vmap, in_axes=(0, None, 0))
 def _lanczos_step(
-    state: tuple[jax.Array, jax.Array, jax.Array], j: jax.Array, product: jax.Array
+    state: tuple[jax.Array, jax.Array, jax.Array], j: jax.Array, products: jax.Array
 ) -> tuple[tuple[jax.Array, jax.Array, jax.Array], jax.Array]:
-    """One Lanczos step of each of a batch of Krylov bases (rows: orthonormal vectors).
+    """Step ``j`` of Lanczos on each of a batch of Krylov bases ``(p, steps, n)``.
 
-    ``state`` is ``(basis, alphas, betas)``; ``product`` is ``H basis[j]``. Its component
-    along the basis is removed twice (full reorthogonalisation: Gram-Schmidt repeated keeps
-    the basis orthonormal to rounding); the remainder, normalised, becomes ``basis[j + 1]``
-    and is returned as the next vector to multiply. When nothing is left (an invariant
-    subspace), the unit vector least represented in the basis, orthogonalised, continues
-    the iteration and the off-diagonal entry is zero.
+    ``state`` is ``(bases, alphas, betas)``; ``products[i]`` is ``H bases[i, j]``. Its
+    component along the basis is removed twice (full reorthogonalisation: Gram-Schmidt
+    repeated keeps the basis orthonormal to rounding); the remainder, normalised, becomes
+    ``bases[i, j + 1]`` and is returned as the next vector to multiply. When nothing is
+    left (an invariant subspace), the unit vector least represented in the basis,
+    orthogonalised, continues the iteration and the off-diagonal entry is zero.
     """
-    basis, alphas, betas = state
-    alpha = jnp.vdot(basis[j], product)
-    scale = jnp.linalg.norm(product)
-    fresh = jnp.zeros_like(product).at[jnp.argmin(jnp.sum(basis**2, axis=0))].set(1)
-    for _ in range(2):
-        product = product - basis.T @ (basis @ product)
-        fresh = fresh - basis.T @ (basis @ fresh)
-    beta = jnp.linalg.norm(product)
-    broke = beta <= _BREAKDOWN * jnp.finfo(product.dtype).eps * scale
-    following = jnp.where(
-        broke, fresh / jnp.linalg.norm(fresh), product / jnp.where(broke, 1, beta)
-    )
+    bases, alphas, betas = state
+
+    def orthogonal(v: jax.Array) -> jax.Array:
+        for _ in range(2):
+            v = v - jnp.einsum("pmn,pm->pn", bases, jnp.einsum("pmn,pn->pm", bases, v))
+        return v
+
+    alpha = jnp.sum(bases[:, j] * products, axis=1)
+    scale = jnp.linalg.norm(products, axis=1)
+    products = orthogonal(products)
+    beta = jnp.linalg.norm(products, axis=1)
+    broke = beta <= _BREAKDOWN * jnp.finfo(products.dtype).eps * scale
+    following = products / jnp.where(broke, 1, beta)[:, None]
+
+    def restart(following: jax.Array) -> jax.Array:
+        least = jnp.argmin(jnp.sum(bases**2, axis=1), axis=1)
+        fresh = orthogonal(jax.nn.one_hot(least, products.shape[1], dtype=products.dtype))
+        fresh = fresh / jnp.linalg.norm(fresh, axis=1, keepdims=True)
+        return jnp.where(broke[:, None], fresh, following)
+
+    following = jax.lax.cond(jnp.any(broke), restart, lambda f: f, following)
     state = (
-        basis.at[j + 1].set(following, mode="drop"),
-        alphas.at[j].set(alpha),
-        betas.at[j].set(jnp.where(broke, 0, beta)),
+        bases.at[:, j + 1].set(following, mode="drop"),
+        alphas.at[:, j].set(alpha),
+        betas.at[:, j].set(jnp.where(broke, 0, beta)),
     )
     return state, following
 
