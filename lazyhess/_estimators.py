@@ -410,27 +410,28 @@ def _lanczos_step(
     return state, following
 
 
-@partial(jax.jit, static_argnums=1)
+@partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def _lanczos_start(
-    starts: jax.Array, steps: int
+    key: jax.Array, count: int, n: int, steps: int, dtype: np.dtype
 ) -> tuple[tuple[jax.Array, jax.Array, jax.Array], jax.Array]:
-    count, n = starts.shape
-    starts = starts / jnp.linalg.norm(starts, axis=1, keepdims=True)
-    basis = jnp.zeros((count, steps, n), starts.dtype).at[:, 0].set(starts)
-    zeros = jnp.zeros((count, steps), starts.dtype)
-    return (basis, zeros, zeros), starts
+    """Empty Lanczos state for ``count`` random-sign starts, and the normalised starts."""
+    starts = _signs(key, (count, n), dtype) / math.sqrt(n)
+    bases = jnp.zeros((count, steps, n), dtype).at[:, 0].set(starts)
+    zeros = jnp.zeros((count, steps), dtype)
+    return (bases, zeros, zeros), starts
 
 
 def _lanczos(
-    op: Operator, starts: jax.Array, steps: int
+    op: Operator, key: jax.Array, count: int, steps: int
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``steps`` Lanczos steps from each row of ``starts`` (``(p, n)``), batched.
+    """``steps`` Lanczos steps from each of ``count`` random-sign starts, batched.
 
-    Each step is one ``matmat`` of ``p`` vectors (``p`` HVPs in one call) and one compiled
-    reorthogonalisation. Returns the bases ``(p, steps, n)`` and the tridiagonal matrices'
-    diagonals ``(p, steps)`` and off-diagonals ``(p, steps)`` (the last is the residual).
+    Each step is one ``matmat`` of ``count`` vectors (``count`` HVPs in one call) and one
+    compiled reorthogonalisation. Returns the bases ``(count, steps, n)`` and the
+    tridiagonal matrices' diagonals and off-diagonals, ``(count, steps)`` each (the last
+    off-diagonal entry is the residual norm).
     """
-    state, vectors = _lanczos_start(starts, steps)
+    state, vectors = _lanczos_start(key, count, op.n, steps, op.dtype)
     for j in range(steps):
         state, vectors = _lanczos_step(state, jnp.int32(j), op.matmat(vectors.T).T)
     return state
@@ -473,8 +474,7 @@ def eigh(
     k = int(k)
     steps = min(n, max(5 * k, 40)) if num_hvps is None else num_hvps
     steps = min(_count("num_hvps", steps, k), n)
-    start = _signs(_key(key), (1, n), op.dtype)
-    basis, alphas, betas = _lanczos(op, start, steps)
+    basis, alphas, betas = _lanczos(op, _key(key), 1, steps)
     values, found, residuals = _extreme(basis[0], alphas[0], betas[0], k, which)
     return Eigen(values, found.reshape(op.shape + (k,)) if vectors else None, residuals, steps)
 
@@ -502,8 +502,7 @@ def spectral_density(
     steps = min(_count("steps", steps, 1), op.n)
     if sigma is not None and not sigma > 0:
         raise ValueError(f"sigma must be a positive width; got {sigma!r}.")
-    starts = _signs(_key(key), (num_probes, op.n), op.dtype)
-    _, alphas, betas = _lanczos(op, starts, steps)
+    _, alphas, betas = _lanczos(op, _key(key), num_probes, steps)
     nodes, small = _ritz(alphas, betas)
     weights = small[:, 0, :] ** 2
     low, high = float(jnp.min(nodes)), float(jnp.max(nodes))
