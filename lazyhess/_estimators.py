@@ -113,6 +113,9 @@ class Operator:
         colors: called when probes may use the pattern: the color of each of the ``n``
             columns in a distance-1 coloring (``-1``: no diagonal entry), or ``None``
             without a pattern.
+        diagonal: the exact diagonal, shaped ``shape``, through the Hessian's planned and
+            cached requests.
+        spent: HVPs the Hessian has spent so far (its ``cache_info().hvps``).
         name: how errors name the block.
     """
 
@@ -120,6 +123,8 @@ class Operator:
     dtype: np.dtype
     matmat: Callable[[jax.Array], jax.Array]
     colors: Callable[[], np.ndarray | None]
+    diagonal: Callable[[], jax.Array]
+    spent: Callable[[], int]
     name: str
 
     @property
@@ -202,18 +207,6 @@ def _random_seeds(
     return flips, signs, sketch_seeds, _lift(signs, index, flips)
 
 
-@partial(jax.jit, static_argnums=(2, 3))
-def _color_seeds(index: jax.Array, colored: jax.Array, k: int, dtype: np.dtype) -> jax.Array:
-    """The seeds ``S_0``: one per color, the indicator of its columns."""
-    return _lift(jnp.eye(k, dtype=dtype), index, colored.astype(dtype))
-
-
-@jax.jit
-def _read_diagonal(products: jax.Array, index: jax.Array, colored: jax.Array) -> jax.Array:
-    """``H[j, j] = (H s_index[j])[j]`` from the products with every color's seed."""
-    return jnp.where(colored, jnp.take_along_axis(products, index[:, None], axis=1)[:, 0], 0)
-
-
 @jax.jit
 def _orthonormal(y: jax.Array) -> jax.Array:
     return jnp.linalg.qr(y)[0]
@@ -249,12 +242,13 @@ def _split(num_probes: int, deflate: bool) -> tuple[int, int]:
 
 def _diagonal_parts(
     op: Operator, num_probes: int, key: Any, deflate: bool, coloring: bool, what: str
-) -> tuple[jax.Array, jax.Array | None, int]:
+) -> tuple[jax.Array, jax.Array | None]:
     """The diagonal as a low-rank part plus per-probe residual samples.
 
-    Returns ``(low, samples, hvps)``: ``diag(H) = low + E[samples[:, t]]``; ``samples`` is
+    Returns ``(low, samples)``: ``diag(H) = low + E[samples[:, t]]``; ``samples`` is
     ``None`` when ``low`` is exact. With ``k`` colors (``k = n`` without a pattern) and
-    ``num_probes >= k`` the probes are the colors and the diagonal is read exactly.
+    ``num_probes >= k`` the diagonal is read exactly, as the Hessian's own cached request
+    (one HVP per color of the distance-1 coloring, one per column without a pattern).
 
     Otherwise the colors' seeds get random signs per column (``S = diag(flips) S_0``,
     fixed per call): a color's seed then sums its columns' entries of a row with random
@@ -267,8 +261,7 @@ def _diagonal_parts(
     """
     k, index, colored = _colors(op, coloring)
     if num_probes >= k:
-        products = op.matmat(_color_seeds(index, colored, k, op.dtype))
-        return _read_diagonal(products, index, colored), None, k
+        return op.diagonal().reshape(op.n), None
     sketch, residual = _split(num_probes, deflate)
     if residual < 2:
         raise ValueError(
@@ -281,10 +274,9 @@ def _diagonal_parts(
     )
     products = op.matmat(seeds)
     if not sketch:
-        return jnp.zeros(op.n, op.dtype), _samples(products, signs, index, flips), residual
+        return jnp.zeros(op.n, op.dtype), _samples(products, signs, index, flips)
     q = _orthonormal(op.matmat(sketch_seeds))
-    low, samples = _deflated_samples(q, op.matmat(q), products, signs, index, flips)
-    return low, samples, 2 * sketch + residual
+    return _deflated_samples(q, op.matmat(q), products, signs, index, flips)
 
 
 @partial(jax.jit, static_argnums=1)
@@ -306,13 +298,12 @@ def trace(
     """``tr(H)``: see :meth:`lazyhess.HessianBlock.trace`."""
     check_choice("method", method, TRACE_METHODS)
     num_probes = _count("num_probes", num_probes, 1)
-    low, samples, hvps = _diagonal_parts(
-        op, num_probes, key, method == "hutch++", coloring, "trace()"
-    )
+    before = op.spent()
+    low, samples = _diagonal_parts(op, num_probes, key, method == "hutch++", coloring, "trace()")
     if samples is None:
-        return Estimate(jnp.sum(low), jnp.zeros((), op.dtype), hvps, True)
+        return Estimate(jnp.sum(low), jnp.zeros((), op.dtype), op.spent() - before, True)
     value, stderr = _sum_estimate(low, samples)
-    return Estimate(value, stderr, hvps, False)
+    return Estimate(value, stderr, op.spent() - before, False)
 
 
 def diagonal(
@@ -321,11 +312,14 @@ def diagonal(
     """``diag(H)``: see :meth:`lazyhess.HessianBlock.diagonal`."""
     num_probes = _count("num_probes", num_probes, 1)
     what = f"diagonal(method={method!r})"
-    low, samples, hvps = _diagonal_parts(op, num_probes, key, method == "diag++", coloring, what)
+    before = op.spent()
+    low, samples = _diagonal_parts(op, num_probes, key, method == "diag++", coloring, what)
     if samples is None:
-        return Estimate(low.reshape(op.shape), jnp.zeros(op.shape, op.dtype), hvps, True)
+        zero = jnp.zeros(op.shape, op.dtype)
+        return Estimate(low.reshape(op.shape), zero, op.spent() - before, True)
     mean, stderr = _mean_stderr(samples, 1)
-    return Estimate((low + mean).reshape(op.shape), stderr.reshape(op.shape), hvps, False)
+    value = (low + mean).reshape(op.shape)
+    return Estimate(value, stderr.reshape(op.shape), op.spent() - before, False)
 
 
 @jax.jit

@@ -304,12 +304,12 @@ class HessianBlock(_ArrayOps):
         returns the array: one HVP per color of a distance-1 coloring of the pattern, one
         per entry on the dense engine.
 
-        The other methods return an :class:`Estimate` from exactly ``num_probes`` HVPs
-        (or, fewer, one per color of the block's distance-1 coloring, when they fit: then
-        exact). ``"diag++"`` spends a third of them on a low-rank sketch, whose diagonal is
-        exact, and probes the rest with random signs; ``"hutchinson"`` probes it all with
-        random signs. With ``coloring=True`` the probes are random signs per color (exact
-        for the colors a pattern separates). Needs one scalar output without a batch.
+        The other methods return an :class:`Estimate` from at most ``num_probes`` HVPs:
+        when the colors of the block's distance-1 coloring (its entries, without a pattern)
+        fit, the exact diagonal above. Otherwise ``"diag++"`` spends a third of them on a
+        low-rank sketch, whose diagonal is exact, and probes the rest with random signs;
+        ``"hutchinson"`` probes it all with random signs. With ``coloring=True`` the probes
+        are random signs per color. Needs one scalar output without a batch.
 
         Args:
             method: ``"exact"``, ``"diag++"`` or ``"hutchinson"``.
@@ -390,7 +390,12 @@ class HessianBlock(_ArrayOps):
                 return None
             return structure.diagonal_family.labels[self._cols.offset : self._cols.stop]
 
-        return _estimators.Operator(shape, np.dtype(self.dtype), matmat, colors, self._name)
+        def spent() -> int:
+            return self._hessian.cache_info().hvps
+
+        return _estimators.Operator(
+            shape, np.dtype(self.dtype), matmat, colors, self.diagonal, spent, self._name
+        )
 
     def trace(
         self,
@@ -400,10 +405,11 @@ class HessianBlock(_ArrayOps):
         method: TraceMethod = "hutch++",
         coloring: bool = True,
     ) -> Estimate:
-        """An estimate of the trace ``sum_k d²f / dx_k²`` from exactly ``num_probes`` HVPs.
+        """An estimate of the trace ``sum_k d²f / dx_k²`` from at most ``num_probes`` HVPs.
 
-        Exact from one HVP per color of the block's distance-1 coloring (one per entry
-        without a pattern) when those fit in ``num_probes``. Otherwise ``"hutch++"``
+        Exact when the colors of the block's distance-1 coloring (its entries, without a
+        pattern) fit in ``num_probes``: then it is the sum of :meth:`diagonal`, one HVP per
+        color, cached like any request. Otherwise ``"hutch++"``
         spends a third of the budget on a low-rank sketch, whose trace is exact, and
         estimates the rest by random signs (Hutchinson); ``"hutchinson"`` uses only random
         signs. Needs a square block of one scalar output without a batch.

@@ -79,6 +79,10 @@ def test_colored_trace_exact(method):
     assert est.exact and est.hvps == spent == 3  # 3 colors, not the budget of 30
     assert abs(float(est.value) - np.trace(a)) < 1e-10
     assert float(est.stderr) == 0
+    # It was the Hessian's own diagonal request: cached, so asking again is free.
+    again, spent = _spent(H, lambda: H.trace(num_probes=30, method=method))
+    assert again.hvps == spent == 0 and float(again.value) == float(est.value)
+    assert _spent(H, H.diagonal)[1] == 0
 
 
 def test_below_the_colors_is_random_within_its_stderr():
@@ -111,7 +115,7 @@ def test_dense_budget_covering_every_column_is_exact(network):
     assert est.exact and spent == n
     assert abs(float(est.value) - np.trace(dense)) < 1e-10
     diag = block.diagonal(method="diag++", num_probes=n + 5)
-    assert diag.exact and diag.hvps == n
+    assert diag.exact and diag.hvps == 0  # the trace's diagonal, cached
     np.testing.assert_allclose(np.asarray(diag.value), np.diag(dense), atol=1e-10)
     fro = block.frobenius_norm(num_probes=n)
     assert fro.exact and abs(float(fro.value) - np.linalg.norm(dense)) < 1e-10
