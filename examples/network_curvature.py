@@ -99,7 +99,7 @@ def main(
             )
 
     density = H.flat.spectral_density(num_probes=8, steps=min(40, n), key=3)
-    print(f"spectral density: {density.hvps} HVPs, sigma = {density.sigma:.3g}")
+    print(f"spectral density: {density.hvps} HVPs, sigma = {float(density.sigma):.3g}")
     low, high = float(density.nodes.min()), float(density.nodes.max())
     print(f"  Ritz values span [{low:.4g}, {high:.4g}]")
     if reference is not None:

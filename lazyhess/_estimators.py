@@ -89,7 +89,7 @@ class SpectralDensity(NamedTuple):
         stderr: its standard error at each grid point, over the probes.
         nodes: the quadrature nodes (Ritz values), ``(num_probes, steps)``.
         weights: their weights, ``(num_probes, steps)``; each row sums to one.
-        sigma: the width of the Gaussian smoothing.
+        sigma: the width of the Gaussian smoothing (a scalar array).
         hvps: Hessian-vector products spent.
     """
 
@@ -98,7 +98,7 @@ class SpectralDensity(NamedTuple):
     stderr: jax.Array
     nodes: jax.Array
     weights: jax.Array
-    sigma: float
+    sigma: jax.Array
     hvps: int
 
 
@@ -499,11 +499,15 @@ def spectral_density(
     _, alphas, betas = _lanczos(op, _key(key), num_probes, steps)
     nodes, small = _ritz(alphas, betas)
     weights = small[:, 0, :] ** 2
-    low, high = float(jnp.min(nodes)), float(jnp.max(nodes))
-    if sigma is None:
-        sigma = (high - low) / 100 if high > low else max(abs(high), 1.0) / 100
+    low, high = jnp.min(nodes), jnp.max(nodes)
+    width = jnp.asarray(
+        jnp.where(high > low, high - low, jnp.maximum(jnp.abs(high), 1)) / 100
+        if sigma is None
+        else sigma,
+        op.dtype,
+    )
     if isinstance(grid, int | np.integer) and not isinstance(grid, bool):
-        points = jnp.linspace(low - 3 * sigma, high + 3 * sigma, _count("grid", grid, 2))
+        points = jnp.linspace(low - 3 * width, high + 3 * width, _count("grid", grid, 2))
     else:
         points = jnp.asarray(grid, op.dtype)
         if points.ndim != 1:
@@ -511,7 +515,5 @@ def spectral_density(
                 "grid must be a number of points or a 1-D array of points; got shape "
                 f"{points.shape}."
             )
-    density, stderr = _smoothed(nodes, weights, points, jnp.asarray(sigma, op.dtype))
-    return SpectralDensity(
-        points, density, stderr, nodes, weights, float(sigma), num_probes * steps
-    )
+    density, stderr = _smoothed(nodes, weights, points, width)
+    return SpectralDensity(points, density, stderr, nodes, weights, width, num_probes * steps)

@@ -47,7 +47,7 @@ def network():
     y = jnp.sin(x[:, 0])
     H = lazyhess.hessian(_loss, params, x, y, sparsity=None)
     flat_params, unravel = jax.flatten_util.ravel_pytree(params)
-    dense = np.asarray(jax.hessian(lambda p: _loss(unravel(p), x, y))(flat_params))
+    dense = np.asarray(jax.jit(jax.hessian(lambda p: _loss(unravel(p), x, y)))(flat_params))
     return H, dense
 
 
@@ -161,9 +161,10 @@ def test_diagonal_of_a_network_block_within_its_stderr(network, method):
     est, spent = _spent(H, lambda: block.diagonal(method=method, num_probes=15, key=3))
     assert est.value.shape == est.stderr.shape == (4, 10)
     assert est.hvps == spent == 15
-    z = np.abs(np.asarray(est.value).ravel() - np.diag(_w1_block(dense))) / np.asarray(
-        est.stderr
-    ).ravel()
+    z = (
+        np.abs(np.asarray(est.value).ravel() - np.diag(_w1_block(dense)))
+        / np.asarray(est.stderr).ravel()
+    )
     assert z.max() <= 5
     assert np.mean(z <= 2) >= 0.8  # about 95 % of a normal's mass lies within 2
 
@@ -238,6 +239,22 @@ def test_spectral_density_against_the_dense_spectrum(network):
     # 0..7 the ratio is 0.3-1.2).
     err = np.asarray(sd.density) - reference
     assert np.sum(err**2) <= 3 * np.sum(np.asarray(sd.stderr) ** 2)
+
+
+def test_estimators_under_jit_equal_eager():
+    f = lambda x: jnp.sum(jnp.sin(x) * x[::-1]) + jnp.sum(x**4)  # noqa: E731
+
+    def estimates(x):
+        H = lazyhess.hessian(f, x, sparsity=None)
+        return (
+            H.trace(num_probes=4, key=1).value,
+            H.eigh(1, num_hvps=3).values,
+            H.spectral_density(num_probes=2, steps=2, grid=8).density,
+        )
+
+    x = jnp.linspace(0.0, 1.0, 6)
+    for eager, jitted in zip(estimates(x), jax.jit(estimates)(x), strict=True):
+        np.testing.assert_allclose(jitted, eager, rtol=1e-10)
 
 
 # --- delegation and errors ---------------------------------------------------------------------
