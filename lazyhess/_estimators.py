@@ -212,8 +212,13 @@ def _orthonormal(y: jax.Array) -> jax.Array:
     return jnp.linalg.qr(y)[0]
 
 
+def _restrict(z: jax.Array, index: jax.Array, flips: jax.Array, k: int) -> jax.Array:
+    """``S^T z``: rows summed into their colors, with their signs."""
+    return jax.ops.segment_sum(flips[:, None] * z, index, num_segments=k)
+
+
 @jax.jit
-def _deflated_samples(
+def _deflated_diagonal(
     q: jax.Array,
     hq: jax.Array,
     products: jax.Array,
@@ -222,8 +227,7 @@ def _deflated_samples(
     flips: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
     """``diag(Q Q^T H)`` and the residual's samples ``((H - Q Q^T H) S g)[j] (S g)[j]``."""
-    k = signs.shape[0]
-    w = jax.ops.segment_sum(flips[:, None] * hq, index, num_segments=k)  # (Q^T H S)^T
+    w = _restrict(hq, index, flips, signs.shape[0])  # (Q^T H S)^T
     low = jnp.sum(q * _lift(w, index, flips), axis=1)
     return low, _lift(signs, index, flips) * (products - q @ (w.T @ signs))
 
@@ -232,6 +236,81 @@ def _deflated_samples(
 def _samples(products: jax.Array, signs: jax.Array, index: jax.Array, flips: jax.Array):
     """The samples ``(H S g)[j] (S g)[j]`` of the diagonal."""
     return _lift(signs, index, flips) * products
+
+
+@partial(jax.jit, static_argnums=3)
+def _compressed_range(
+    y: jax.Array, index: jax.Array, flips: jax.Array, k: int
+) -> tuple[jax.Array, jax.Array]:
+    """An orthonormal basis ``Q`` ``(k, s)`` of ``S^T Y``, and the seeds ``S Q``."""
+    q = jnp.linalg.qr(_restrict(y, index, flips, k))[0]
+    return q, _lift(q, index, flips)
+
+
+@jax.jit
+def _deflated_trace(
+    q: jax.Array,
+    hsq: jax.Array,
+    products: jax.Array,
+    signs: jax.Array,
+    index: jax.Array,
+    flips: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """Hutch++ on ``C = S^T H S``: ``tr(Q^T C Q)`` and samples ``g'^T C g'``.
+
+    ``g' = (I - Q Q^T) g``; ``C g' = S^T (H S g - (H S Q) Q^T g)`` needs no further HVP.
+    """
+    k = signs.shape[0]
+    low = jnp.sum(q * _restrict(hsq, index, flips, k))
+    coefficients = q.T @ signs
+    projected = signs - q @ coefficients
+    applied = _restrict(products - hsq @ coefficients, index, flips, k)
+    return low, jnp.sum(projected * applied, axis=0)
+
+
+class _Draw(NamedTuple):
+    """Random probes of a block and their products (see :func:`_draw`).
+
+    ``colors`` is each column's color (``index`` elsewhere).
+    """
+
+    colors: jax.Array
+    flips: jax.Array
+    signs: jax.Array
+    sketch_seeds: jax.Array
+    products: jax.Array
+
+
+def _draw(
+    op: Operator, num_probes: int, key: Any, deflate: bool, coloring: bool, what: str
+) -> _Draw | None:
+    """Probes of the colors (or columns), or ``None`` when their count fits the budget.
+
+    With ``k`` colors (``k = n`` without a pattern) and ``num_probes >= k`` the diagonal is
+    read exactly instead, as the Hessian's own cached request (one HVP per color of the
+    distance-1 coloring, one per column without a pattern). Otherwise the colors' seeds get
+    random signs per column (``S = diag(flips) S_0``, fixed per call): a color's seed then
+    sums its columns' entries of a row with random signs instead of coherently, so the
+    compressed ``S^T H S`` keeps the off-diagonal mass of ``H`` on average (plain
+    Hutchinson's variance), while ``(H S)[j, c] S[j, c]`` is still ``H[j, j]`` for ``j`` of
+    color ``c`` and ``tr(S^T H S) = tr(H)``. The residual probes ``S G`` (random signs
+    ``G``, ``(k, residual)``) are multiplied now; the sketch seeds ``S W`` are left to the
+    caller.
+    """
+    k, index, colored = _colors(op, coloring)
+    if num_probes >= k:
+        return None
+    sketch, residual = _split(num_probes, deflate)
+    if residual < 2:
+        raise ValueError(
+            f"{what} with num_probes={num_probes} below the {k} "
+            f"{'colors' if k < op.n else 'columns'} of {op.name} is random and needs at "
+            "least 2 probes for a standard error; raise num_probes."
+        )
+    flips, signs, sketch_seeds, seeds = _random_seeds(
+        _key(key), index, colored, k, sketch, residual, op.dtype
+    )
+    return _Draw(index, flips, signs, sketch_seeds, op.matmat(seeds))
 
 
 def _split(num_probes: int, deflate: bool) -> tuple[int, int]:
@@ -246,37 +325,18 @@ def _diagonal_parts(
     """The diagonal as a low-rank part plus per-probe residual samples.
 
     Returns ``(low, samples)``: ``diag(H) = low + E[samples[:, t]]``; ``samples`` is
-    ``None`` when ``low`` is exact. With ``k`` colors (``k = n`` without a pattern) and
-    ``num_probes >= k`` the diagonal is read exactly, as the Hessian's own cached request
-    (one HVP per color of the distance-1 coloring, one per column without a pattern).
-
-    Otherwise the colors' seeds get random signs per column (``S = diag(flips) S_0``,
-    fixed per call): a color's seed then sums its columns' entries of a row with random
-    signs instead of coherently, so the compressed ``S^T H S`` keeps the off-diagonal mass
-    of ``H`` on average (plain Hutchinson's variance), while ``(H S)[j, c] S[j, c]`` is still
-    ``H[j, j]`` for ``j`` of color ``c``. A sketch ``Y = H S W`` (random signs ``W``) gives
-    an orthonormal ``Q``; with ``Z = H Q`` the part ``diag(Q Q^T H)`` is exact, and the rest
-    ``R = H - Q Q^T H`` is probed by random signs per color: ``(R S g)[j] (S g)[j]`` has
-    mean ``H[j, j] - low[j]``.
+    ``None`` when ``low`` is exact (see :func:`_draw`). With a sketch, ``Y = H S W`` gives
+    an orthonormal ``Q``; with ``Z = H Q`` the part ``diag(Q Q^T H)`` is exact, and the
+    rest ``R = H - Q Q^T H`` is probed: ``(R S g)[j] (S g)[j]`` has mean ``H[j, j] - low[j]``.
     """
-    k, index, colored = _colors(op, coloring)
-    if num_probes >= k:
+    draw = _draw(op, num_probes, key, deflate, coloring, what)
+    if draw is None:
         return op.diagonal().reshape(op.n), None
-    sketch, residual = _split(num_probes, deflate)
-    if residual < 2:
-        raise ValueError(
-            f"{what} with num_probes={num_probes} below the {k} "
-            f"{'colors' if k < op.n else 'columns'} of {op.name} is random and needs at "
-            "least 2 probes for a standard error; raise num_probes."
-        )
-    flips, signs, sketch_seeds, seeds = _random_seeds(
-        _key(key), index, colored, k, sketch, residual, op.dtype
-    )
-    products = op.matmat(seeds)
-    if not sketch:
+    index, flips, signs, sketch_seeds, products = draw
+    if not sketch_seeds.shape[1]:
         return jnp.zeros(op.n, op.dtype), _samples(products, signs, index, flips)
     q = _orthonormal(op.matmat(sketch_seeds))
-    return _deflated_samples(q, op.matmat(q), products, signs, index, flips)
+    return _deflated_diagonal(q, op.matmat(q), products, signs, index, flips)
 
 
 @partial(jax.jit, static_argnums=1)
@@ -287,9 +347,9 @@ def _mean_stderr(samples: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
 
 @jax.jit
 def _sum_estimate(low: jax.Array, samples: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``sum(low) + mean`` of the per-probe sums of ``samples`` ``(n, m)``, and its stderr."""
-    mean, stderr = _mean_stderr(jnp.sum(samples, axis=0), 0)
-    return jnp.sum(low) + mean, stderr
+    """``low + mean(samples)`` and its standard error."""
+    mean, stderr = _mean_stderr(samples, 0)
+    return low + mean, stderr
 
 
 def trace(
@@ -299,9 +359,16 @@ def trace(
     check_choice("method", method, TRACE_METHODS)
     num_probes = _count("num_probes", num_probes, 1)
     before = op.spent()
-    low, samples = _diagonal_parts(op, num_probes, key, method == "hutch++", coloring, "trace()")
-    if samples is None:
-        return Estimate(jnp.sum(low), jnp.zeros((), op.dtype), op.spent() - before, True)
+    draw = _draw(op, num_probes, key, method == "hutch++", coloring, "trace()")
+    if draw is None:
+        value = jnp.sum(op.diagonal())
+        return Estimate(value, jnp.zeros((), op.dtype), op.spent() - before, True)
+    index, flips, signs, sketch_seeds, products = draw
+    if sketch_seeds.shape[1]:
+        q, seeds = _compressed_range(op.matmat(sketch_seeds), index, flips, signs.shape[0])
+        low, samples = _deflated_trace(q, op.matmat(seeds), products, signs, index, flips)
+    else:
+        low, samples = jnp.zeros((), op.dtype), jnp.sum(_samples(products, signs, index, flips), 0)
     value, stderr = _sum_estimate(low, samples)
     return Estimate(value, stderr, op.spent() - before, False)
 
