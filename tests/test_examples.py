@@ -4,6 +4,8 @@ import re
 import runpy
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -79,3 +81,25 @@ def test_network_curvature(capsys, tmp_path):
     dense = re.search(r"dense spectrum: +\[(.*), (.*)\]", out).groups()
     assert span == dense
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_notebook_workflow():
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(EXAMPLES / "notebook_workflow.ipynb", as_version=4)
+    client = nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": EXAMPLES}}
+    )
+    client.execute()  # raises CellExecutionError on any failed cell (each checks jax.hessian)
+    text = "".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
+    assert "one block: Cost(new_hvps=12, cached_hvps=0" in text
+    assert "again: Cost(new_hvps=0, cached_hvps=12" in text
+    assert "HVPs so far: 0" in text
+    html = notebook.cells[1].outputs[0]["data"]["text/html"]
+    assert "layer0" in html and "layer1" in html
