@@ -45,9 +45,11 @@ def plot_density(density, path: str) -> None:
             "Plotting the spectral density needs matplotlib: pip install 'lazyhess[plot]'."
         ) from err
     grid, values, stderr = (np.asarray(a) for a in (density.grid, density.density, density.stderr))
+    floor = values.max() * 1e-5  # the outliers' bumps stay visible on a log scale
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.fill_between(grid, np.maximum(values - 2 * stderr, 1e-12), values + 2 * stderr, alpha=0.3)
-    ax.semilogy(grid, np.maximum(values, 1e-12))
+    ax.fill_between(grid, np.maximum(values - 2 * stderr, floor), values + 2 * stderr, alpha=0.3)
+    ax.semilogy(grid, np.maximum(values, floor))
+    ax.set_ylim(floor, 2 * values.max())
     ax.set_xlabel("eigenvalue")
     ax.set_ylabel("density")
     ax.set_title(f"Hessian spectrum ({density.hvps} HVPs, ±2 stderr)")
