@@ -563,6 +563,14 @@ def spectral_density(
     steps = min(_count("steps", steps, 1), op.n)
     if sigma is not None and not sigma > 0:
         raise ValueError(f"sigma must be a positive width; got {sigma!r}.")
+    count = None
+    if isinstance(grid, int | np.integer) and not isinstance(grid, bool):
+        count = _count("grid", grid, 2)
+    elif np.ndim(grid) != 1:
+        raise ValueError(
+            f"grid must be a number of points or a 1-D array of points; got shape "
+            f"{np.shape(grid)}."
+        )
     _, alphas, betas = _lanczos(op, _key(key), num_probes, steps)
     nodes, small = _ritz(alphas, betas)
     weights = small[:, 0, :] ** 2
@@ -573,14 +581,9 @@ def spectral_density(
         else sigma,
         op.dtype,
     )
-    if isinstance(grid, int | np.integer) and not isinstance(grid, bool):
-        points = jnp.linspace(low - 3 * width, high + 3 * width, _count("grid", grid, 2))
-    else:
+    if count is None:
         points = jnp.asarray(grid, op.dtype)
-        if points.ndim != 1:
-            raise ValueError(
-                "grid must be a number of points or a 1-D array of points; got shape "
-                f"{points.shape}."
-            )
+    else:
+        points = jnp.linspace(low - 3 * width, high + 3 * width, count)
     density, stderr = _smoothed(nodes, weights, points, width)
     return SpectralDensity(points, density, stderr, nodes, weights, width, num_probes * steps)

@@ -290,6 +290,14 @@ def test_errors(network):
         H.flat.eigh(2, which="BE")
     with pytest.raises(ValueError, match="num_hvps must be an int >= 3"):
         H.flat.eigh(3, num_hvps=2)
+    before = H.cache_info().hvps
+    with pytest.raises(ValueError, match="num_probes must be an int >= 2; got 1"):
+        H.flat.spectral_density(num_probes=1)
+    with pytest.raises(ValueError, match="sigma must be a positive width; got -1.0"):
+        H.flat.spectral_density(sigma=-1.0)
+    with pytest.raises(ValueError, match=r"1-D array of points; got shape \(2, 2\)"):
+        H.flat.spectral_density(grid=np.ones((2, 2)))
+    assert H.cache_info().hvps == before  # refused before any HVP
     batched = lazyhess.hessian(lambda x: jnp.sum(x**3, axis=1), jnp.ones((4, 3)), batch_axis=0)
     with pytest.raises(ValueError, match=r"one scalar output without a batch; H has shape"):
         batched.eigh(1)
