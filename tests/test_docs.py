@@ -23,6 +23,7 @@ RUNNABLE = [
     "formats.md",
     "integrations.md",
     "curvature.md",
+    "coming-from.md",
 ]
 
 
