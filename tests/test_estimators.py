@@ -241,6 +241,7 @@ def test_spectral_density_against_the_dense_spectrum(network):
     assert np.sum(err**2) <= 3 * np.sum(np.asarray(sd.stderr) ** 2)
 
 
+@pytest.mark.slow  # the unrolled Lanczos loops compile into one program
 def test_estimators_under_jit_equal_eager():
     f = lambda x: jnp.sum(jnp.sin(x) * x[::-1]) + jnp.sum(x**4)  # noqa: E731
 
