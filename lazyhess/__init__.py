@@ -6,6 +6,7 @@ from . import scipy as scipy  # the lazyhess.scipy namespace (not in __all__)
 from ._cache import CacheInfo
 from ._display import spy
 from ._engine import Cost
+from ._estimators import Eigen, Estimate, SpectralDensity
 from ._functional import (
     VerificationError,
     check_hessian_correctness,
@@ -27,11 +28,14 @@ __all__ = [
     "CacheInfo",
     "ColoredPattern",
     "Cost",
+    "Eigen",
+    "Estimate",
     "Hessian",
     "HessianBlock",
     "HessianNode",
     "SparsityPattern",
     "SparsityWarning",
+    "SpectralDensity",
     "VerificationError",
     "__version__",
     "check_hessian_correctness",

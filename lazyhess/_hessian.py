@@ -15,9 +15,19 @@ import scipy.sparse as sp
 from jax.experimental.sparse import BCOO
 from scipy.sparse.linalg import LinearOperator
 
-from . import _display
+from . import _display, _estimators
 from ._cache import CacheInfo, DirectionCache
 from ._engine import Cost, Engine, concretely
+from ._estimators import (
+    DIAGONAL_METHODS,
+    DiagonalMethod,
+    Eigen,
+    Estimate,
+    SpectralDensity,
+    TraceMethod,
+    Which,
+    check_choice,
+)
 from ._formats import Format, check_format, entry_rows, pattern_output
 from ._hvp import MODES, Kernels, Mode
 from ._index import entry, grid, resolve
@@ -326,12 +336,37 @@ class HessianBlock(_ArrayOps):
     def _dense(self) -> jax.Array:
         return self.to_dense()
 
-    def diagonal(self) -> jax.Array:
+    def diagonal(
+        self,
+        *,
+        method: DiagonalMethod = "exact",
+        num_probes: int = 30,
+        key: Any = None,
+        coloring: bool = True,
+    ) -> Any:
         """The second derivatives ``d²f / dx_k²``, shaped ``out (or batch) + x.shape``.
 
-        Only for square blocks (row and column input the same). Dense engine: one HVP per
-        entry.
+        Only for square blocks (row and column input the same). ``method="exact"`` (default)
+        returns the array: one HVP per color of a distance-1 coloring of the pattern, one
+        per entry on the dense engine.
+
+        The other methods return an :class:`Estimate` from at most ``num_probes`` HVPs:
+        when the colors of the block's distance-1 coloring (its entries, without a pattern)
+        fit, the exact diagonal above. Otherwise ``"diag++"`` spends a third of them on a
+        low-rank sketch, whose diagonal is exact, and probes the rest with random signs;
+        ``"hutchinson"`` probes it all with random signs. With ``coloring=True`` the probes
+        are random signs per color. Needs one scalar output without a batch.
+
+        Args:
+            method: ``"exact"``, ``"diag++"`` or ``"hutchinson"``.
+            num_probes: the HVP budget of the estimators.
+            key: a jax PRNG key or an int seed (``None``: seed 0).
+            coloring: probe the colors of the sparsity pattern, where there is one.
         """
+        check_choice("method", method, DIAGONAL_METHODS)
+        if method != "exact":
+            what = f"diagonal(method={method!r})"
+            return _estimators.diagonal(self._operator(what), method, num_probes, key, coloring)
         if self._rows != self._cols:
             raise ValueError(
                 f"diagonal() needs a square block (the same input twice); {self._name} "
@@ -375,6 +410,126 @@ class HessianBlock(_ArrayOps):
                 f"vectors) for {self._name}; got {np.shape(v)}."
             )
         return self._product(v, self._rows, self._cols)
+
+    def _operator(self, what: str) -> _estimators.Operator:
+        """This square block as the estimators see it (products by :meth:`hvp`).
+
+        The one place estimators read the structure: a distance-1 coloring's colors of this
+        block's columns (an HVP of a color's seed holds the diagonal of all its columns).
+        """
+        if self._prefix or self._rows != self._cols:
+            raise ValueError(
+                f"{what} needs a square block of one scalar output without a batch; "
+                f"{self._name} has shape {self.shape}. Select a block d²f/dx² of one input "
+                "(e.g. H['w']['w']) of a scalar function."
+            )
+        if not jnp.issubdtype(self.dtype, jnp.floating):
+            raise TypeError(f"{what} needs a real block; {self._name} has dtype {self.dtype}.")
+        shape, n = self._cols.shape, self._cols.size
+
+        def matmat(v: jax.Array) -> jax.Array:
+            return self.hvp(v.reshape(shape + v.shape[-1:])).reshape(n, v.shape[-1])
+
+        def colors() -> np.ndarray | None:
+            structure = self._hessian._structure
+            if structure.dense:
+                return None
+            return structure.diagonal_family.labels[self._cols.offset : self._cols.stop]
+
+        def spent() -> int:
+            return self._hessian.cache_info().hvps
+
+        return _estimators.Operator(
+            shape, np.dtype(self.dtype), matmat, colors, self.diagonal, spent, self._name
+        )
+
+    def trace(
+        self,
+        *,
+        num_probes: int = 30,
+        key: Any = None,
+        method: TraceMethod = "hutch++",
+        coloring: bool = True,
+    ) -> Estimate:
+        """An estimate of the trace ``sum_k d²f / dx_k²`` from at most ``num_probes`` HVPs.
+
+        Exact when the colors of the block's distance-1 coloring (its entries, without a
+        pattern) fit in ``num_probes``: then it is the sum of :meth:`diagonal`, one HVP per
+        color, cached like any request. Otherwise ``"hutch++"``
+        spends a third of the budget on a low-rank sketch, whose trace is exact, and
+        estimates the rest by random signs (Hutchinson); ``"hutchinson"`` uses only random
+        signs. Needs a square block of one scalar output without a batch.
+
+        Args:
+            num_probes: the HVP budget.
+            key: a jax PRNG key or an int seed (``None``: seed 0).
+            method: ``"hutch++"`` or ``"hutchinson"``.
+            coloring: probe the colors of the sparsity pattern, where there is one.
+        """
+        return _estimators.trace(self._operator("trace()"), num_probes, key, method, coloring)
+
+    def frobenius_norm(self, *, num_probes: int = 30, key: Any = None) -> Estimate:
+        """An estimate of ``||block||_F`` from exactly ``num_probes`` HVPs.
+
+        ``||H||_F^2 = ||Q^T H||_F^2 + E||(I - Q Q^T) H g||^2`` with ``Q`` a sketch of a third
+        of the budget and random signs ``g``; exact when ``num_probes`` reaches the block's
+        size. Needs a square block of one scalar output without a batch.
+        """
+        return _estimators.frobenius_norm(self._operator("frobenius_norm()"), num_probes, key)
+
+    def eigh(
+        self,
+        k: int = 6,
+        *,
+        which: Which = "LA",
+        num_hvps: int | None = None,
+        key: Any = None,
+        vectors: bool = True,
+    ) -> Eigen:
+        """``k`` extreme eigenvalues and eigenvectors by Lanczos, one HVP per step.
+
+        Lanczos with full reorthogonalisation from a random start, ``num_hvps`` steps
+        (default ``max(5k, 40)``, at most the block's size: then exact), each one HVP
+        through the Hessian's compiled kernels and one compiled reorthogonalisation on the
+        device (``O(num_hvps * n)`` memory). Needs a square block of one scalar output
+        without a batch.
+
+        Args:
+            k: how many eigenpairs.
+            which: ``"LA"`` largest, ``"SA"`` smallest (algebraic), ``"LM"`` largest
+                magnitude (as ``scipy.sparse.linalg.eigsh``).
+            num_hvps: Lanczos steps (HVPs); at least ``k``.
+            key: a jax PRNG key or an int seed for the start (``None``: seed 0).
+            vectors: also return the eigenvectors.
+        """
+        return _estimators.eigh(self._operator("eigh()"), k, which, num_hvps, key, vectors)
+
+    def spectral_density(
+        self,
+        *,
+        num_probes: int = 8,
+        steps: int = 40,
+        key: Any = None,
+        grid: Any = 512,
+        sigma: float | None = None,
+    ) -> SpectralDensity:
+        """The eigenvalue density by stochastic Lanczos quadrature: ``num_probes * steps`` HVPs.
+
+        From each random-sign probe, ``steps`` Lanczos steps (all probes advanced together,
+        one batched HVP call per step) give a Gauss quadrature of the spectral measure; their
+        average, smoothed by Gaussians of width ``sigma`` (default a hundredth of the
+        spectrum's width), is the density. Needs a square block of one scalar output
+        without a batch.
+
+        Args:
+            num_probes: random probes (at least 2, for the standard error).
+            steps: Lanczos steps per probe (at most the block's size).
+            key: a jax PRNG key or an int seed (``None``: seed 0).
+            grid: a number of points spanning the spectrum, or the points.
+            sigma: the smoothing width.
+        """
+        op = self._operator("spectral_density()")
+        return _estimators.spectral_density(op, num_probes, steps, key, grid, sigma)
 
     def __matmul__(self, other: Any) -> Any:
         if not isinstance(other, _ArrayOps) and self._vector_like(other, self._cols):
@@ -690,9 +845,63 @@ class Hessian(_ArrayOps):
     def _dense(self) -> jax.Array:
         return self._block("arithmetic").to_dense()
 
-    def diagonal(self) -> jax.Array:
+    def diagonal(
+        self,
+        *,
+        method: DiagonalMethod = "exact",
+        num_probes: int = 30,
+        key: Any = None,
+        coloring: bool = True,
+    ) -> Any:
         """Diagonal of the (single, square) block; see :meth:`HessianBlock.diagonal`."""
-        return self._block("diagonal()").diagonal()
+        return self._block("diagonal()").diagonal(
+            method=method, num_probes=num_probes, key=key, coloring=coloring
+        )
+
+    def trace(
+        self,
+        *,
+        num_probes: int = 30,
+        key: Any = None,
+        method: TraceMethod = "hutch++",
+        coloring: bool = True,
+    ) -> Estimate:
+        """Trace of the (single) block; see :meth:`HessianBlock.trace` (or use H.flat)."""
+        return self._block("trace()").trace(
+            num_probes=num_probes, key=key, method=method, coloring=coloring
+        )
+
+    def frobenius_norm(self, *, num_probes: int = 30, key: Any = None) -> Estimate:
+        """Frobenius norm of the (single) block; see :meth:`HessianBlock.frobenius_norm`."""
+        return self._block("frobenius_norm()").frobenius_norm(num_probes=num_probes, key=key)
+
+    def eigh(
+        self,
+        k: int = 6,
+        *,
+        which: Which = "LA",
+        num_hvps: int | None = None,
+        key: Any = None,
+        vectors: bool = True,
+    ) -> Eigen:
+        """Extreme eigenpairs of the (single) block; see :meth:`HessianBlock.eigh`."""
+        return self._block("eigh()").eigh(
+            k, which=which, num_hvps=num_hvps, key=key, vectors=vectors
+        )
+
+    def spectral_density(
+        self,
+        *,
+        num_probes: int = 8,
+        steps: int = 40,
+        key: Any = None,
+        grid: Any = 512,
+        sigma: float | None = None,
+    ) -> SpectralDensity:
+        """Eigenvalue density of the (single) block; see :meth:`HessianBlock.spectral_density`."""
+        return self._block("spectral_density()").spectral_density(
+            num_probes=num_probes, steps=steps, key=key, grid=grid, sigma=sigma
+        )
 
     def hvp(self, v: Any) -> Any:
         """``H @ v`` by HVPs, without forming H: v is a pytree like the inputs.

@@ -22,6 +22,7 @@ RUNNABLE = [
     "large-problems.md",
     "formats.md",
     "integrations.md",
+    "curvature.md",
     "coming-from.md",
 ]
 

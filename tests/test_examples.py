@@ -65,6 +65,24 @@ def test_eigenvalues(capsys):
     assert _number(out, "max difference from dense eigvalsh:") < 1e-8
 
 
+def test_network_curvature(capsys, tmp_path):
+    path = tmp_path / "spectrum.png"
+    out = _run("network_curvature.py", capsys, width=4, samples=16, budget=12, out=str(path))
+    assert "41 parameters, HVP budget 12 per estimate" in out
+    # layer0/w (12 weights) and layer2/w (4) fit the budget: exact; layer1/w (16) does not.
+    assert re.search(r"layer0/w \(12 weights\).*\(12 HVPs\);.*\(12 HVPs, exact\)", out)
+    assert re.search(r"layer1/w \(16 weights\).*\(12 HVPs\);.*± [0-9.e-]+ \(12 HVPs\);", out)
+    assert re.search(r"layer2/w \(4 weights\).*\(4 HVPs\);.*\(4 HVPs, exact\)", out)
+    errors = [float(e) for e in re.findall(r"eigenvalue error ([-+0-9.e]+)", out)]
+    bounds = [float(b) for b in re.findall(r"\(bound ([-+0-9.e]+)\)", out)]
+    assert len(errors) == 3 and all(e <= b + 1e-12 for e, b in zip(errors, bounds, strict=True))
+    assert "spectral density: 320 HVPs" in out
+    span = re.search(r"Ritz values span \[(.*), (.*)\]", out).groups()
+    dense = re.search(r"dense spectrum: +\[(.*), (.*)\]", out).groups()
+    assert span == dense
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.slow
 def test_notebook_workflow():
     nbformat = pytest.importorskip("nbformat")
