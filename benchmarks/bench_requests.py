@@ -12,7 +12,9 @@ the best and the median round and checks each against the budget of issue 9:
 - the diagonal: 2 x (its HVPs x a bare HVP) + 2 ms (10 ms at n >= 1e5);
 - cache hits: ``H[i, j]`` 20 us, a row 50 us, 1000 entries in a loop 0.1 s;
 - ``H.at(x).to_sparse("csr")``: 1.5 x ``jax.jit(lazyhess.sparse_hessian(f, x))`` + the
-  CSR conversion.
+  CSR conversion;
+- the first request on a new function (detection, coloring, compilation; CPU time, warm
+  process): at most asdex's first jitted call (asdex from the ``bench`` extra).
 """
 
 from __future__ import annotations
@@ -159,10 +161,34 @@ def sparse_rows(name: str, n: int) -> list[str]:
     ]
 
 
+def _cpu(fn) -> float:
+    start = time.process_time()
+    jax.block_until_ready(fn())
+    return time.process_time() - start
+
+
+def first_rows(name: str, n: int) -> list[str]:
+    """CPU time of the first request on a new function (detection, coloring, compilation)."""
+    try:
+        import asdex
+    except ImportError:
+        asdex = None
+    f, x = PROBLEMS[name].make(n)
+    row = _cpu(lambda: lazyhess.hessian(PROBLEMS[name].make(n)[0], x)[3])
+    whole = _cpu(lambda: lazyhess.hessian(PROBLEMS[name].make(n)[0], x).to_sparse().data)
+    theirs = None
+    if asdex is not None:
+        g = PROBLEMS[name].make(n)[0]
+        theirs = _cpu(lambda: jax.jit(asdex.hessian(g, x))(x).data)
+    within = "—" if theirs is None else ("yes" if max(row, whole) <= theirs else "**no**")
+    return [name, str(x.size), fmt(row), fmt(whole), fmt(theirs), within]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="*", default=[10000, 100000])
     parser.add_argument("--problems", nargs="+", default=SUITE)
+    parser.add_argument("--first-sizes", type=int, nargs="*", default=[1000, 10000])
     args = parser.parse_args()
     print_table(
         "Requests at a fresh point (H0.at(x)), against one bare jitted HVP",
@@ -184,6 +210,11 @@ def main() -> None:
         "Cache hits",
         ["problem", "n", "request", "best", "budget"],
         (row for n in args.sizes for p in args.problems for row in cached_rows(p, n)),
+    )
+    print_table(
+        "First request on a new function, CPU time (warm process)",
+        ["problem", "n", "H[3]", "H.to_sparse()", "asdex first jitted call", "within"],
+        (first_rows(p, n) for n in args.first_sizes for p in args.problems),
     )
     print_table(
         "Whole sparse Hessian as CSR",
