@@ -9,9 +9,10 @@ import jax
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from ._arguments import Mode
+from ._errors import VerificationError
 from ._formats import check_format, pattern_output
 from ._hessian import Hessian
-from ._hvp import Mode
 from ._plan import SeedFamily
 from .coloring import ColoredPattern, hessian_coloring
 
@@ -21,10 +22,6 @@ _ASDEX_FORMATS = {
     "scipy_csr": "csr",
     "scipy_csc": "csc",
 }
-
-
-class VerificationError(AssertionError):
-    """A sparse Hessian disagrees with its dense reference (see ``check_hessian_correctness``)."""
 
 
 def _format(output_format: str) -> str:
