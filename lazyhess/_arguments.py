@@ -21,8 +21,8 @@ import numpy as np
 Mode = Literal["fwd_over_rev", "rev_over_fwd", "rev_over_rev"]
 MODES: tuple[str, ...] = get_args(Mode)
 
-#: The keyword options of ``lazyhess.hessian``, offered as close matches for typos.
-HESSIAN_OPTIONS = (
+#: The keyword options of lazyhess's entry points, offered as close matches for typos.
+OPTIONS = (
     "argnums",
     "has_aux",
     "holomorphic",
@@ -32,6 +32,10 @@ HESSIAN_OPTIONS = (
     "chunk_size",
     "cache_bytes",
     "progress",
+    "symmetric",
+    "output_format",
+    "method",
+    "order",
 )
 
 #: Options of other Hessian libraries that a keyword passed on to ``fun`` may really be,
@@ -94,9 +98,7 @@ def check_argnums(argnums: Any, nargs: int) -> tuple[tuple[int, ...], bool]:
     """
     sequence = not isinstance(argnums, int | np.integer)
     items = tuple(argnums) if isinstance(argnums, Sequence) and sequence else (argnums,)
-    if (isinstance(argnums, str) or not sequence and _index(argnums) is None) or any(
-        _index(a) is None for a in items
-    ):
+    if isinstance(argnums, str) or any(_index(a) is None for a in items):
         raise TypeError(f"argnums must be an int or a sequence of ints; got {argnums!r}.")
     if not items:
         raise ValueError(
@@ -165,11 +167,12 @@ def check_flag(name: str, flag: Any) -> None:
         raise TypeError(f"{name} must be True or False; got {flag!r}.")
 
 
-def check_kwargs(fun: Callable, kwargs: dict, options: Sequence[str] = HESSIAN_OPTIONS) -> None:
+def check_kwargs(fun: Callable, kwargs: dict) -> None:
     """Keywords passed on to ``fun`` must be its parameters.
 
     A keyword ``fun`` does not take raises a ``TypeError`` saying what lazyhess calls it
-    (a close match among ``options``, or the lazyhess way for a peer library's option in
+    (a close match among lazyhess's :data:`OPTIONS` and ``fun``'s parameters, or the
+    lazyhess way for a peer library's option in
     :data:`PEER_OPTIONS`). When ``fun`` takes ``**kwargs`` (or its signature cannot be
     read) only peer options raise. Cost: one ``inspect.signature``.
     """
@@ -189,7 +192,7 @@ def check_kwargs(fun: Callable, kwargs: dict, options: Sequence[str] = HESSIAN_O
         if key in PEER_OPTIONS:
             hint = PEER_OPTIONS[key]
         else:
-            close = difflib.get_close_matches(key, list(options), n=1)
+            close = difflib.get_close_matches(key, [*OPTIONS, *named], n=1)
             hint = f"did you mean {close[0]}=?" if close else "fun takes no such parameter"
         raise TypeError(
             f"{key}= is not an option of lazyhess, so it would be passed on to fun "

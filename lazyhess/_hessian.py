@@ -723,8 +723,10 @@ class Hessian(_ArrayOps):
                 "Build a new Hessian with lazyhess.hessian for a different structure."
             )
         for (path, a), (_, b) in zip(mine[0], theirs[0], strict=True):
+            if not (is_array(a) or is_array(b)):
+                continue
             sa, sb = (jnp.shape(a), jnp.result_type(a)), (jnp.shape(b), jnp.result_type(b))
-            if sa != sb and (is_array(a) or is_array(b)):
+            if sa != sb:
                 raise ValueError(
                     f"H.at: argument {jax.tree_util.keystr(path)[1:]} has shape {sb[0]} and "
                     f"dtype {sb[1]}, but the Hessian was built with {sa[0]} and {sa[1]}; "

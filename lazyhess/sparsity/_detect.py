@@ -111,7 +111,7 @@ def hessian_sparsity(
     check_flag("has_aux", has_aux)
     check_batch_axis(batch_axis)
     nums, sequence = check_argnums(argnums, len(args))
-    check_kwargs(fun, kwargs, ("argnums", "has_aux", "batch_axis"))
+    check_kwargs(fun, kwargs)
     single = not sequence
     diff = args[nums[0]] if single else tuple(args[a] for a in nums)
     paths_leaves = check_inputs(diff, nums, sequence, holomorphic=None)
