@@ -11,24 +11,10 @@ from jax.flatten_util import ravel_pytree
 
 from ._arguments import Mode
 from ._errors import VerificationError
-from ._formats import check_format, pattern_output
+from ._formats import Format, check_format, pattern_output
 from ._hessian import Hessian
 from ._plan import SeedFamily
 from .coloring import ColoredPattern, hessian_coloring
-
-_ASDEX_FORMATS = {
-    "numpy_dense": "numpy",
-    "scipy_coo": "coo",
-    "scipy_csr": "csr",
-    "scipy_csc": "csc",
-}
-
-
-def _format(output_format: str) -> str:
-    format = _ASDEX_FORMATS.get(output_format, output_format)
-    check_format(format)
-    return format
-
 
 class _Compressed:
     """``B = (H S)^T`` for one function and coloring, at any point of the sample's shapes."""
@@ -95,7 +81,7 @@ def _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric) -> C
 def sparse_hessian_from_coloring(
     fun: Callable,
     coloring: ColoredPattern,
-    output_format: str = "bcoo",
+    output_format: Format = "bcoo",
     *,
     sample_args: Sequence = (),
     argnums: int | Sequence[int] = 0,
@@ -128,7 +114,7 @@ def sparse_hessian_from_coloring(
     Returns:
         With ``has_aux``, calls return ``(H, aux)``.
     """
-    format = _format(output_format)
+    format = check_format(output_format)
     _check_coloring(coloring)
     built: dict[str, _Compressed] = {}
 
@@ -159,7 +145,7 @@ def sparse_hessian(
     holomorphic: bool = False,
     mode: Mode = "fwd_over_rev",
     symmetric: bool = True,
-    output_format: str = "bcoo",
+    output_format: Format = "bcoo",
     chunk_size: int | None = None,
     **sample_kwargs: Any,
 ) -> Callable[..., Any]:
@@ -200,7 +186,7 @@ def value_and_sparse_hessian(
     holomorphic: bool = False,
     mode: Mode = "fwd_over_rev",
     symmetric: bool = True,
-    output_format: str = "bcoo",
+    output_format: Format = "bcoo",
     chunk_size: int | None = None,
     **sample_kwargs: Any,
 ) -> Callable[..., Any]:
@@ -208,7 +194,7 @@ def value_and_sparse_hessian(
 
     With ``has_aux`` they return ``((value, aux), H)``.
     """
-    format = _format(output_format)
+    format = check_format(output_format)
     coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric)
     compressed = _factory(
         fun, sample_args, sample_kwargs, coloring, argnums, has_aux, holomorphic, mode, chunk_size
@@ -250,13 +236,13 @@ def compressed_hessian(
     return compute
 
 
-def decompress(compressed: Any, coloring: ColoredPattern, format: str = "bcoo") -> Any:
+def decompress(compressed: Any, coloring: ColoredPattern, format: Format = "bcoo") -> Any:
     """The Hessian from its compressed form ``B`` (``(num_colors, n)``) in ``format``.
 
     Sparse formats keep the pattern's coordinates, explicit zeros included. Jit-able for
     ``"bcoo"`` and ``"dense"``.
     """
-    return pattern_output(coloring.decompress_data(compressed), coloring.csr, _format(format))
+    return pattern_output(coloring.decompress_data(compressed), coloring.csr, format)
 
 
 def decompress_data(compressed: Any, coloring: ColoredPattern) -> Any:

@@ -768,7 +768,8 @@ class Hessian(_ArrayOps):
         Args:
             format: ``"bcoo"`` (jax, batched over output elements or samples when there are
                 any), ``"csr"``, ``"csc"``, ``"coo"`` (scipy sparse arrays; one scalar output
-                and no batch), ``"dense"`` (jax array) or ``"numpy"``.
+                and no batch), ``"dense"`` (jax array) or ``"numpy"``; asdex's names
+                ``"scipy_csr"``, ``"scipy_csc"``, ``"scipy_coo"`` and ``"numpy_dense"`` too.
         """
         check_format(format)
         csr, values = self._pattern_values()

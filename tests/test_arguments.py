@@ -1,6 +1,7 @@
 """One argument vocabulary: every entry point accepts and rejects the same arguments."""
 
 import re
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -259,3 +260,54 @@ def test_independent_samples_pass_and_cost_no_extra_hvps():
     np.testing.assert_allclose(
         H.at(2 * x)[:], jax.vmap(jax.hessian(lambda r: jnp.sum(r**3) * r[0]))(2 * x)
     )
+
+
+# ---------------------------------------------------------------- output formats and options
+
+
+def _tridiagonal(x):
+    return jnp.sum(x[1:] * x[:-1] ** 2) + jnp.sum(x**4)
+
+
+@pytest.mark.parametrize(
+    "alias, format",
+    [("numpy_dense", "numpy"), ("scipy_coo", "coo"), ("scipy_csr", "csr"), ("scipy_csc", "csc")],
+)
+def test_asdex_format_names_accepted_everywhere(alias, format):
+    x = jnp.arange(1.0, 6.0)
+    reference = np.asarray(jax.hessian(_tridiagonal)(x))
+    H = lazyhess.hessian(_tridiagonal, x)
+    coloring = lazyhess.hessian_coloring(_tridiagonal, x)
+    B = lazyhess.compressed_hessian(_tridiagonal, x)(x)
+    results = [
+        H.to_sparse(alias),
+        lazyhess.sparse_hessian(_tridiagonal, x, output_format=alias)(x),
+        lazyhess.decompress(B, coloring, alias),
+        coloring.decompress(B, alias),
+    ]
+    for out in results:
+        assert type(out) is type(H.to_sparse(format))
+        dense = out if isinstance(out, np.ndarray) else out.toarray()
+        np.testing.assert_allclose(dense, reference)
+
+
+@pytest.mark.parametrize("format", ["scipy", "CSR", None])
+def test_bad_format_lists_every_name(format):
+    H = lazyhess.hessian(_tridiagonal, X)
+    coloring = lazyhess.hessian_coloring(_tridiagonal, X)
+    calls = [
+        lambda: H.to_sparse(format),
+        lambda: lazyhess.sparse_hessian(_tridiagonal, X, output_format=format),
+        lambda: coloring.decompress(jnp.zeros((coloring.num_colors, 3)), format),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="use one of bcoo, .*, scipy_csc"):
+            call()
+
+
+def test_option_types_exported():
+    assert typing.get_args(lazyhess.Mode) == ("fwd_over_rev", "rev_over_fwd", "rev_over_rev")
+    assert {"bcoo", "csr", "scipy_csr", "numpy_dense"} <= set(typing.get_args(lazyhess.Format))
+    assert {"Mode", "Format"} <= set(lazyhess.__all__)
+    for mode in typing.get_args(lazyhess.Mode):
+        np.testing.assert_allclose(lazyhess.hessian(cube, X, mode=mode)[0], [6.0, 0.0, 0.0])
