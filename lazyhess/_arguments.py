@@ -279,9 +279,9 @@ def check_outputs(out: Any, holomorphic: bool, batch: int | None) -> None:
 def check_batch_output(out: Any, batch: int) -> None:
     """With ``batch_axis=0``, ``fun`` returns one array of shape ``(B,)`` or ``(B, 1)``."""
     leaves = jax.tree_util.tree_leaves(out)
-    shape = getattr(out, "shape", None)
-    if len(leaves) != 1 or leaves[0] is not out or tuple(shape) not in ((batch,), (batch, 1)):
-        got = tuple(shape) if shape is not None else jax.tree_util.tree_structure(out)
+    shape = tuple(out.shape) if hasattr(out, "shape") else None
+    if len(leaves) != 1 or leaves[0] is not out or shape not in ((batch,), (batch, 1)):
+        got = shape if shape is not None else jax.tree_util.tree_structure(out)
         raise ValueError(
             f"batch_axis=0 needs fun to return one array of shape ({batch},) or "
             f"({batch}, 1), one value per sample; got {got}."

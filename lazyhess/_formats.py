@@ -56,13 +56,13 @@ def pattern_output(
     (output elements or samples) ``"dense"``/``"numpy"`` give ``lead + (n, n)`` and
     ``"bcoo"`` a batched BCOO; scipy formats need no leading axes.
     """
-    format = check_format(format)
+    name = check_format(format)
     n = csr.shape[0]
     rows, cols = entry_rows(csr.indptr), csr.indices
-    if format == "dense":
+    if name == "dense":
         data = jnp.asarray(data)
         return jnp.zeros(lead + (n, n), data.dtype).at[..., rows, cols].set(data)
-    if format == "bcoo":
+    if name == "bcoo":
         data = jnp.asarray(data)
         indices = np.stack([rows, cols], axis=1)
         if lead:
@@ -77,7 +77,7 @@ def pattern_output(
         )
         return matrix.reshape(lead + (n, n)) if len(lead) > 1 else matrix
     data = np.asarray(data)
-    if format == "numpy":
+    if name == "numpy":
         dense = np.zeros(lead + (n, n), data.dtype)
         dense[..., rows, cols] = data
         return dense
@@ -87,8 +87,8 @@ def pattern_output(
             "(output elements or samples); use 'bcoo', 'dense' or 'numpy', or select one "
             "output first."
         )
-    if format == "coo":
+    if name == "coo":
         return sp.coo_array((data, (rows.copy(), cols.copy())), shape=(n, n))
-    if format == "csr":
+    if name == "csr":
         return sp.csr_array((data, csr.indices.copy(), csr.indptr.copy()), shape=(n, n))
     return sp.csr_array((data, csr.indices.copy(), csr.indptr.copy()), shape=(n, n)).tocsc()

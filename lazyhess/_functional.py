@@ -16,6 +16,7 @@ from ._hessian import Hessian
 from ._plan import SeedFamily
 from .coloring import ColoredPattern, hessian_coloring
 
+
 class _Compressed:
     """``B = (H S)^T`` for one function and coloring, at any point of the sample's shapes."""
 

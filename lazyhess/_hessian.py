@@ -67,7 +67,9 @@ def _user_pattern(sparsity: Any, n: int) -> SparsityPattern:
     return pattern
 
 
-def _probed(pattern: Any, call: Callable, layout: Layout, primals, dyn, holomorphic: bool):
+def _probed(
+    pattern: Any, call: Callable, layout: Layout, batch: int, primals, dyn, holomorphic: bool
+) -> Callable[[], Any]:
     """A source giving ``pattern`` on first need, once the samples are seen not to interact.
 
     For ``batch_axis=0`` without detection (``sparsity=None`` or a user pattern), which
@@ -77,7 +79,7 @@ def _probed(pattern: Any, call: Callable, layout: Layout, primals, dyn, holomorp
 
     def source() -> Any:
         outputs = lambda z: call(layout.unravel(z), dyn)[0]  # noqa: E731
-        check_sample_independence(outputs, x, layout.batch, holomorphic)
+        check_sample_independence(outputs, x, batch, holomorphic)
         return pattern
 
     return source
@@ -470,7 +472,7 @@ class Hessian(_ArrayOps):
         else:
             pattern = None if sparsity is None else _user_pattern(sparsity, layout.n)
             if batch is not None and not is_traced((args, kwargs)):
-                pattern = _probed(pattern, call, layout, primals, dyn, holomorphic)
+                pattern = _probed(pattern, call, layout, batch, primals, dyn, holomorphic)
             structure = Structure(layout.n, pattern, progress=show)
         self._init_point(signature, kernels, structure, args, kwargs)
 

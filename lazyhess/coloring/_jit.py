@@ -9,7 +9,7 @@ costs a large part of a second, and many sessions never color a pattern.
 """
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 _KERNELS: list["_Kernel"] = []
 
@@ -26,7 +26,7 @@ class _Kernel:
     def __call__(self, *args: Any) -> Any:
         if self.compiled is None:
             _compile_all()
-        return self.compiled(*args)
+        return cast(Callable, self.compiled)(*args)
 
 
 def _compile_all() -> None:

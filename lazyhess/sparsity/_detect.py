@@ -142,7 +142,7 @@ def hessian_sparsity(
     dyn_specs = [spec(rest_leaves[k]) for k in dynamic]
     closed = jax.make_jaxpr(flat_fun)(specs, dyn_specs)
     sizes = [math.prod(s.shape) for s in specs]
-    if batch_axis is None:
+    if b is None:
         indptr, indices, _ = detect(closed, sizes, len(dynamic))
         offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
         return SparsityPattern(
