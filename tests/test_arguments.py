@@ -250,6 +250,7 @@ def test_first_order_coupling_is_found():
         H[0]
 
 
+@pytest.mark.slow
 def test_independent_samples_pass_and_cost_no_extra_hvps():
     fun = lambda x: jnp.sum(x**3, axis=1) * x[:, 0]  # noqa: E731
     x = jnp.arange(12.0).reshape(6, 2) - 3.0
@@ -269,6 +270,7 @@ def _tridiagonal(x):
     return jnp.sum(x[1:] * x[:-1] ** 2) + jnp.sum(x**4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "alias, format",
     [("numpy_dense", "numpy"), ("scipy_coo", "coo"), ("scipy_csr", "csr"), ("scipy_csc", "csc")],

@@ -41,6 +41,7 @@ def requests(draw):
     return pattern, rows, cols
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(requests())
 def test_random_requests_both_orientations(request):

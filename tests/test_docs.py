@@ -59,6 +59,7 @@ def test_every_page_is_in_the_nav():
     assert pages == listed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", RUNNABLE)
 def test_page_code_runs(page):
     text = (DOCS / page).read_text()

@@ -240,7 +240,7 @@ def test_batch_coupling_raises():
 
 
 def test_batch_errors():
-    with pytest.raises(ValueError, match=r"same leading \(sample\) size; got args\[0\]: 4, args\[1\]: 5"):
+    with pytest.raises(ValueError, match=r"size; got args\[0\]: 4, args\[1\]: 5"):
         hessian_sparsity(
             lambda a, b: a[:, 0] + b[:4, 0],
             jnp.ones((4, 2)),
