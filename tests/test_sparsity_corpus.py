@@ -253,6 +253,7 @@ def _sample_pattern(name, f, k=3):
     return np.any(np.asarray(hs) != 0, axis=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CORPUS))
 def test_superset_of_jax_hessian(name):
     f = CORPUS[name]
@@ -265,6 +266,7 @@ def test_superset_of_jax_hessian(name):
         assert not extra.any(), f"{name}: extra entries {np.argwhere(extra).tolist()}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(set(CORPUS) - FORWARD_ONLY))
 def test_default_hessian_on_the_corpus(name):
     """With the default sparsity="auto", every corpus function gives jax.hessian's values."""
