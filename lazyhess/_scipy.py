@@ -155,6 +155,7 @@ def jac(fun: Callable, **kwargs: Any) -> Callable[..., np.ndarray]:
         fun: scalar function ``fun(x, *args, **kwargs)`` of a 1-D array ``x``.
         **kwargs: passed to ``fun``, not differentiated.
     """
+    check_kwargs(fun, kwargs)
     grad = jax.jit(jax.grad(lambda x, *args: fun(x, *args, **kwargs)))
 
     def jac_at(x: np.ndarray, *args: Any) -> np.ndarray:
