@@ -119,6 +119,12 @@ def test_batch_sizes_named_by_argument(entry):
         )
 
 
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_fun_must_be_callable_everywhere(entry):
+    with pytest.raises(TypeError, match="fun must be callable; got float"):
+        ENTRY_POINTS[entry](3.0, X)
+
+
 def test_scipy_adapters_check_options_by_keyword():
     with pytest.raises(ValueError, match="sparsity='banded' is not supported"):
         lazyhess.scipy.hess(cube, sparsity="banded")

@@ -12,11 +12,10 @@ import numpy as np
 from .._arguments import (
     batch_size,
     check_argnums,
-    check_batch_axis,
     check_batch_output,
-    check_flag,
     check_inputs,
     check_kwargs,
+    check_options,
     is_array,
     spec,
     split_aux,
@@ -108,8 +107,7 @@ def hessian_sparsity(
         >>> hessian_sparsity(lambda x: jnp.sum(x[1:] * x[:-1]), jnp.ones(4)).nnz
         6
     """
-    check_flag("has_aux", has_aux)
-    check_batch_axis(batch_axis)
+    check_options(fun, batch_axis=batch_axis, has_aux=has_aux)
     nums, sequence = check_argnums(argnums, len(args))
     check_kwargs(fun, kwargs)
     single = not sequence
