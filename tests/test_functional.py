@@ -28,6 +28,7 @@ def test_sparse_hessian_matches_jax_under_jit(problem, mode):
     np.testing.assert_allclose(dense(x), ref, rtol=1e-10, atol=1e-8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("format", ["numpy", "csr", "csc", "coo", "scipy_csr", "numpy_dense"])
 def test_host_formats(problem, format):
     f, x, ref = problem

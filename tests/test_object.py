@@ -94,6 +94,7 @@ def test_batch_matvec_per_sample():
     assert Hb.cache_info().hvps == 3
 
 
+@pytest.mark.slow
 def test_diagonal_of_blocks_and_flat():
     def f(d):
         return jnp.sum(d["w"] ** 3) * jnp.sum(jnp.sin(d["b"])) + jnp.sum(d["w"] ** 2 * d["b"][0])

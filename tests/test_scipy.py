@@ -64,6 +64,7 @@ def test_hess_matches_jax_hessian_and_reuses_pattern():
     assert len(calls) == traced, "a new point re-traced fun: pattern or kernels not reused"
 
 
+@pytest.mark.slow
 def test_hess_passes_minimize_args():
     def f(x, a, scale):
         return scale * jnp.sum((x - a) ** 4) + jnp.sum(x[1:] * x[:-1])

@@ -85,6 +85,7 @@ def test_pytree_inputs(tree, mode):
     assert_tree_close(H.flat[:], jax.hessian(lambda z: _tree_fun(unravel(z)))(flat))
 
 
+@pytest.mark.slow
 def test_nested_navigation_mirrors_jax():
     tree = {"layer": [rand((2,), 7), {"w": rand((1, 2), 8)}], "s": rand((), 9)}
     H = lazyhess.hessian(_tree_fun, tree)
@@ -129,6 +130,7 @@ def test_has_aux():
     assert_tree_close(H.value, f(x)[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_complex_holomorphic(mode):
     def f(z):
