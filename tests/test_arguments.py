@@ -59,17 +59,24 @@ def test_argnums_rejected_alike(entry, argnums, error, match):
             getattr(lazyhess, entry)(fun, X, X, argnums=argnums)
 
 
-@pytest.mark.parametrize("entry", ENTRY_POINTS)
-def test_numpy_int_argnums_accepted_alike(entry):
+def test_numpy_int_argnums_accepted_alike():
     fun = lambda x, y: cube(y)  # noqa: E731
-    if entry == "sparse_hessian_from_coloring":
-        coloring = lazyhess.hessian_coloring(cube, X)
-        out = lazyhess.sparse_hessian_from_coloring(fun, coloring, "dense", argnums=np.int64(1))
-        np.testing.assert_allclose(out(X, X), jax.hessian(cube)(X))
-        return
-    out = getattr(lazyhess, entry)(fun, X, X, argnums=np.int64(1))
-    if entry == "hessian":
-        np.testing.assert_allclose(out[:], jax.hessian(cube)(X))
+    one = np.int64(1)
+    reference = np.asarray(jax.hessian(cube)(X))
+    np.testing.assert_allclose(lazyhess.hessian(fun, X, X, argnums=one)[:], reference)
+    np.testing.assert_array_equal(
+        lazyhess.hessian_sparsity(fun, X, X, argnums=one).to_dense(), reference != 0
+    )
+    coloring = lazyhess.hessian_coloring(fun, X, X, argnums=one)
+    assert coloring.num_colors == 1
+    dense = lazyhess.sparse_hessian(fun, X, X, argnums=one, output_format="dense")(X, X)
+    np.testing.assert_allclose(dense, reference)
+    value, H = lazyhess.value_and_sparse_hessian(fun, X, X, argnums=one)(X, X)
+    np.testing.assert_allclose(H.todense(), reference)
+    B = lazyhess.compressed_hessian(fun, X, X, argnums=one)(X, X)
+    np.testing.assert_allclose(lazyhess.decompress(B, coloring, "numpy"), reference)
+    hess = lazyhess.sparse_hessian_from_coloring(fun, coloring, "dense", argnums=one)
+    np.testing.assert_allclose(hess(X, X), reference)
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
