@@ -32,6 +32,7 @@ OPTIONS = (
     "chunk_size",
     "cache_bytes",
     "progress",
+    "strict",
     "symmetric",
     "output_format",
     "method",
@@ -48,7 +49,10 @@ PEER_OPTIONS = {
         "torch's create_graph=; lazyhess needs none: its results are jax arrays that jax "
         "differentiates further"
     ),
-    "strict": "torch's strict=; lazyhess.hessian has no such option",
+    "strict": (
+        "torch's strict=; only lazyhess.hessian takes strict=True (it raises for an input "
+        "the gradient does not depend on)"
+    ),
     "vectorize": (
         "torch's vectorize=; lazyhess always evaluates HVPs in vectorized chunks "
         "(chunk_size= sets their size)"
@@ -114,6 +118,13 @@ def check_argnums(argnums: Any, nargs: int) -> tuple[tuple[int, ...], bool]:
     if len(set(normal)) != len(normal):
         raise ValueError(f"argnums={argnums!r} repeats an argument; list each one once.")
     return normal, sequence
+
+
+def argnums_key(argnums: Any) -> int | tuple[int, ...]:
+    """``argnums`` (already checked) as a plain int or tuple of ints, comparable and storable."""
+    if isinstance(argnums, int | np.integer):
+        return operator.index(argnums)
+    return tuple(operator.index(a) for a in argnums)
 
 
 def check_batch_axis(batch_axis: Any) -> None:
@@ -195,7 +206,7 @@ def check_kwargs(fun: Callable, kwargs: dict) -> None:
             close = difflib.get_close_matches(key, [*OPTIONS, *named], n=1)
             hint = f"did you mean {close[0]}=?" if close else "fun takes no such parameter"
         raise TypeError(
-            f"{key}= is not an option of lazyhess, so it would be passed on to fun "
+            f"{key}= is not an option of this lazyhess function, so it would be passed on to fun "
             f"({', '.join(sorted(named)) or 'no keyword parameters'}): {hint}."
         )
 

@@ -20,6 +20,7 @@ from ._arguments import (
     Mode,
     batch_size,
     check_argnums,
+    check_flag,
     check_inputs,
     check_kwargs,
     check_options,
@@ -30,7 +31,7 @@ from ._arguments import (
     split_aux,
 )
 from ._cache import CacheInfo, DirectionCache
-from ._engine import Cost, Engine, is_traced
+from ._engine import Cost, Engine, concretely, is_traced
 from ._formats import Format, check_format, entry_rows, pattern_output
 from ._hvp import Kernels
 from ._index import entry, grid, resolve
@@ -394,6 +395,9 @@ class Hessian(_ArrayOps):
         progress: show tqdm progress bars for requests spanning several chunks and for
             detection and coloring (``None``: the default set by
             :func:`lazyhess.set_progress_default`, off unless changed).
+        strict: raise a ``ValueError`` when an input leaf does not affect the gradient (its
+            rows of the detected pattern are empty), as torch's ``strict=True`` does for a
+            whole input. Detects the pattern now (also with ``sparsity=None``).
         **kwargs: passed to ``fun``, not differentiated.
 
     Example:
@@ -418,6 +422,7 @@ class Hessian(_ArrayOps):
         chunk_size: int | None = None,
         cache_bytes: int = 256 * 2**20,
         progress: bool | None = None,
+        strict: bool = False,
         **kwargs: Any,
     ):
         show = resolve_progress(progress)
@@ -444,6 +449,7 @@ class Hessian(_ArrayOps):
             chunk_size=chunk_size,
             cache_bytes=cache_bytes,
             progress=progress,
+            strict=strict,
         )
         signature = Signature(args, kwargs, argnums_t, sequence)
         primals = signature.primals(args)
@@ -475,6 +481,8 @@ class Hessian(_ArrayOps):
                 pattern = _probed(pattern, call, layout, batch, primals, dyn, holomorphic)
             structure = Structure(layout.n, pattern, progress=show)
         self._init_point(signature, kernels, structure, args, kwargs)
+        if strict is not False:
+            _check_strict(self, strict)
 
     def _init_point(
         self,
@@ -689,7 +697,7 @@ class Hessian(_ArrayOps):
         engine = self._engine
         if engine.traced:
             return self._kernels.first_order(engine.x, engine.dyn)
-        with jax.ensure_compile_time_eval():
+        with concretely():
             return self._kernels.first_order(engine.x, engine.dyn)
 
     @property
@@ -879,6 +887,41 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _check_strict(H: Hessian, strict: Any) -> None:
+    """Raise when a differentiated leaf does not affect the gradient (torch's ``strict``).
+
+    A leaf whose rows of the sparsity pattern are all empty has an all-zero Hessian row and
+    column of blocks, whatever the point. Costs one detection when the Hessian has none.
+    """
+    check_flag("strict", strict)
+    options: dict[str, Any] = H._options
+    pattern = H._structure.pattern
+    if pattern is None:
+        pattern = hessian_sparsity(
+            H._fun,
+            *H._args,
+            argnums=options["argnums"],
+            has_aux=options["has_aux"],
+            batch_axis=options["batch_axis"],
+            **H._kwargs,
+        )
+    indptr = pattern.indptr
+    signature = H._signature
+    paths = jax.tree_util.tree_flatten_with_path(signature.primals(H._args))[0]
+    for (path, _), leaf in zip(paths, H._layout.inputs, strict=True):
+        if leaf.size and indptr[leaf.stop] == indptr[leaf.offset]:
+            if signature.sequence:
+                path, number = path[1:], signature.argnums[path[0].idx]
+            else:
+                number = signature.argnums[0]
+            where = f"args[{number}]{jax.tree_util.keystr(path)}"
+            raise ValueError(
+                f"strict=True, but the gradient does not depend on {where}: its "
+                "rows of the Hessian's sparsity pattern are empty, so every block with it is "
+                "zero. Leave it out of argnums, or pass strict=False to get the zero blocks."
+            )
+
+
 def hessian(
     fun: Callable,
     *args: Any,
@@ -891,11 +934,15 @@ def hessian(
     chunk_size: int | None = None,
     cache_bytes: int = 256 * 2**20,
     progress: bool | None = None,
+    strict: bool = False,
     **kwargs: Any,
-) -> Hessian:
+) -> Any:
     """The Hessian of ``fun`` at ``args`` as a lazy, indexable :class:`Hessian`.
 
     Same arguments as :class:`Hessian`. Nothing is evaluated until the result is indexed.
+    Without ``args`` it follows ``jax.hessian``'s convention: ``hessian(fun, argnums=...)``
+    returns a function of ``fun``'s arguments that returns the lazy :class:`Hessian`, so
+    ``lazyhess.hessian(g)(x)[:]`` equals ``jax.hessian(g)(x)``.
 
     Example:
         >>> import jax.numpy as jnp, lazyhess
@@ -904,10 +951,10 @@ def hessian(
         >>> H[:]
         Array([[   6.,   -2.],
                [  -2., -480.]], dtype=float32)
+        >>> lazyhess.hessian(lambda x: jnp.sum(x**3))(jnp.arange(3.0))[1, 1]
+        Array(6., dtype=float32)
     """
-    return Hessian(
-        fun,
-        *args,
+    options = dict(
         argnums=argnums,
         has_aux=has_aux,
         holomorphic=holomorphic,
@@ -917,5 +964,29 @@ def hessian(
         chunk_size=chunk_size,
         cache_bytes=cache_bytes,
         progress=progress,
-        **kwargs,
+        strict=strict,
     )
+    if args:
+        return Hessian(fun, *args, **options, **kwargs)
+    check_options(
+        fun,
+        mode=mode,
+        batch_axis=batch_axis,
+        sparsity=sparsity,
+        chunk_size=chunk_size,
+        cache_bytes=cache_bytes,
+        has_aux=has_aux,
+        holomorphic=holomorphic,
+    )
+    if kwargs:
+        raise TypeError(
+            f"hessian(fun, ...) without arguments returns a function of fun's arguments (as "
+            f"jax.hessian does); pass {sorted(kwargs)} to that function, or give the point: "
+            "hessian(fun, *args, **kwargs)."
+        )
+
+    def hessian_at(*args: Any, **kwargs: Any) -> Hessian:
+        """The lazy Hessian of ``fun`` at ``args`` (see :func:`lazyhess.hessian`)."""
+        return Hessian(fun, *args, **options, **kwargs)
+
+    return hessian_at

@@ -21,6 +21,7 @@ RUNNABLE = [
     "large-problems.md",
     "formats.md",
     "integrations.md",
+    "coming-from.md",
 ]
 
 

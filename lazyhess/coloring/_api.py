@@ -3,11 +3,14 @@
 Whole patterns are colored by a portfolio of methods and greedy orders.
 """
 
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from .._arguments import argnums_key
 from .._formats import entry_rows
 from . import _greedy
 from ._colored import METHODS, ColoredPattern, Method
@@ -82,13 +85,26 @@ def hessian_coloring(
             ``has_aux``) and keyword arguments of ``fun``.
 
     Returns:
-        A ``ColoredPattern`` whose ``pattern`` is the detected ``SparsityPattern``.
+        A ``ColoredPattern`` whose ``pattern`` is the detected ``SparsityPattern``; it
+        records ``argnums`` and the shapes and dtypes of the differentiated inputs.
     """
     _check_options(method, order)
     from lazyhess import hessian_sparsity
 
     pattern = hessian_sparsity(fun, *args, argnums=argnums, **kwargs)
-    return hessian_coloring_from_sparsity(pattern, method=method, order=order)
+    colored = hessian_coloring_from_sparsity(pattern, method=method, order=order)
+    colored.argnums = argnums_key(argnums)
+    colored.inputs = input_avals(args, argnums)
+    return colored
+
+
+def input_avals(args: tuple, argnums) -> Any:
+    """The shapes and dtypes of ``args[argnums]`` (a tuple for a sequence of argnums)."""
+    key = argnums_key(argnums)
+    primals = args[key] if isinstance(key, int) else tuple(args[a] for a in key)
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), primals
+    )
 
 
 def partial_coloring(pattern, rows, cols) -> np.ndarray:
