@@ -3,12 +3,14 @@
 from importlib.metadata import version as _version
 
 from . import scipy as scipy  # the lazyhess.scipy namespace (not in __all__)
+from ._arguments import Mode
 from ._cache import CacheInfo
 from ._display import spy
 from ._engine import Cost
+from ._errors import SparsityWarning, VerificationError
 from ._estimators import Eigen, Estimate, SpectralDensity
+from ._formats import Format
 from ._functional import (
-    VerificationError,
     check_hessian_correctness,
     compressed_hessian,
     decompress,
@@ -20,7 +22,7 @@ from ._functional import (
 from ._hessian import Hessian, HessianBlock, HessianNode, hessian
 from ._progress import set_progress_default
 from .coloring import ColoredPattern, hessian_coloring, hessian_coloring_from_sparsity
-from .sparsity import SparsityPattern, SparsityWarning, hessian_sparsity
+from .sparsity import SparsityPattern, hessian_sparsity
 
 __version__ = _version("lazyhess")
 
@@ -30,9 +32,11 @@ __all__ = [
     "Cost",
     "Eigen",
     "Estimate",
+    "Format",
     "Hessian",
     "HessianBlock",
     "HessianNode",
+    "Mode",
     "SparsityPattern",
     "SparsityWarning",
     "SpectralDensity",

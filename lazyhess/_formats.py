@@ -9,16 +9,33 @@ import numpy as np
 import scipy.sparse as sp
 from jax.experimental.sparse import BCOO
 
-Format = Literal["bcoo", "csr", "csc", "coo", "dense", "numpy"]
+Format = Literal[
+    "bcoo",
+    "csr",
+    "csc",
+    "coo",
+    "dense",
+    "numpy",
+    "numpy_dense",
+    "scipy_coo",
+    "scipy_csr",
+    "scipy_csc",
+]
 FORMATS: tuple[str, ...] = get_args(Format)
+#: asdex's names for the formats both libraries have.
+ALIASES = {"numpy_dense": "numpy", "scipy_coo": "coo", "scipy_csr": "csr", "scipy_csc": "csc"}
 
 
-def check_format(format: str) -> None:
-    """Raise a ValueError listing the formats if ``format`` is not one of them."""
-    if format not in FORMATS:
+def check_format(format: Any) -> str:
+    """The canonical name of an output format (asdex's names accepted).
+
+    Raises a ValueError listing the formats if ``format`` is not one of them.
+    """
+    if not isinstance(format, str) or format not in FORMATS:
         raise ValueError(
             f"format={format!r} is not a valid format; use one of {', '.join(FORMATS)}."
         )
+    return ALIASES.get(format, format)
 
 
 def entry_rows(indptr: np.ndarray, dtype: Any = np.int32) -> np.ndarray:
@@ -39,13 +56,13 @@ def pattern_output(
     (output elements or samples) ``"dense"``/``"numpy"`` give ``lead + (n, n)`` and
     ``"bcoo"`` a batched BCOO; scipy formats need no leading axes.
     """
-    check_format(format)
+    name = check_format(format)
     n = csr.shape[0]
     rows, cols = entry_rows(csr.indptr), csr.indices
-    if format == "dense":
+    if name == "dense":
         data = jnp.asarray(data)
         return jnp.zeros(lead + (n, n), data.dtype).at[..., rows, cols].set(data)
-    if format == "bcoo":
+    if name == "bcoo":
         data = jnp.asarray(data)
         indices = np.stack([rows, cols], axis=1)
         if lead:
@@ -60,7 +77,7 @@ def pattern_output(
         )
         return matrix.reshape(lead + (n, n)) if len(lead) > 1 else matrix
     data = np.asarray(data)
-    if format == "numpy":
+    if name == "numpy":
         dense = np.zeros(lead + (n, n), data.dtype)
         dense[..., rows, cols] = data
         return dense
@@ -70,8 +87,8 @@ def pattern_output(
             "(output elements or samples); use 'bcoo', 'dense' or 'numpy', or select one "
             "output first."
         )
-    if format == "coo":
+    if name == "coo":
         return sp.coo_array((data, (rows.copy(), cols.copy())), shape=(n, n))
-    if format == "csr":
+    if name == "csr":
         return sp.csr_array((data, csr.indices.copy(), csr.indptr.copy()), shape=(n, n))
     return sp.csr_array((data, csr.indices.copy(), csr.indptr.copy()), shape=(n, n)).tocsc()

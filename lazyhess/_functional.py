@@ -10,30 +10,25 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from ._arguments import (
+    Mode,
+    argnums_key,
+    check_argnums,
+    check_kwargs,
+    check_options,
+    is_array,
+    split_aux,
+)
+from ._errors import VerificationError
 from ._formats import Format, check_format, pattern_output
-from ._hessian import _check_argnums
-from ._hvp import MODES, Mode
-from ._tree import Signature, is_array
+from ._tree import Signature
 from .coloring import ColoredPattern, hessian_coloring
 from .coloring._api import input_avals
 
-_ASDEX_FORMATS = {
-    "numpy_dense": "numpy",
-    "scipy_coo": "coo",
-    "scipy_csr": "csr",
-    "scipy_csc": "csc",
-}
 
-
-class VerificationError(AssertionError):
-    """A sparse Hessian disagrees with its dense reference (see ``check_hessian_correctness``)."""
-
-
-def format_name(output_format: str) -> Format:
+def format_name(output_format: Any) -> Format:
     """The lazyhess name of a format; asdex's names (``"scipy_csr"``, ...) are mapped."""
-    format = _ASDEX_FORMATS.get(output_format, output_format)
-    check_format(format)
-    return cast(Format, format)
+    return cast(Format, check_format(output_format))
 
 
 def scalar_output(out: Any) -> jax.Array:
@@ -63,15 +58,6 @@ def _check_coloring(coloring: Any) -> None:
             "a 'diagonal' coloring recovers only the diagonal; color with method='star' "
             "or 'column' for the whole Hessian."
         )
-
-
-def _pair(out: Any) -> tuple[Any, Any]:
-    if not (isinstance(out, tuple | list) and len(out) == 2):
-        raise TypeError(
-            f"has_aux=True needs fun to return a pair (output, aux); it returned "
-            f"{type(out).__name__}."
-        )
-    return out[0], out[1]
 
 
 def _avals_key(tree: Any) -> tuple:
@@ -110,28 +96,18 @@ class Program:
         chunk_size: int | None,
     ):
         _check_coloring(coloring)
-        if not callable(fun):
-            raise TypeError(f"fun must be callable; got {type(fun).__name__}.")
         recorded = coloring.argnums
         if argnums is None:
             argnums = 0 if recorded is None else recorded
-        elif recorded is not None and _argnums_key(argnums) != _argnums_key(recorded):
+        elif recorded is not None and argnums_key(argnums) != argnums_key(recorded):
             raise ValueError(
                 f"argnums={argnums!r}, but the coloring was built for argnums={recorded!r}; "
                 "leave argnums out (the coloring knows it) or color for these argnums."
             )
         resolved: str = mode or coloring.mode or "fwd_over_rev"
-        if resolved not in MODES:
-            raise ValueError(
-                f"mode={resolved!r} is not a valid mode; use one of {', '.join(MODES)}."
-            )
-        if chunk_size is not None and (
-            not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
-        ):
-            raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}.")
-        for name, flag in (("has_aux", has_aux), ("holomorphic", holomorphic)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be True or False; got {flag!r}.")
+        check_options(
+            fun, mode=resolved, chunk_size=chunk_size, has_aux=has_aux, holomorphic=holomorphic
+        )
         self.fun = fun
         self.coloring = coloring
         self.argnums = argnums
@@ -149,10 +125,11 @@ class Program:
             ValueError: if the inputs' structure, shapes or dtypes are not those the
                 coloring was built for.
         """
-        nums, sequence = _check_argnums(self.argnums, len(args))
+        nums, sequence = check_argnums(self.argnums, len(args))
+        check_kwargs(self.fun, kwargs)
         signature = Signature(args, kwargs, nums, sequence)
         primals = signature.primals(args)
-        got = input_avals(args, self.argnums if isinstance(self.argnums, int) else nums)
+        got = input_avals(args, self.argnums)
         expected = self.coloring.inputs
         fix = "build a coloring for these inputs with lazyhess.hessian_coloring(fun, *args)."
         if expected is not None:
@@ -207,7 +184,7 @@ class Program:
                 if not has_aux:
                     out = scalar_output(out)
                     return out, (out, [])
-                out, aux = _pair(out)
+                out, aux = split_aux(out, True)
                 leaves, treedef = jax.tree_util.tree_flatten(aux)
                 dynamic = [is_array(leaf) for leaf in leaves]
                 static = [None if d else (leaf,) for d, leaf in zip(dynamic, leaves, strict=True)]
@@ -266,10 +243,6 @@ class Program:
         """The flat ``n x n`` Hessian from ``B`` in ``format`` (lazyhess's format names)."""
         coloring = self.coloring
         return pattern_output(coloring.decompress_data(compressed), coloring.csr, format)
-
-
-def _argnums_key(argnums: Any) -> Any:
-    return argnums if isinstance(argnums, int) else tuple(argnums)
 
 
 def _detected(

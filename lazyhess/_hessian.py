@@ -16,8 +16,22 @@ from jax.experimental.sparse import BCOO
 from scipy.sparse.linalg import LinearOperator
 
 from . import _display, _estimators
+from ._arguments import (
+    Mode,
+    batch_size,
+    check_argnums,
+    check_flag,
+    check_inputs,
+    check_kwargs,
+    check_options,
+    check_outputs,
+    check_sample_independence,
+    is_array,
+    other_inputs_hint,
+    split_aux,
+)
 from ._cache import CacheInfo, DirectionCache
-from ._engine import Cost, Engine, concretely
+from ._engine import Cost, Engine, concretely, is_traced
 from ._estimators import (
     DIAGONAL_METHODS,
     DiagonalMethod,
@@ -29,70 +43,15 @@ from ._estimators import (
     check_choice,
 )
 from ._formats import Format, check_format, entry_rows, pattern_output
-from ._hvp import MODES, Kernels, Mode
+from ._hvp import Kernels
 from ._index import entry, grid, resolve
 from ._progress import resolve as resolve_progress
 from ._structure import Structure
-from ._tree import BlockSpec, Layout, LeafInfo, Signature, is_array, leaf_infos
+from ._tree import BlockSpec, Layout, LeafInfo, Signature, leaf_infos
 from .sparsity import SparsityPattern, hessian_sparsity
 
 _CHUNK_BYTES = 64 * 2**20
 _MAX_CHUNK = 128
-
-
-def _check_argnums(argnums: Any, nargs: int) -> tuple[tuple[int, ...], bool]:
-    sequence = not isinstance(argnums, int)
-    items = tuple(argnums) if isinstance(argnums, Sequence) else (argnums,)
-    if isinstance(argnums, bool) or not all(
-        isinstance(a, int) and not isinstance(a, bool) for a in items
-    ):
-        raise TypeError(f"argnums must be an int or a sequence of ints; got {argnums!r}.")
-    if not items:
-        raise ValueError(
-            "argnums=() selects nothing to differentiate; name at least one argument."
-        )
-    bad = [a for a in items if not -nargs <= a < nargs]
-    if bad:
-        raise ValueError(
-            f"argnums={argnums!r} but fun is called with {nargs} positional argument"
-            f"{'s' if nargs != 1 else ''}; pick indices in range({nargs})."
-        )
-    normal = tuple(a % nargs for a in items)
-    if len(set(normal)) != len(normal):
-        raise ValueError(f"argnums={argnums!r} repeats an argument; list each one once.")
-    return normal, sequence
-
-
-def _check_options(
-    fun, mode, batch_axis, sparsity, chunk_size, cache_bytes, has_aux, holomorphic
-) -> None:
-    if not callable(fun):
-        raise TypeError(f"fun must be callable; got {type(fun).__name__}.")
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is not a valid mode; use one of {', '.join(MODES)}.")
-    if batch_axis is not None and (isinstance(batch_axis, bool) or batch_axis != 0):
-        raise ValueError(
-            f"batch_axis={batch_axis!r} is not supported; use batch_axis=None (no batch) or "
-            "batch_axis=0 (leading axis of every input is the sample axis)."
-        )
-    if isinstance(sparsity, str) and sparsity != "auto":
-        raise ValueError(
-            f"sparsity={sparsity!r} is not supported; use 'auto' (detect from the jaxpr), None "
-            "(dense), or a pattern (SparsityPattern, scipy sparse, boolean array)."
-        )
-    if chunk_size is not None and (
-        not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
-    ):
-        raise ValueError(
-            f"chunk_size must be a positive int or None (automatic); got {chunk_size!r}."
-        )
-    if not isinstance(cache_bytes, int) or isinstance(cache_bytes, bool):
-        raise TypeError(f"cache_bytes must be an int number of bytes; got {cache_bytes!r}.")
-    if cache_bytes < 0:
-        raise ValueError(f"cache_bytes must be >= 0 (0 disables the cache); got {cache_bytes}.")
-    for name, flag in (("has_aux", has_aux), ("holomorphic", holomorphic)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be True or False; got {flag!r}.")
 
 
 def _user_pattern(sparsity: Any, n: int) -> SparsityPattern:
@@ -119,62 +78,22 @@ def _user_pattern(sparsity: Any, n: int) -> SparsityPattern:
     return pattern
 
 
-def _check_inputs(primals: Any, holomorphic: bool, batch: bool, argnums) -> list:
-    paths = jax.tree_util.tree_flatten_with_path(primals)[0]
-    if not paths:
-        raise ValueError(
-            f"argnums={argnums!r} selects arguments with no array leaves to differentiate."
-        )
-    where = "args" if isinstance(argnums, Sequence) else f"args[{argnums}]"
-    for path, leaf in paths:
-        name = where + jax.tree_util.keystr(path)
-        dtype = jnp.asarray(leaf).dtype
-        if not jnp.issubdtype(dtype, jnp.inexact):
-            raise TypeError(
-                f"{name} has dtype {dtype}; a Hessian needs floating-point inputs (as jax.grad). "
-                "Convert it, e.g. x.astype(float), or leave it out of argnums."
-            )
-        complex_ = jnp.issubdtype(dtype, jnp.complexfloating)
-        if complex_ and not holomorphic:
-            raise TypeError(
-                f"{name} has complex dtype {dtype}; pass holomorphic=True for a holomorphic "
-                "function (as jax.hessian requires)."
-            )
-        if holomorphic and not complex_:
-            raise TypeError(
-                f"holomorphic=True needs complex inputs, but {name} has dtype {dtype}; "
-                "convert it with x.astype(complex) or drop holomorphic=True."
-            )
-    if batch:
-        sizes = {jax.tree_util.keystr(p): (jnp.shape(leaf)[:1] or (None,))[0] for p, leaf in paths}
-        if None in sizes.values() or len(set(sizes.values())) != 1:
-            listed = ", ".join(f"{where}{k}: {v}" for k, v in sizes.items())
-            raise ValueError(
-                "batch_axis=0 needs every differentiated input to have the same leading "
-                f"(sample) size; got {listed}."
-            )
-    return paths
+def _probed(
+    pattern: Any, call: Callable, layout: Layout, batch: int, primals, dyn, holomorphic: bool
+) -> Callable[[], Any]:
+    """A source giving ``pattern`` on first need, once the samples are seen not to interact.
 
+    For ``batch_axis=0`` without detection (``sparsity=None`` or a user pattern), which
+    would otherwise never check it; see :func:`check_sample_independence` for the cost.
+    """
+    x = layout.ravel(jax.tree_util.tree_leaves(primals))
 
-def _check_outputs(out: Any, holomorphic: bool, batch: int | None) -> None:
-    for path, leaf in jax.tree_util.tree_flatten_with_path(out)[0]:
-        name = "output" + jax.tree_util.keystr(path)
-        kind = jnp.complexfloating if holomorphic else jnp.floating
-        if not jnp.issubdtype(leaf.dtype, kind):
-            need = "complex" if holomorphic else "real floating-point"
-            raise TypeError(
-                f"fun's {name} has dtype {leaf.dtype}; a Hessian needs {need} outputs"
-                + ("" if holomorphic else " (for complex outputs use holomorphic=True)")
-                + "."
-            )
-    if batch is not None:
-        shape = getattr(out, "shape", None)
-        if not isinstance(out, jax.ShapeDtypeStruct) or shape not in ((batch,), (batch, 1)):
-            got = shape if shape is not None else jax.tree_util.tree_structure(out)
-            raise ValueError(
-                f"batch_axis=0 needs fun to return one array of shape ({batch},) or "
-                f"({batch}, 1), one value per sample; got {got}."
-            )
+    def source() -> Any:
+        outputs = lambda z: call(layout.unravel(z), dyn)[0]  # noqa: E731
+        check_sample_independence(outputs, x, batch, holomorphic)
+        return pattern
+
+    return source
 
 
 class _ArrayOps:
@@ -662,10 +581,18 @@ class Hessian(_ArrayOps):
         **kwargs: Any,
     ):
         show = resolve_progress(progress)
-        _check_options(
-            fun, mode, batch_axis, sparsity, chunk_size, cache_bytes, has_aux, holomorphic
+        check_options(
+            fun,
+            mode=mode,
+            batch_axis=batch_axis,
+            sparsity=sparsity,
+            chunk_size=chunk_size,
+            cache_bytes=cache_bytes,
+            has_aux=has_aux,
+            holomorphic=holomorphic,
         )
-        argnums_t, sequence = _check_argnums(argnums, len(args))
+        argnums_t, sequence = check_argnums(argnums, len(args))
+        check_kwargs(fun, kwargs)
         self._fun = fun
         self._options = dict(
             argnums=argnums,
@@ -681,31 +608,21 @@ class Hessian(_ArrayOps):
         )
         signature = Signature(args, kwargs, argnums_t, sequence)
         primals = signature.primals(args)
-        paths = _check_inputs(primals, holomorphic, batch_axis is not None, argnums)
-        batch = int(jnp.shape(paths[0][1])[0]) if batch_axis is not None else None
+        paths = check_inputs(primals, argnums_t, sequence, holomorphic)
+        batch = batch_size(paths, argnums_t, sequence) if batch_axis is not None else None
         inputs = leaf_infos(paths, drop_leading=batch is not None)
         in_tree = jax.tree_util.tree_structure(primals)
 
         def call(prims: Any, dyn: Any) -> tuple[Any, Any]:
-            out = signature.call(fun, prims, dyn)
-            if not has_aux:
-                return out, None
-            if not (isinstance(out, tuple | list) and len(out) == 2):
-                raise TypeError(
-                    "has_aux=True needs fun to return a pair (output, aux); it returned "
-                    f"{type(out).__name__}."
-                )
-            return out[0], out[1]
+            return split_aux(signature.call(fun, prims, dyn), has_aux)
 
         dyn = signature.dynamic(args, kwargs)
         out_shape, _ = jax.eval_shape(call, primals, dyn)
-        _check_outputs(out_shape, holomorphic, batch)
+        check_outputs(out_shape, holomorphic, batch)
         out_paths, out_tree = jax.tree_util.tree_flatten_with_path(out_shape)
         layout = Layout(in_tree, inputs, out_tree, leaf_infos(out_paths, False), batch)
         kernels = Kernels(call, layout, mode, holomorphic)
-        if sparsity is None:
-            structure = Structure(layout.n, progress=show)
-        elif isinstance(sparsity, str):
+        if isinstance(sparsity, str):
             structure = Structure(
                 layout.n,
                 lambda: hessian_sparsity(
@@ -714,7 +631,10 @@ class Hessian(_ArrayOps):
                 progress=show,
             )
         else:
-            structure = Structure(layout.n, _user_pattern(sparsity, layout.n), progress=show)
+            pattern = None if sparsity is None else _user_pattern(sparsity, layout.n)
+            if batch is not None and not is_traced((args, kwargs)):
+                pattern = _probed(pattern, call, layout, batch, primals, dyn, holomorphic)
+            structure = Structure(layout.n, pattern, progress=show)
         self._init_point(signature, kernels, structure, args, kwargs)
         if strict is not False:
             _check_strict(self, strict)
@@ -789,7 +709,14 @@ class Hessian(_ArrayOps):
     # --- navigation and arrays -------------------------------------------------------------
 
     def __getitem__(self, key: Any) -> Any:
-        return self._root[key]
+        try:
+            return self._root[key]
+        except IndexError as err:
+            sig = self._signature
+            hint = other_inputs_hint(self._args, sig.argnums, sig.sequence)
+            if not hint:
+                raise
+            raise IndexError(f"{err}.{hint}") from err
 
     def _block(self, what: str) -> HessianBlock:
         if isinstance(self._root, HessianBlock):
@@ -1015,8 +942,10 @@ class Hessian(_ArrayOps):
                 "Build a new Hessian with lazyhess.hessian for a different structure."
             )
         for (path, a), (_, b) in zip(mine[0], theirs[0], strict=True):
+            if not (is_array(a) or is_array(b)):
+                continue
             sa, sb = (jnp.shape(a), jnp.result_type(a)), (jnp.shape(b), jnp.result_type(b))
-            if sa != sb and (is_array(a) or is_array(b)):
+            if sa != sb:
                 raise ValueError(
                     f"H.at: argument {jax.tree_util.keystr(path)[1:]} has shape {sb[0]} and "
                     f"dtype {sb[1]}, but the Hessian was built with {sa[0]} and {sa[1]}; "
@@ -1058,7 +987,8 @@ class Hessian(_ArrayOps):
         Args:
             format: ``"bcoo"`` (jax, batched over output elements or samples when there are
                 any), ``"csr"``, ``"csc"``, ``"coo"`` (scipy sparse arrays; one scalar output
-                and no batch), ``"dense"`` (jax array) or ``"numpy"``.
+                and no batch), ``"dense"`` (jax array) or ``"numpy"``; asdex's names
+                ``"scipy_csr"``, ``"scipy_csc"``, ``"scipy_coo"`` and ``"numpy_dense"`` too.
         """
         check_format(format)
         csr, values = self._pattern_values()
@@ -1172,8 +1102,7 @@ def _check_strict(H: Hessian, strict: Any) -> None:
     A leaf whose rows of the sparsity pattern are all empty has an all-zero Hessian row and
     column of blocks, whatever the point. Costs one detection when the Hessian has none.
     """
-    if not isinstance(strict, bool):
-        raise TypeError(f"strict must be True or False; got {strict!r}.")
+    check_flag("strict", strict)
     options: dict[str, Any] = H._options
     pattern = H._structure.pattern
     if pattern is None:
@@ -1248,7 +1177,16 @@ def hessian(
     )
     if args:
         return Hessian(fun, *args, **options, **kwargs)
-    _check_options(fun, mode, batch_axis, sparsity, chunk_size, cache_bytes, has_aux, holomorphic)
+    check_options(
+        fun,
+        mode=mode,
+        batch_axis=batch_axis,
+        sparsity=sparsity,
+        chunk_size=chunk_size,
+        cache_bytes=cache_bytes,
+        has_aux=has_aux,
+        holomorphic=holomorphic,
+    )
     if kwargs:
         raise TypeError(
             f"hessian(fun, ...) without arguments returns a function of fun's arguments (as "

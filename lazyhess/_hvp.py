@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, get_args
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from ._arguments import Mode
 from ._tree import Layout
-
-Mode = Literal["fwd_over_rev", "rev_over_fwd", "rev_over_rev"]
-MODES: tuple[str, ...] = get_args(Mode)
 
 
 class Kernels:

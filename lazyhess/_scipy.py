@@ -12,8 +12,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
-from ._hessian import Hessian, _check_options, hessian
-from ._hvp import Mode
+from ._arguments import Mode, check_kwargs, check_options
+from ._hessian import Hessian, hessian
 
 
 class _Points:
@@ -26,7 +26,8 @@ class _Points:
     """
 
     def __init__(self, fun: Callable, options: dict[str, Any], kwargs: dict[str, Any]):
-        _check_options(fun, options["mode"], None, options["sparsity"], None, 0, False, False)
+        check_options(fun, mode=options["mode"], sparsity=options["sparsity"])
+        check_kwargs(fun, kwargs)
         self._fun = fun
         self._options = options
         self._kwargs = kwargs
@@ -154,6 +155,7 @@ def jac(fun: Callable, **kwargs: Any) -> Callable[..., np.ndarray]:
         fun: scalar function ``fun(x, *args, **kwargs)`` of a 1-D array ``x``.
         **kwargs: passed to ``fun``, not differentiated.
     """
+    check_kwargs(fun, kwargs)
     grad = jax.jit(jax.grad(lambda x, *args: fun(x, *args, **kwargs)))
 
     def jac_at(x: np.ndarray, *args: Any) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import PyTreeDef
+
+from ._arguments import is_array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +61,6 @@ def leaf_infos(leaves_with_paths, drop_leading: bool) -> tuple[LeafInfo, ...]:
     return tuple(infos)
 
 
-def is_array(leaf: Any) -> bool:
-    """Whether ``leaf`` is an array (jax, numpy, or a numpy scalar), not a Python value."""
-    return isinstance(leaf, jax.Array | np.ndarray | np.generic)
-
-
 class Signature:
     """How ``fun`` is called: which arguments are differentiated, traced or static.
 
@@ -104,13 +102,10 @@ class Signature:
             other.sequence,
         ):
             return False
-        try:
-            return all(
-                a is b or bool(a == b)
-                for a, b in zip(self.static_leaves, other.static_leaves, strict=True)
-            )
-        except Exception:  # noqa: BLE001 - an odd __eq__ just means "not provably the same"
-            return False
+        return all(
+            _same_static(a, b)
+            for a, b in zip(self.static_leaves, other.static_leaves, strict=True)
+        )
 
     def call(self, fun: Callable, primals: Any, dynamic: Sequence) -> Any:
         """``fun`` evaluated with ``primals`` in the differentiated slots."""
@@ -125,6 +120,26 @@ class Signature:
         by_slot = dict(zip(self.argnums, slots, strict=True))
         args = [by_slot[i] if i in by_slot else next(others) for i in range(self.nargs)]
         return fun(*args, **kwargs)
+
+
+def _same_static(a: Any, b: Any) -> bool:
+    """Whether two Python constants give ``fun`` the same program.
+
+    Same type and equal value, floats by bit pattern: ``0.0`` and ``-0.0`` (or ``True``
+    and ``1``) compare equal but can make different programs (``1 / x``, ``x ** p``).
+    """
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float | complex):
+        return struct.pack("<2d", complex(a).real, complex(a).imag) == struct.pack(
+            "<2d", complex(b).real, complex(b).imag
+        )
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - an odd __eq__ just means "not provably the same"
+        return False
 
 
 class Layout:

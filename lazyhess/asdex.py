@@ -38,11 +38,11 @@ import scipy.sparse as sp
 from jax.experimental.sparse import BCOO
 
 from . import _functional
+from ._arguments import MODES, is_array
+from ._arguments import Mode as HessianMode
+from ._errors import VerificationError
 from ._formats import pattern_output
-from ._functional import Program, VerificationError, format_name
-from ._hvp import MODES
-from ._hvp import Mode as HessianMode
-from ._tree import is_array
+from ._functional import Program, format_name
 from .coloring import ColoredPattern as _NativeColoring
 from .coloring import hessian_coloring_from_sparsity as _color
 from .sparsity import SparsityPattern as _NativePattern

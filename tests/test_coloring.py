@@ -66,6 +66,7 @@ def assert_recovers(colored, hessian):
     np.testing.assert_array_equal(colored.decompress(B, "numpy"), hessian)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SMALL_SUITE))
 @pytest.mark.parametrize("method", METHODS)
 def test_suite_patterns_every_order(name, method):
@@ -89,6 +90,7 @@ def symmetric_patterns(draw):
     return upper | upper.T
 
 
+@pytest.mark.slow
 @settings(max_examples=50, deadline=None)
 @given(symmetric_patterns(), st.sampled_from(METHODS), st.sampled_from(ORDERS))
 def test_random_patterns(pattern, method, order):
@@ -259,6 +261,7 @@ def test_decompress_formats(method):
         np.testing.assert_array_equal(numpy_out, hessian)
 
 
+@pytest.mark.slow
 def test_decompress_data_jit_and_grad():
     pattern = SMALL_SUITE["5-point grid (CLPLATEA)"]
     colored = hessian_coloring_from_sparsity(pattern)
@@ -316,6 +319,7 @@ def test_bad_inputs():
         colored.decompress(np.zeros((3, 5)), "csx")
 
 
+@pytest.mark.slow
 def test_hessian_coloring_from_function():
     if not hasattr(lazyhess, "hessian_sparsity"):
         pytest.skip("lazyhess.hessian_sparsity is not available yet")
@@ -331,6 +335,7 @@ def test_hessian_coloring_from_function():
         lazyhess.hessian_coloring(rosenbrock, jnp.ones(30), method="x")
 
 
+@pytest.mark.slow
 def test_never_more_colors_than_asdex_star():
     asdex = pytest.importorskip("asdex")
     for build in PATTERNS.values():

@@ -26,6 +26,7 @@ def test_construction_evaluates_nothing():
     assert H.cache_info() == lazyhess.CacheInfo(0, 0, 0, 0, 256 * 2**20, 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "key, cost",
     [
@@ -45,6 +46,7 @@ def test_request_costs_min_of_rows_and_columns(key, cost):
     assert hvps(H) == cost
 
 
+@pytest.mark.slow
 def test_repeated_and_overlapping_requests_reuse_directions():
     H = dense(mixed, X)
     H[2]
@@ -64,6 +66,7 @@ def test_symmetry_cached_row_serves_column():
     assert hvps(H) == 1
 
 
+@pytest.mark.slow
 def test_partially_cached_block_costs_only_the_rest():
     H = dense(mixed, X)
     H[[0, 1]]
@@ -71,6 +74,7 @@ def test_partially_cached_block_costs_only_the_rest():
     assert hvps(H) == 2 + 3
 
 
+@pytest.mark.slow
 def test_blocks_share_directions():
     def f(a, b):
         return jnp.sum(jnp.sin(a) * b[:3]) * jnp.sum(b**2) + jnp.sum(a**3)
@@ -125,6 +129,7 @@ def test_chunks_give_the_same_values(chunk_size):
     assert hvps(H) == 10
 
 
+@pytest.mark.slow
 def test_varied_requests_do_not_retrace():
     traces = []
 

@@ -70,6 +70,7 @@ def test_cell_grid_downsamples():
     assert np.all(dense[:-1, :-1] == 1)
 
 
+@pytest.mark.slow
 def test_html_computes_nothing():
     H = _genrose(200)
     html = hessian_html(H)
@@ -96,6 +97,7 @@ def test_html_after_a_column_shows_it():
     np.testing.assert_array_equal(picture, _PALETTE[expected])
 
 
+@pytest.mark.slow
 def test_html_after_full_sparse_hessian():
     H = _genrose(200)
     H.to_sparse("csr")
@@ -118,6 +120,7 @@ def test_html_with_a_given_pattern():
     np.testing.assert_array_equal(_picture(html, 30), _PALETTE[pattern.to_dense().astype(np.int8)])
 
 
+@pytest.mark.slow
 def test_html_for_pytree_and_batch():
     H = lazyhess.hessian(
         lambda p: jnp.sum(p["a"] ** 3) * jnp.sum(p["b"]), {"a": jnp.ones(3), "b": jnp.ones(2)}
@@ -150,6 +153,7 @@ def plt():
     plt.close("all")
 
 
+@pytest.mark.slow
 def test_spy_hessian_marks_computed(plt):
     H = _genrose(50)
     H[:, 10]

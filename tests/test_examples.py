@@ -27,6 +27,7 @@ def _number(out, label):
     return float(re.search(re.escape(label) + r"\s*([-+0-9.e]+)", out).group(1))
 
 
+@pytest.mark.slow
 def test_mlp_hessian(capsys):
     out = _run("mlp_hessian.py", capsys, width=4, samples=8)
     assert "41 parameters: the full Hessian would cost 41 HVPs" in out
@@ -43,6 +44,7 @@ def test_large_sparse(capsys):
     assert _number(out, "peak") > 0
 
 
+@pytest.mark.slow
 def test_newton_scipy(capsys):
     out = _run("newton_scipy.py", capsys, n=1000)
     assert out.count("f = 1.000000000000") == 3
@@ -52,6 +54,7 @@ def test_newton_scipy(capsys):
         assert _number(line, "max|x - 1| =") < 1e-6
 
 
+@pytest.mark.slow
 def test_per_sample(capsys):
     out = _run("per_sample.py", capsys, batch=16, features=5)
     assert "shape (16, 5), 1 HVP(s)" in out
@@ -59,6 +62,7 @@ def test_per_sample(capsys):
     assert _number(out, "max |H - vmap(jax.hessian)| =") < 1e-12
 
 
+@pytest.mark.slow
 def test_eigenvalues(capsys):
     out = _run("eigenvalues.py", capsys, width=8, samples=32)
     assert "48 parameters" in out

@@ -16,6 +16,7 @@ def problem(request):
     return f, x, np.asarray(jax.hessian(f)(x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fwd_over_rev", "rev_over_fwd", "rev_over_rev"])
 def test_sparse_hessian_matches_jax_under_jit(problem, mode):
     f, x, ref = problem
@@ -27,6 +28,7 @@ def test_sparse_hessian_matches_jax_under_jit(problem, mode):
     np.testing.assert_allclose(dense(x), ref, rtol=1e-10, atol=1e-8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("format", ["numpy", "csr", "csc", "coo", "scipy_csr", "numpy_dense"])
 def test_host_formats(problem, format):
     f, x, ref = problem
@@ -36,6 +38,7 @@ def test_host_formats(problem, format):
     )
 
 
+@pytest.mark.slow
 def test_value_and_compressed_and_decompress(problem):
     f, x, ref = problem
     value, H = jax.jit(lazyhess.value_and_sparse_hessian(f, x, output_format="dense"))(x)
@@ -53,6 +56,7 @@ def test_value_and_compressed_and_decompress(problem):
     np.testing.assert_allclose(data, ref[coloring.rows, coloring.cols], rtol=1e-10, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_from_coloring_with_aux_and_gradients():
     def f(x):
         return jnp.sum(x[1:] ** 2 * x[:-1] ** 2) + jnp.sum(jnp.sin(x)), {"s": jnp.sum(x)}
@@ -69,6 +73,7 @@ def test_from_coloring_with_aux_and_gradients():
     )
 
 
+@pytest.mark.slow
 def test_check_hessian_correctness(problem):
     f, x, _ = problem
     coloring = lazyhess.hessian_coloring(f, x)

@@ -67,6 +67,7 @@ def keys_for(shape):
     )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -76,6 +77,7 @@ def test_random_keys_match_numpy(case, data):
     _check(H, ref, data.draw(keys_for(ref.shape)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "key",
     [
@@ -106,6 +108,7 @@ def test_listed_keys(key):
     _check(H, np.asarray(jax.hessian(mixed)(x)), key)
 
 
+@pytest.mark.slow
 def test_jax_array_keys_and_chained_indexing():
     x = jax.random.normal(jax.random.PRNGKey(3), (5,))
     H = lazyhess.hessian(mixed, x)

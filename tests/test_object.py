@@ -39,6 +39,7 @@ def test_grad_of_pytree_and_batch():
     assert_tree_close(Hb.value, jax.vmap(per)(W))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_matvec_vector_and_matrix(mode):
     H = lazyhess.hessian(mixed, X, mode=mode)
@@ -50,6 +51,7 @@ def test_matvec_vector_and_matrix(mode):
     np.testing.assert_allclose(H @ H, REF @ REF)
 
 
+@pytest.mark.slow
 def test_hvp_on_pytrees_and_blocks():
     def f(a, b):
         return jnp.sum(jnp.sin(a) * b[:3]) * jnp.sum(b**2)
@@ -78,6 +80,7 @@ def test_matvec_on_matrix_inputs_contracts_the_input_axes():
     np.testing.assert_allclose(H @ v, np.einsum("abcd,cd->ab", ref, v))
 
 
+@pytest.mark.slow
 def test_batch_matvec_per_sample():
     per = lambda w: jnp.sum(jnp.sin(w) * w**2)  # noqa: E731
     W = X.reshape(3, 2)
@@ -91,6 +94,7 @@ def test_batch_matvec_per_sample():
     assert Hb.cache_info().hvps == 3
 
 
+@pytest.mark.slow
 def test_diagonal_of_blocks_and_flat():
     def f(d):
         return jnp.sum(d["w"] ** 3) * jnp.sum(jnp.sin(d["b"])) + jnp.sum(d["w"] ** 2 * d["b"][0])

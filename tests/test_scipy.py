@@ -64,6 +64,7 @@ def test_hess_matches_jax_hessian_and_reuses_pattern():
     assert len(calls) == traced, "a new point re-traced fun: pattern or kernels not reused"
 
 
+@pytest.mark.slow
 def test_hess_passes_minimize_args():
     def f(x, a, scale):
         return scale * jnp.sum((x - a) ** 4) + jnp.sum(x[1:] * x[:-1])
@@ -122,6 +123,7 @@ def test_hessp_is_one_hvp_and_exact():
     np.testing.assert_allclose(hessp(x, 2 * p), dense @ (2 * p), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_trust_constr_clplatea():
     f, x0 = PROBLEMS["CLPLATEA"].make(2500)
     res = _trust_constr(f, x0, gtol=1e-9, xtol=1e-14, maxiter=200)
@@ -153,6 +155,7 @@ def test_scipy_helpers_refuse_bad_input():
         lazyhess.scipy.hess(f, sparsity="dense")
 
 
+@pytest.mark.slow
 def test_tril_triplets_stable_across_points():
     f, x0 = PROBLEMS["BDQRTIC"].make(60)
     H = lazyhess.hessian(f, x0)
@@ -171,6 +174,7 @@ def test_tril_triplets_stable_across_points():
         np.testing.assert_allclose(np.tril(dense), values.toarray(), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_jax_cg_accepts_a_hessian():
     f, _ = PROBLEMS["GENROSE"].make(50)
     x = jnp.ones(50) + 0.01 * jnp.sin(jnp.arange(50.0))  # positive definite here
@@ -182,6 +186,7 @@ def test_jax_cg_accepts_a_hessian():
     np.testing.assert_allclose(solution, expected, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_jax_cg_accepts_a_flat_pytree_hessian():
     def f(p):
         return jnp.sum(3 * p["a"] ** 2 + jnp.exp(p["a"])) + jnp.sum(p["b"] ** 4 + p["b"] ** 2)

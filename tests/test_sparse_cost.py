@@ -26,6 +26,7 @@ def banded():
     return f, x, lazyhess.hessian(f, x).sparsity
 
 
+@pytest.mark.slow
 def test_single_row_and_column_cost_one(banded):
     f, x, pattern = banded
     H = lazyhess.hessian(f, x, sparsity=pattern)
@@ -105,6 +106,7 @@ def test_tridiagonal_diagonal_costs_two():
     assert hvps(H) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", ["ARWHEAD", "BDQRTIC", "CLPLATEA", "FMINSRF2", "RANDSP2", "ARROW2"]
 )
@@ -141,6 +143,7 @@ def test_cached_colors_serve_later_requests_and_eviction_keeps_values():
     assert small.cache_info().entries == 1
 
 
+@pytest.mark.slow
 def test_batch_one_coloring_serves_every_sample():
     def per(w):
         return jnp.sum(100.0 * (w[1:] - w[:-1] ** 2) ** 2 + (1.0 - w[:-1]) ** 2)
@@ -159,6 +162,7 @@ def test_batch_coupling_is_refused():
         )[0]
 
 
+@pytest.mark.slow
 def test_user_patterns_are_validated_and_used():
     f, x = tridiagonal_problem(6)
     tri = sp.diags_array([np.ones(5), np.ones(6), np.ones(5)], offsets=[-1, 0, 1]).astype(bool)
@@ -196,6 +200,7 @@ def test_sparse_formats_have_stable_coordinates():
         H.to_sparse("lil")
 
 
+@pytest.mark.slow
 def test_linear_operator_and_batched_sparse_outputs():
     f, x = tridiagonal_problem(40)
     ref = np.asarray(jax.hessian(f)(x))

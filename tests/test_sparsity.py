@@ -173,7 +173,7 @@ def test_non_scalar_pytree_output_is_union():
 def test_has_aux():
     p = hessian_sparsity(lambda x: (jnp.sum(x**2), {"aux": x**3}), jnp.ones(3), has_aux=True)
     assert p.nnz == 3
-    with pytest.raises(ValueError, match="has_aux=True"):
+    with pytest.raises(TypeError, match="has_aux=True"):
         hessian_sparsity(lambda x: jnp.sum(x), jnp.ones(3), has_aux=True)
 
 
@@ -240,7 +240,7 @@ def test_batch_coupling_raises():
 
 
 def test_batch_errors():
-    with pytest.raises(ValueError, match="same leading size; got 4 and 5"):
+    with pytest.raises(ValueError, match=r"size; got args\[0\]: 4, args\[1\]: 5"):
         hessian_sparsity(
             lambda a, b: a[:, 0] + b[:4, 0],
             jnp.ones((4, 2)),
@@ -250,7 +250,7 @@ def test_batch_errors():
         )
     with pytest.raises(ValueError, match=r"shape \(4,\) or \(4, 1\)"):
         hessian_sparsity(lambda x: jnp.sum(x), jnp.ones((4, 2)), batch_axis=0)
-    with pytest.raises(ValueError, match="batch_axis must be None or 0"):
+    with pytest.raises(ValueError, match="batch_axis=1 is not supported"):
         hessian_sparsity(lambda x: jnp.sum(x), jnp.ones((4, 2)), batch_axis=1)
 
 
@@ -258,14 +258,14 @@ def test_batch_errors():
 
 
 def test_argnums_errors():
-    with pytest.raises(ValueError, match="argnums=3 but fun was called with 2 positional"):
+    with pytest.raises(ValueError, match="argnums=3 but fun is called with 2 positional"):
         hessian_sparsity(lambda x, y: jnp.sum(x), jnp.ones(2), jnp.ones(2), argnums=3)
     with pytest.raises(TypeError, match="argnums must be"):
         hessian_sparsity(lambda x: jnp.sum(x), jnp.ones(2), argnums="0")
 
 
 def test_integer_input_error_names_leaf():
-    with pytest.raises(TypeError, match=r"\['k'\] of dtype int"):
+    with pytest.raises(TypeError, match=r"args\[0\]\['k'\] has dtype int"):
         hessian_sparsity(lambda t: jnp.sum(t["k"]), {"k": jnp.ones(2, jnp.int32)})
 
 

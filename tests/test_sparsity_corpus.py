@@ -1,7 +1,8 @@
 """Sparsity detection on a corpus covering every primitive family.
 
 Each function's detected pattern must contain every nonzero of ``jax.hessian`` at several
-random points, and (where asdex is installed) have no more nonzeros than asdex's pattern.
+random points, and (where asdex is installed) have no more nonzeros than asdex's pattern;
+``lazyhess.hessian`` with its default ``sparsity="auto"`` gives ``jax.hessian``'s values.
 """
 
 import warnings
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+import lazyhess
 from lazyhess import hessian_sparsity
 
 N = 8
@@ -251,6 +253,7 @@ def _sample_pattern(name, f, k=3):
     return np.any(np.asarray(hs) != 0, axis=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CORPUS))
 def test_superset_of_jax_hessian(name):
     f = CORPUS[name]
@@ -261,6 +264,18 @@ def test_superset_of_jax_hessian(name):
     if name not in NOT_EXACT_AT_SAMPLES:
         extra = pattern & ~seen
         assert not extra.any(), f"{name}: extra entries {np.argwhere(extra).tolist()}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(CORPUS) - FORWARD_ONLY))
+def test_default_hessian_on_the_corpus(name):
+    """With the default sparsity="auto", every corpus function gives jax.hessian's values."""
+    f = CORPUS[name]
+    x = jnp.asarray(_points(name, np.random.default_rng(7), 1)[0])
+    H = lazyhess.hessian(f, x)
+    np.testing.assert_allclose(H[:], _reference(name, f)(x), rtol=1e-10, atol=1e-10)
+    assert H.sparsity is not None
+    assert H.cache_info().hvps == (H._structure.colored.num_colors if H.sparsity.nnz else 0)
 
 
 def test_corpus_size():

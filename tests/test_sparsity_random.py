@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -66,6 +67,7 @@ def build(prog):
     return f
 
 
+@pytest.mark.slow
 @settings(max_examples=15)
 @given(program)
 def test_random_program_superset(prog):

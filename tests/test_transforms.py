@@ -11,12 +11,14 @@ import lazyhess
 X = jax.random.normal(jax.random.PRNGKey(0), (5,))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_under_jit(mode):
     f = jax.jit(lambda x: lazyhess.hessian(mixed, x, mode=mode)[1:3, [0, 4]])
     np.testing.assert_allclose(f(X), np.asarray(jax.hessian(mixed)(X))[1:3, [0, 4]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_third_derivatives_through_indexing(mode):
     got = jax.grad(lambda x: lazyhess.hessian(mixed, x, mode=mode)[0, 1])(X)
@@ -27,6 +29,7 @@ def test_third_derivatives_through_indexing(mode):
     np.testing.assert_allclose(jac, want, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_under_vmap():
     xs = jnp.stack([X, X + 1, X * 2])
     got = jax.vmap(lambda x: lazyhess.hessian(mixed, x)[2])(xs)
@@ -53,6 +56,7 @@ def test_concrete_hessian_used_inside_jit():
     np.testing.assert_allclose(out, np.asarray(jax.hessian(mixed)(X)) @ np.ones(5))
 
 
+@pytest.mark.slow
 def test_concrete_hessian_first_used_inside_jit():
     ref = np.asarray(jax.hessian(mixed)(X))
     H = lazyhess.hessian(mixed, X)

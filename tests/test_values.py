@@ -16,6 +16,7 @@ def rand(shape, k=0, dtype=jnp.float64):
     return jax.random.normal(jax.random.fold_in(KEY, k), shape, dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", [(), (1,), (5,), (3, 4), (2, 3, 2)])
 def test_array_inputs_of_any_rank(shape, mode):
@@ -28,6 +29,7 @@ def test_array_inputs_of_any_rank(shape, mode):
     assert_tree_close(H.to_dense(), ref)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_nonscalar_outputs(mode):
     def f(x):
@@ -44,6 +46,7 @@ def test_nonscalar_outputs(mode):
     assert_tree_close(H[1, 2], ref[1, 2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_pytree_output_is_outermost_level(mode):
     def f(x):
@@ -61,6 +64,7 @@ def _tree_fun(p):
     return jnp.sum(jnp.tanh(flat) * flat[::-1]) + jnp.prod(flat[:4]) + jnp.sum(flat**3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "tree",
     [
@@ -81,6 +85,7 @@ def test_pytree_inputs(tree, mode):
     assert_tree_close(H.flat[:], jax.hessian(lambda z: _tree_fun(unravel(z)))(flat))
 
 
+@pytest.mark.slow
 def test_nested_navigation_mirrors_jax():
     tree = {"layer": [rand((2,), 7), {"w": rand((1, 2), 8)}], "s": rand((), 9)}
     H = lazyhess.hessian(_tree_fun, tree)
@@ -93,6 +98,7 @@ def test_nested_navigation_mirrors_jax():
     assert_tree_close(H["s"][...], ref["s"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argnums", [(0, 1), [1, 0], (1,), 1, (-1, 0)])
 def test_argnums_sequences(argnums):
     def f(a, b, scale):
@@ -124,6 +130,7 @@ def test_has_aux():
     assert_tree_close(H.value, f(x)[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_complex_holomorphic(mode):
     def f(z):
@@ -136,6 +143,7 @@ def test_complex_holomorphic(mode):
     assert_tree_close(H[:], ref)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("out_shape", ["(B,)", "(B,1)"])
 def test_batch_matches_vmapped_hessian(mode, out_shape):

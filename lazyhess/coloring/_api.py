@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from .._arguments import argnums_key
 from .._formats import entry_rows
 from . import _greedy
 from ._colored import METHODS, ColoredPattern, Method
@@ -92,14 +93,15 @@ def hessian_coloring(
 
     pattern = hessian_sparsity(fun, *args, argnums=argnums, **kwargs)
     colored = hessian_coloring_from_sparsity(pattern, method=method, order=order)
-    colored.argnums = argnums if isinstance(argnums, int) else tuple(argnums)
+    colored.argnums = argnums_key(argnums)
     colored.inputs = input_avals(args, argnums)
     return colored
 
 
 def input_avals(args: tuple, argnums) -> Any:
     """The shapes and dtypes of ``args[argnums]`` (a tuple for a sequence of argnums)."""
-    primals = args[argnums] if isinstance(argnums, int) else tuple(args[a] for a in argnums)
+    key = argnums_key(argnums)
+    primals = args[key] if isinstance(key, int) else tuple(args[a] for a in key)
     return jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), primals
     )

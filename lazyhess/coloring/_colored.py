@@ -174,8 +174,9 @@ class ColoredPattern:
             compressed: ``B``, shape ``(num_colors, n)``, ``B[c] = H @ s_c``.
             format: ``"csr"``, ``"csc"``, ``"coo"`` (scipy sparse arrays), ``"numpy"``
                 (dense numpy array), ``"dense"`` (dense jax array) or ``"bcoo"``
-                (``jax.experimental.sparse.BCOO``). ``"dense"`` and ``"bcoo"`` are
-                jit-able.
+                (``jax.experimental.sparse.BCOO``), or asdex's names (``"scipy_csr"``,
+                ``"scipy_csc"``, ``"scipy_coo"``, ``"numpy_dense"``). ``"dense"`` and
+                ``"bcoo"`` are jit-able.
 
         Returns:
             The ``n x n`` Hessian in the requested format.

@@ -9,6 +9,17 @@ from typing import Any
 import jax
 import numpy as np
 
+from .._arguments import (
+    batch_size,
+    check_argnums,
+    check_batch_output,
+    check_inputs,
+    check_kwargs,
+    check_options,
+    is_array,
+    spec,
+    split_aux,
+)
 from .._formats import entry_rows
 from . import _rules  # noqa: F401  (registers the primitive rules)
 from ._graph import (
@@ -21,37 +32,6 @@ from ._graph import (
 )
 from ._maps import identity_rows
 from ._pattern import SparsityPattern
-
-
-def _spec(leaf: Any) -> jax.ShapeDtypeStruct:
-    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
-        return jax.ShapeDtypeStruct(tuple(leaf.shape), leaf.dtype)
-    a = jax.numpy.asarray(leaf)
-    return jax.ShapeDtypeStruct(a.shape, a.dtype)
-
-
-def _is_array(leaf: Any) -> bool:
-    return (
-        hasattr(leaf, "shape")
-        and hasattr(leaf, "dtype")
-        and not isinstance(leaf, (int, float, complex, bool))
-    )
-
-
-def _normalize_argnums(argnums, nargs: int) -> tuple[tuple[int, ...], bool]:
-    single = isinstance(argnums, (int, np.integer))
-    nums = (argnums,) if single else tuple(argnums)
-    if not nums or not all(isinstance(a, (int, np.integer)) for a in nums):
-        raise TypeError(
-            f"argnums must be an int or a non-empty sequence of ints; got {argnums!r}."
-        )
-    for a in nums:
-        if not -nargs <= a < nargs:
-            raise ValueError(
-                f"argnums={argnums!r} but fun was called with {nargs} positional argument"
-                f"{'s' if nargs != 1 else ''}."
-            )
-    return tuple(int(a) % nargs for a in nums), single
 
 
 def detect(
@@ -119,32 +99,27 @@ def hessian_sparsity(
 
     Raises:
         ValueError: bad ``argnums`` or ``batch_axis``, or samples that interact.
-        TypeError: non-floating-point differentiated inputs.
+        TypeError: bad ``argnums`` type, non-floating-point differentiated inputs, or a
+            ``has_aux`` function that does not return a pair.
 
     Example:
         >>> import jax.numpy as jnp
         >>> hessian_sparsity(lambda x: jnp.sum(x[1:] * x[:-1]), jnp.ones(4)).nnz
         6
     """
-    nums, single = _normalize_argnums(argnums, len(args))
+    check_options(fun, batch_axis=batch_axis, has_aux=has_aux)
+    nums, sequence = check_argnums(argnums, len(args))
+    check_kwargs(fun, kwargs)
+    single = not sequence
     diff = args[nums[0]] if single else tuple(args[a] for a in nums)
-    paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(diff)
-    leaves = [leaf for _, leaf in paths_leaves]
-    specs = [_spec(leaf) for leaf in leaves]
-    for (path, _), spec in zip(paths_leaves, specs, strict=True):
-        if not is_float(spec.dtype):
-            where = f"argument {nums[0]}" if single else "the differentiated arguments"
-            raise TypeError(
-                f"hessian_sparsity needs floating-point inputs; {where} has a leaf "
-                f"{jax.tree_util.keystr(path) or '(root)'} of dtype {spec.dtype}. Convert it "
-                "to a float dtype or leave it out of argnums."
-            )
-    if batch_axis not in (None, 0):
-        raise ValueError(f"batch_axis must be None or 0; got {batch_axis!r}.")
+    paths_leaves = check_inputs(diff, nums, sequence, holomorphic=None)
+    treedef = jax.tree_util.tree_structure(diff)
+    specs = [spec(leaf) for _, leaf in paths_leaves]
+    b = None if batch_axis is None else batch_size(paths_leaves, nums, sequence)
 
     rest = ([a for k, a in enumerate(args) if k not in nums], kwargs)
     rest_leaves, rest_def = jax.tree_util.tree_flatten(rest)
-    dynamic = [k for k, leaf in enumerate(rest_leaves) if _is_array(leaf)]
+    dynamic = [k for k, leaf in enumerate(rest_leaves) if is_array(leaf)]
 
     def flat_fun(diff_leaves, dyn_leaves):
         d = jax.tree_util.tree_unflatten(treedef, diff_leaves)
@@ -157,52 +132,28 @@ def hessian_sparsity(
             (d if single else d[nums.index(k)]) if k in nums else next(others)
             for k in range(len(args))
         ]
-        out = fun(*call_args, **kw)
-        if has_aux:
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise ValueError(
-                    "has_aux=True needs fun to return a pair (output, aux); got "
-                    f"{type(out).__name__}."
-                )
-            out = out[0]
+        out = split_aux(fun(*call_args, **kw), has_aux)[0]
+        if b is not None:
+            check_batch_output(out, b)
         return jax.tree_util.tree_leaves(out)
 
-    dyn_specs = [_spec(rest_leaves[k]) for k in dynamic]
+    dyn_specs = [spec(rest_leaves[k]) for k in dynamic]
     closed = jax.make_jaxpr(flat_fun)(specs, dyn_specs)
     sizes = [math.prod(s.shape) for s in specs]
-    if batch_axis is None:
+    if b is None:
         indptr, indices, _ = detect(closed, sizes, len(dynamic))
         offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
         return SparsityPattern(
             indptr, indices, int(offsets[-1]), leaf_offsets=offsets, _trusted=True
         )
-    return _batched(closed, paths_leaves, specs, sizes, len(dynamic))
+    return _batched(closed, b, sizes, len(dynamic))
 
 
-def _batched(closed, paths_leaves, specs, sizes, n_dynamic) -> SparsityPattern:
-    """Per-sample pattern of a function over a leading batch axis, checking independence."""
-    leads = []
-    for (path, _), spec in zip(paths_leaves, specs, strict=True):
-        if not spec.shape:
-            raise ValueError(
-                f"batch_axis=0 needs every differentiated leaf to have a leading batch axis; "
-                f"leaf {jax.tree_util.keystr(path) or '(root)'} is a scalar."
-            )
-        leads.append(spec.shape[0])
-    if len(set(leads)) > 1:
-        raise ValueError(
-            "batch_axis=0 needs every input to have the same leading size; got "
-            + " and ".join(str(b) for b in dict.fromkeys(leads))
-            + "."
-        )
-    b = leads[0] if leads else 0
-    outs = [a for a in closed.out_avals if is_float(a.dtype)]
-    if len(outs) != 1 or outs[0].shape not in ((b,), (b, 1)):
-        got = ", ".join(str(a.shape) for a in closed.out_avals)
-        raise ValueError(
-            f"batch_axis=0 needs fun to return one array of shape ({b},) or ({b}, 1); "
-            f"got shape(s) {got}."
-        )
+def _batched(closed, b: int, sizes, n_dynamic) -> SparsityPattern:
+    """Per-sample pattern of a function over a leading batch axis of size ``b``.
+
+    Raises the ``ValueError`` of a batch whose samples interact.
+    """
     per = [s // b if b else 0 for s in sizes]
     local_off = np.concatenate([[0], np.cumsum(per, dtype=np.int64)])
     sample = np.concatenate(

@@ -19,16 +19,13 @@ import numpy as np
 import scipy.sparse as sp
 from jax.extend import core as jcore
 
+from .._errors import SparsityWarning
 from . import _const
 from ._maps import GroupMap, IndexMap, take_rows, union
 
 #: Loops whose carried dependencies have not settled after this many sweeps are treated
 #: as coupling every carried element with every input that enters the loop.
 MAX_FIXED_POINT_SWEEPS = 32
-
-
-class SparsityWarning(UserWarning):
-    """Sparsity detection used the conservative rule for an operation it does not know."""
 
 
 def is_float(dtype) -> bool:
