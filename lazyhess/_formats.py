@@ -9,6 +9,8 @@ import numpy as np
 import scipy.sparse as sp
 from jax.experimental.sparse import BCOO
 
+from ._csr import entry_rows
+
 Format = Literal["bcoo", "csr", "csc", "coo", "dense", "numpy"]
 FORMATS: tuple[str, ...] = get_args(Format)
 
@@ -19,14 +21,6 @@ def check_format(format: str) -> None:
         raise ValueError(
             f"format={format!r} is not a valid format; use one of {', '.join(FORMATS)}."
         )
-
-
-def entry_rows(indptr: np.ndarray, dtype: Any = np.int32) -> np.ndarray:
-    """The row index of every stored entry of a CSR structure, aligned with its indices.
-
-    ``dtype=np.int64`` where the rows enter keys such as ``row * n + col``.
-    """
-    return np.repeat(np.arange(len(indptr) - 1, dtype=dtype), np.diff(indptr))
 
 
 def pattern_output(

@@ -13,7 +13,14 @@ from ._formats import check_format, pattern_output
 from ._hessian import Hessian
 from ._hvp import Mode
 from ._plan import SeedFamily
-from .coloring import ColoredPattern, hessian_coloring
+from .coloring import (
+    ColoredPattern,
+    MethodOption,
+    OrderOption,
+    check_options,
+    hessian_coloring_from_sparsity,
+)
+from .sparsity import hessian_sparsity
 
 _ASDEX_FORMATS = {
     "numpy_dense": "numpy",
@@ -82,6 +89,32 @@ def _factory(
         argnums=argnums, has_aux=has_aux, holomorphic=holomorphic, mode=mode, chunk_size=chunk_size
     )
     return _Compressed(fun, coloring, sample_args, sample_kwargs, options)
+
+
+def hessian_coloring(
+    fun, *args, argnums=0, method: MethodOption = "auto", order: OrderOption = "auto", **kwargs
+) -> ColoredPattern:
+    """A coloring of the Hessian sparsity pattern of ``fun`` with respect to ``argnums``.
+
+    ``lazyhess.hessian_sparsity(fun, *args, argnums=argnums, **kwargs)`` followed by
+    ``hessian_coloring_from_sparsity(pattern, method, order)``; only shapes and dtypes
+    of ``args`` matter. ``method`` and ``order`` are checked before the detection's cost.
+
+    Args:
+        fun: scalar function of JAX arrays.
+        *args: example arguments (arrays or ``jax.ShapeDtypeStruct``).
+        argnums: which positional argument(s) to differentiate, as in ``jax.hessian``.
+        method: see ``hessian_coloring_from_sparsity``.
+        order: see ``hessian_coloring_from_sparsity``.
+        **kwargs: forwarded to ``lazyhess.hessian_sparsity``: its options (such as
+            ``has_aux``) and keyword arguments of ``fun``.
+
+    Returns:
+        A ``ColoredPattern`` whose ``pattern`` is the detected ``SparsityPattern``.
+    """
+    check_options(method, order)
+    pattern = hessian_sparsity(fun, *args, argnums=argnums, **kwargs)
+    return hessian_coloring_from_sparsity(pattern, method=method, order=order)
 
 
 def _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric) -> ColoredPattern:

@@ -17,8 +17,9 @@ from scipy.sparse.linalg import LinearOperator
 
 from . import _display
 from ._cache import CacheInfo, DirectionCache
+from ._csr import entry_rows
 from ._engine import Engine
-from ._formats import Format, check_format, entry_rows, pattern_output
+from ._formats import Format, check_format, pattern_output
 from ._hvp import MODES, Kernels, Mode
 from ._index import resolve
 from ._plan import Structure

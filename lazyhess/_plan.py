@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._formats import entry_rows
+from ._csr import entry_rows, lookup
 from ._progress import stage
 
 
@@ -126,14 +126,6 @@ class Structure:
         labels = np.full(self.n, -1, dtype=np.int64)
         labels[cols] = partial_coloring(self.colored, rows, cols)
         return SeedFamily("partial", labels)
-
-
-def lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Whether each query is among ``sorted_keys``, and its position there (if it is)."""
-    if sorted_keys.size == 0:
-        return np.zeros(queries.shape, dtype=bool), np.zeros(queries.shape, dtype=np.intp)
-    at = np.minimum(np.searchsorted(sorted_keys, queries), sorted_keys.size - 1)
-    return sorted_keys[at] == queries, at
 
 
 @dataclasses.dataclass(eq=False)

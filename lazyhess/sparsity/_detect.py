@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from .._formats import entry_rows
+from .._csr import entry_rows
 from . import _rules  # noqa: F401  (registers the primitive rules)
 from ._graph import (
     Interpreter,

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from .._formats import entry_rows
+from .._csr import entry_rows
 
 _FORMAT_VERSION = 1
 
