@@ -18,14 +18,16 @@ it exists, which is what `jax.hessian` returns.
 Families: `_elementwise` (linear, derivative-free and nonlinear maps), `_arithmetic`
 (mul, div, integer_pow, select_n), `_movement` (reshapes, slices, pads, dynamic slices),
 `_indexing` (gather, scatter), `_reductions` (sums, extrema, products, sort, cumulative),
-`_windows` (pooling, convolution), `_linalg` (dot_general, factorizations) and `_control`
-(calls, cond, while, scan). Importing this package registers every rule in
+`_windows` (pooling, convolution), `_linalg` (dot_general, factorizations), `_control`
+(calls, cond, while, scan) and `_custom` (custom_jvp and custom_vjp functions, through
+their rules). Importing this package registers every rule in
 `_graph.RULES`.
 """
 
 from . import (  # noqa: F401  (each module registers its rules on import)
     _arithmetic,
     _control,
+    _custom,
     _elementwise,
     _indexing,
     _linalg,

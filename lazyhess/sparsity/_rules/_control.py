@@ -23,13 +23,9 @@ def _sub_jaxpr(params):
     "jit",
     "closed_call",
     "core_call",
-    "custom_jvp_call",
-    "custom_vjp_call",
-    "custom_vjp_call_jaxpr",
     "remat",
     "remat2",
     "checkpoint",
-    "custom_lin",
     "named_call",
     inline=True,
 )
