@@ -19,9 +19,9 @@ Families: `_elementwise` (linear, derivative-free and nonlinear maps), `_arithme
 (mul, div, integer_pow, select_n), `_movement` (reshapes, slices, pads, dynamic slices),
 `_indexing` (gather, scatter), `_reductions` (sums, extrema, products, sort, cumulative),
 `_windows` (pooling, convolution), `_linalg` (dot_general, factorizations), `_control`
-(calls, cond, while, scan) and `_custom` (custom_jvp and custom_vjp functions, through
-their rules). Importing this package registers every rule in
-`_graph.RULES`.
+(calls, cond, while, scan), `_custom` (custom_jvp and custom_vjp functions, through their
+rules) and `_sharding` (shard_map and its collectives). Importing this package registers
+every rule in `_graph.RULES`.
 """
 
 from . import (  # noqa: F401  (each module registers its rules on import)
@@ -33,5 +33,6 @@ from . import (  # noqa: F401  (each module registers its rules on import)
     _linalg,
     _movement,
     _reductions,
+    _sharding,
     _windows,
 )
