@@ -319,6 +319,36 @@ def release_unpaired(ops: list, keep: Sequence[Node]) -> None:
     walk(ops, drop)
 
 
+def largest_block(ops: list) -> int:
+    """A lower bound on the Hessian pattern's nnz: its largest single live block.
+
+    Each live pair term ``a[ia[k]] × b[ib[k]]`` puts a dense block of ``|row a| · |row b|``
+    entries into the pattern. Call after `backward`. Cost O(number of live pair elements),
+    never the O(nnz) of the pattern itself.
+    """
+    largest = 0
+    for op in ops:
+        if isinstance(op, LoopOp):
+            largest = max(largest, largest_block(op.body))
+            continue
+        if not isinstance(op, PairOp) or op.out.live is None:
+            continue
+        if op.a.dep is None or op.b.dep is None:
+            continue
+        mask = op.out.live if op.e is None else op.out.live[op.e]
+        k = np.flatnonzero(mask)
+        if not k.size:
+            continue
+        ia = k if op.ia is None else op.ia[k]
+        ib = k if op.ib is None else op.ib[k]
+        ok = (ia >= 0) & (ib >= 0)
+        size_a = np.diff(op.a.dep.indptr)[ia[ok]]
+        size_b = np.diff(op.b.dep.indptr)[ib[ok]]
+        if size_a.size:
+            largest = max(largest, int(np.max(size_a * size_b)))
+    return largest
+
+
 def hessian_coordinates(ops: list, n: int) -> tuple[np.ndarray, np.ndarray]:
     """CSR arrays (indptr, indices) of the Hessian pattern: sorted, symmetric.
 
