@@ -115,40 +115,50 @@ def _derivative_program(eqn, transpose: bool):
     return jax.make_jaxpr(program)(specs, [specs[k] for k in floats]), floats
 
 
-def _traced(ctx: Interpreter, eqn, transpose: bool):
-    """``(key, program)`` of a custom call, built once per equation.
-
-    ``key`` identifies the custom function (`_key`); ``program`` is `_derivative_program`,
-    or ``None`` when JAX cannot build it.
-    """
-    cached = ctx.memo.get(id(eqn))
+def _memo(ctx: Interpreter, eqn, what: str, make):
+    """``make()`` computed once per equation and ``what`` during one detection."""
+    cached = ctx.memo.get((id(eqn), what))
     if cached is None or cached[0] is not eqn:
-        try:
-            built = _derivative_program(eqn, transpose)
-        except Exception:  # noqa: BLE001  (any tracing failure: use the conservative rule)
-            built = None
-        cached = ctx.memo[id(eqn)] = (eqn, _key(eqn), built)
-    return cached[1], cached[2]
+        cached = ctx.memo[(id(eqn), what)] = (eqn, make())
+    return cached[1]
+
+
+def _program(eqn, transpose: bool):
+    """`_derivative_program`, or ``None`` when JAX cannot build it."""
+    try:
+        return _derivative_program(eqn, transpose)
+    except Exception:  # noqa: BLE001  (any tracing failure: use the conservative rule)
+        return None
 
 
 def _custom(ctx: Interpreter, eqn, ins: list[Node], transpose: bool) -> list[Node]:
     if all(i.dep is None for i in ins):
         body = eqn.params.get("call_jaxpr", eqn.params.get("fun_jaxpr"))
         return ctx.run_closed(body, ins[: len(body.jaxpr.invars)])
-    key, built = _traced(ctx, eqn, transpose)
+    key = _memo(ctx, eqn, "key", lambda: _key(eqn))
     deps = [i.dep for i in ins]
     for frame in reversed(ctx.frames):
         if frame.key == key and all(_same(a, b) for a, b in zip(frame.deps, deps, strict=True)):
             frame.reentered = True
             return _reentry(ctx, eqn, ins, frame)
     name = eqn.primitive.name
-    if built is None or len(ctx.frames) >= MAX_CUSTOM_DEPTH:
+    built = None
+    if len(ctx.frames) < MAX_CUSTOM_DEPTH:
+        built = _memo(ctx, eqn, "program", lambda: _program(eqn, transpose))
+    if built is None:
         return ctx.conservative(
             eqn, ins, reason=f"lazyhess cannot trace the derivative rule of a {name!r} call"
         )
     program, floats = built
     nout = len(eqn.outvars)
     frame = _Frame(key, deps, [None] * nout)
+    if _memo(ctx, eqn, "self_call", lambda: _calls_itself(program, key)):
+        # Start from the primal body's dependencies: for rules such as relu's, whose
+        # derivative depends on no more than the primal, one sweep then settles.
+        body = eqn.params.get("call_jaxpr", eqn.params.get("fun_jaxpr"))
+        frame.estimate = [
+            o.dep for o in ctx.child().run_closed(body, ins[: len(body.jaxpr.invars)])
+        ]
     ctx.frames.append(frame)
     try:
         for _ in range(MAX_FIXED_POINT_SWEEPS):
@@ -176,6 +186,14 @@ def _custom(ctx: Interpreter, eqn, ins: list[Node], transpose: bool) -> list[Nod
             ctx.pull_link(out, t)
         results.append(out)
     return results
+
+
+def _calls_itself(program, key: tuple) -> bool:
+    """Whether the derivative program calls the same custom function (at its top level)."""
+    return any(
+        e.primitive.name in ("custom_jvp_call", "custom_vjp_call") and _key(e) == key
+        for e in program.jaxpr.eqns
+    )
 
 
 def _reentry(ctx: Interpreter, eqn, ins: list[Node], frame: _Frame) -> list[Node]:
