@@ -68,21 +68,33 @@ def _key(eqn) -> tuple:
     return (eqn.primitive.name, where, str(body), tuple(str(v.aval) for v in eqn.invars))
 
 
-def _canonical(m: sp.csr_array) -> sp.csr_array:
+def _sorted(m: sp.csr_array) -> sp.csr_array:
+    """A copy of ``m`` with sorted, duplicate-free indices, so ``nnz`` counts its entries."""
     m = sp.csr_array(m, copy=True)
     m.sum_duplicates()
     return m
+
+
+def _canonical(m: sp.csr_array | None) -> sp.csr_array | None:
+    return None if m is None else _sorted(m)
+
+
+def _covers(estimate: sp.csr_array | None, found: sp.csr_array | None) -> bool:
+    """Whether every entry of ``found`` is in ``estimate`` (sorted, duplicate-free)."""
+    if found is None or found is estimate:
+        return True
+    if estimate is None:
+        return False
+    return (estimate + found).nnz == estimate.nnz
 
 
 def _same(a: sp.csr_array | None, b: sp.csr_array | None) -> bool:
     """Whether two dependency matrices (``None``: no dependency) hold the same entries."""
     if a is b:
         return True
-    if a is None or b is None:
+    if a is None or b is None or a.shape != b.shape:
         return False
-    if a.shape != b.shape:
-        return False
-    a, b = _canonical(a), _canonical(b)
+    a, b = _sorted(a), _sorted(b)
     return bool(np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices))
 
 
@@ -156,9 +168,8 @@ def _custom(ctx: Interpreter, eqn, ins: list[Node], transpose: bool) -> list[Nod
         # Start from the primal body's dependencies: for rules such as relu's, whose
         # derivative depends on no more than the primal, one sweep then settles.
         body = eqn.params.get("call_jaxpr", eqn.params.get("fun_jaxpr"))
-        frame.estimate = [
-            o.dep for o in ctx.child().run_closed(body, ins[: len(body.jaxpr.invars)])
-        ]
+        primal = ctx.child().run_closed(body, ins[: len(body.jaxpr.invars)])
+        frame.estimate = [_canonical(o.dep) for o in primal]
     ctx.frames.append(frame)
     try:
         for _ in range(MAX_FIXED_POINT_SWEEPS):
@@ -166,12 +177,14 @@ def _custom(ctx: Interpreter, eqn, ins: list[Node], transpose: bool) -> list[Nod
             outs = sub.run_closed(program, [*ins, *(ins[k] for k in floats)])
             primal, tangent = outs[:nout], outs[nout:]
             found = [union([p.dep, t.dep]) for p, t in zip(primal, tangent, strict=True)]
-            grown = [union([e, f]) for e, f in zip(frame.estimate, found, strict=True)]
             if not frame.reentered or all(
-                _same(e, g) for e, g in zip(frame.estimate, grown, strict=True)
+                _covers(e, f) for e, f in zip(frame.estimate, found, strict=True)
             ):
                 break
-            frame.estimate, frame.reentered = grown, False
+            frame.estimate = [
+                _canonical(union([e, f])) for e, f in zip(frame.estimate, found, strict=True)
+            ]
+            frame.reentered = False
         else:
             return ctx.conservative(
                 eqn, ins, reason=f"the derivative rule of a {name!r} call did not settle"
