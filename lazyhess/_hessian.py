@@ -18,12 +18,12 @@ from scipy.sparse.linalg import LinearOperator
 from . import _display
 from ._cache import CacheInfo, DirectionCache
 from ._csr import entry_rows
-from ._engine import Engine
+from ._engine import Cost, Engine
 from ._formats import Format, check_format, pattern_output
 from ._hvp import MODES, Kernels, Mode
-from ._index import resolve
-from ._plan import Structure
+from ._index import entry, grid, resolve
 from ._progress import resolve as resolve_progress
+from ._structure import Structure
 from ._tree import BlockSpec, Layout, LeafInfo, Signature, is_array, leaf_infos
 from .sparsity import SparsityPattern, hessian_sparsity
 
@@ -262,17 +262,63 @@ class HessianBlock(_ArrayOps):
         return math.prod(self.shape)
 
     def _entries(self, p, r, c, diagonal: bool = False) -> jax.Array:
-        shape = p.shape
         values = self._hessian._engine.entries(
             self._p_offset + p.ravel(),
             self._rows.offset + r.ravel(),
             self._cols.offset + c.ravel(),
             diagonal,
         )
-        return jnp.asarray(values).reshape(shape).astype(self.dtype)
+        return self._answer(values, p.shape)
+
+    def _answer(self, values: Any, shape: tuple[int, ...]) -> jax.Array:
+        if isinstance(values, np.ndarray):
+            return jnp.asarray(values.reshape(shape).astype(self.dtype, copy=False))
+        return values.reshape(shape).astype(self.dtype)
+
+    def _request(self, key: Any) -> tuple:
+        """The flat request of ``key``: ``(kind, p, rows, cols, shape)``, kind grid or entries."""
+        shapes = (self._prefix, self._rows.shape, self._cols.shape)
+        selected = grid(key, *shapes)
+        if selected is not None:
+            P, rows, cols, shape = selected
+            return (
+                "grid",
+                self._p_offset + P,
+                self._rows.offset + rows,
+                self._cols.offset + cols,
+                shape,
+            )
+        p, r, c = resolve(key, *shapes)
+        return (
+            "entries",
+            self._p_offset + p.ravel(),
+            self._rows.offset + r.ravel(),
+            self._cols.offset + c.ravel(),
+            p.shape,
+        )
 
     def __getitem__(self, key: Any) -> jax.Array:
-        return self._entries(*resolve(key, self._prefix, self._rows.shape, self._cols.shape))
+        engine = self._hessian._engine
+        one = entry(key, self._prefix, self._rows.shape, self._cols.shape)
+        if one is not None:
+            p, r, c = one
+            value = engine.cached_entry(
+                self._p_offset + p, self._rows.offset + r, self._cols.offset + c
+            )
+            if value is not None:
+                return jnp.asarray(value, dtype=self.dtype)
+        kind, p, r, c, shape = self._request(key)
+        values = engine.grid(p, r, c) if kind == "grid" else engine.entries(p, r, c)
+        return self._answer(values, shape)
+
+    def cost(self, key: Any = Ellipsis) -> Cost:
+        """What ``block[key]`` would cost, computing no HVP.
+
+        New HVPs, HVPs served from the cache, the result's bytes and the largest chunk of
+        HVP results held at once. Planning may detect the pattern and color it.
+        """
+        kind, p, r, c, _ = self._request(key)
+        return self._hessian._engine.cost(p if kind == "grid" else None, r, c)
 
     def to_dense(self) -> jax.Array:
         """The whole block as a jax array (one HVP per row or column, the fewer)."""
@@ -546,22 +592,38 @@ class Hessian(_ArrayOps):
         return HessianBlock(self, lay.prefix(tree.out), p_offset, rows, cols, rows.dtype, name)
 
     def _evaluate_tree(self, tree: Any) -> Any:
-        blocks = [self._view(spec, "") for spec in jax.tree_util.tree_leaves(tree)]
-        ps, rs, cs = [], [], []
-        for b in blocks:
-            p, r, c = resolve(Ellipsis, b._prefix, b._rows.shape, b._cols.shape)
-            ps.append(b._p_offset + p.ravel())
-            rs.append(b._rows.offset + r.ravel())
-            cs.append(b._cols.offset + c.ravel())
-        values = jnp.asarray(
-            self._engine.entries(np.concatenate(ps), np.concatenate(rs), np.concatenate(cs))
+        """Every block of ``tree`` from one request over the flat Hessian's rows and columns."""
+        specs = jax.tree_util.tree_leaves(tree)
+        lay = self._layout
+        outs = sorted({spec.out for spec in specs})
+        inputs = sorted({i for spec in specs for i in (spec.row, spec.col)})
+
+        def flat_range(leaves, info):
+            return np.concatenate([np.arange(info(k).offset, info(k).stop) for k in leaves])
+
+        p_index = (
+            np.arange(lay.p)
+            if lay.batch is not None
+            else flat_range(outs, lambda o: lay.outputs[o])
         )
-        ends = np.cumsum([b.size for b in blocks])[:-1]
-        dense = [
-            v.reshape(b.shape).astype(b.dtype)
-            for b, v in zip(blocks, jnp.split(values, ends), strict=True)
-        ]
-        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), dense)
+        index = flat_range(inputs, lambda i: lay.inputs[i])
+        values = self._engine.grid(p_index, index, index)
+        where = np.full(max(lay.n, 1), -1)
+        where[index] = np.arange(index.size)
+        p_where = np.full(max(lay.p, 1), -1)
+        p_where[p_index] = np.arange(p_index.size)
+        blocks = []
+        for spec in specs:
+            block = self._view(spec, "")
+            rows, cols = lay.inputs[spec.row], lay.inputs[spec.col]
+            start = p_where[block._p_offset]
+            part = values[
+                start : start + math.prod(block._prefix),
+                where[rows.offset] : where[rows.offset] + rows.size,
+                where[cols.offset] : where[cols.offset] + cols.size,
+            ]
+            blocks.append(block._answer(part, block.shape))
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), blocks)
 
     # --- navigation and arrays -------------------------------------------------------------
 
@@ -764,10 +826,8 @@ class Hessian(_ArrayOps):
         csr = self._pattern_csr()
         lead = self.flat._prefix
         if self._structure.dense:
-            count = math.prod(lead)
-            rows, cols = entry_rows(csr.indptr), csr.indices
-            p = np.repeat(np.arange(count), rows.size)
-            values = self._engine.entries(p, np.tile(rows, count), np.tile(cols, count))
+            everything = np.arange(self._layout.n)
+            values = self._engine.grid(np.arange(self._layout.p), everything, everything)
         else:
             values = self._engine.pattern_values()
         return csr, jnp.asarray(values.reshape(lead + (csr.nnz,)))
@@ -840,13 +900,27 @@ class Hessian(_ArrayOps):
 
     def _engine_name(self) -> str:
         structure = self._structure
-        if "pattern" not in structure.__dict__:
-            return "auto (pattern not detected yet)" if structure._source is not None else "dense"
+        if not structure.known:
+            return "auto (pattern not detected yet)"
         if structure.pattern is None:
             return "dense"
         return f"sparse (nnz={structure.pattern.nnz})"
 
     # --- cost ----------------------------------------------------------------------------
+
+    def cost(self, key: Any = Ellipsis) -> Cost:
+        """What ``H[key]`` would cost, computing no HVP; see :meth:`HessianBlock.cost`.
+
+        For pytree inputs or outputs, ``H.cost()`` (``H[:]``) sums over the blocks.
+        """
+        if isinstance(self._root, HessianBlock):
+            return self._root.cost(key)
+        if key is not Ellipsis and key != slice(None):
+            raise TypeError(
+                "cost of a block of a pytree Hessian: select the block first, e.g. "
+                "H['w']['w'].cost(key); H.cost() alone prices H[:]."
+            )
+        return self.flat.cost()
 
     def cache_info(self) -> CacheInfo:
         """HVP directions spent, cache hits and misses, and the cache's use."""
