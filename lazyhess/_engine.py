@@ -9,6 +9,7 @@ the scipy adapters: ``grid`` (an outer-product request: prefix x rows x columns)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -16,6 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax._src import core as jax_core  # trace_state_clean: is a trace active?
 
 from ._cache import CacheInfo, DirectionCache
 from ._hvp import Kernels
@@ -27,6 +29,18 @@ from ._structure import SeedFamily, Structure, member
 def is_traced(tree: Any) -> bool:
     """Whether any leaf of ``tree`` is a JAX tracer."""
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def concretely() -> contextlib.AbstractContextManager:
+    """Evaluate a concrete point's kernels now, even inside someone else's trace.
+
+    ``jax.ensure_compile_time_eval`` when a trace is active (``jax.jit``, jax.scipy's
+    ``cg``), nothing otherwise: entering it costs more than a small HVP's dispatch.
+    """
+    clean = getattr(jax_core, "trace_state_clean", None)
+    if clean is not None and clean():
+        return contextlib.nullcontext()
+    return jax.ensure_compile_time_eval()
 
 
 # Largest seed chunk embedded in a traced program as a constant (see Engine._constant).
@@ -116,7 +130,7 @@ class Engine:
         if self._point_state is None:
             # Evaluated now even when first asked for inside someone else's trace (jax.jit,
             # jax.scipy's cg): the state is a property of the concrete point and is kept.
-            with jax.ensure_compile_time_eval():
+            with concretely():
                 self._point_state = self.kernels.linearize(self.x, self.dyn)
         return self._point_state
 
@@ -154,7 +168,7 @@ class Engine:
                 exact_nan=family.unit,
             )
             return out[:k]
-        with jax.ensure_compile_time_eval():
+        with concretely():
             device_labels = self._device_labels(family)
             if self._point_state is None and whole:
                 self._point_state, out = self.kernels.linearize_seeded(
@@ -171,7 +185,7 @@ class Engine:
 
         Always concrete (built at compile time when a trace is active), so it may be kept.
         """
-        with jax.ensure_compile_time_eval():
+        with concretely():
             return self.structure.device_labels(family)
 
     def _constant(self, family: SeedFamily, labels: list[int] | np.ndarray) -> np.ndarray:
@@ -260,7 +274,10 @@ class Engine:
         """The plan of the entries inside the pattern, and where they are (``None``: all)."""
         if self.structure.dense:
             return plan(rows, cols, None, self.structure, self.cache.families()), None
-        pos = self.structure.positions(rows, cols)
+        if diagonal:
+            pos = self.structure.diagonal_positions[rows]
+        else:
+            pos = self.structure.positions(rows, cols)
         inside = np.flatnonzero(pos >= 0)
         families = self.cache.families()
         return plan(

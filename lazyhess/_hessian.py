@@ -18,7 +18,7 @@ from scipy.sparse.linalg import LinearOperator
 from . import _display
 from ._cache import CacheInfo, DirectionCache
 from ._csr import entry_rows
-from ._engine import Cost, Engine
+from ._engine import Cost, Engine, concretely
 from ._formats import Format, check_format, pattern_output
 from ._hvp import MODES, Kernels, Mode
 from ._index import entry, grid, resolve
@@ -477,6 +477,9 @@ class Hessian(_ArrayOps):
         progress: show tqdm progress bars for requests spanning several chunks and for
             detection and coloring (``None``: the default set by
             :func:`lazyhess.set_progress_default`, off unless changed).
+        strict: raise a ``ValueError`` when an input leaf does not affect the gradient (its
+            rows of the detected pattern are empty), as torch's ``strict=True`` does for a
+            whole input. Detects the pattern now (also with ``sparsity=None``).
         **kwargs: passed to ``fun``, not differentiated.
 
     Example:
@@ -501,6 +504,7 @@ class Hessian(_ArrayOps):
         chunk_size: int | None = None,
         cache_bytes: int = 256 * 2**20,
         progress: bool | None = None,
+        strict: bool = False,
         **kwargs: Any,
     ):
         show = resolve_progress(progress)
@@ -519,6 +523,7 @@ class Hessian(_ArrayOps):
             chunk_size=chunk_size,
             cache_bytes=cache_bytes,
             progress=progress,
+            strict=strict,
         )
         signature = Signature(args, kwargs, argnums_t, sequence)
         primals = signature.primals(args)
@@ -557,6 +562,8 @@ class Hessian(_ArrayOps):
         else:
             structure = Structure(layout.n, _user_pattern(sparsity, layout.n), progress=show)
         self._init_point(signature, kernels, structure, args, kwargs)
+        if strict is not False:
+            _check_strict(self, strict)
 
     def _init_point(
         self,
@@ -764,7 +771,7 @@ class Hessian(_ArrayOps):
         engine = self._engine
         if engine.traced:
             return self._kernels.first_order(engine.x, engine.dyn)
-        with jax.ensure_compile_time_eval():
+        with concretely():
             return self._kernels.first_order(engine.x, engine.dyn)
 
     @property
@@ -951,6 +958,42 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _check_strict(H: Hessian, strict: Any) -> None:
+    """Raise when a differentiated leaf does not affect the gradient (torch's ``strict``).
+
+    A leaf whose rows of the sparsity pattern are all empty has an all-zero Hessian row and
+    column of blocks, whatever the point. Costs one detection when the Hessian has none.
+    """
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be True or False; got {strict!r}.")
+    options: dict[str, Any] = H._options
+    pattern = H._structure.pattern
+    if pattern is None:
+        pattern = hessian_sparsity(
+            H._fun,
+            *H._args,
+            argnums=options["argnums"],
+            has_aux=options["has_aux"],
+            batch_axis=options["batch_axis"],
+            **H._kwargs,
+        )
+    indptr = pattern.indptr
+    signature = H._signature
+    paths = jax.tree_util.tree_flatten_with_path(signature.primals(H._args))[0]
+    for (path, _), leaf in zip(paths, H._layout.inputs, strict=True):
+        if leaf.size and indptr[leaf.stop] == indptr[leaf.offset]:
+            if signature.sequence:
+                path, number = path[1:], signature.argnums[path[0].idx]
+            else:
+                number = signature.argnums[0]
+            where = f"args[{number}]{jax.tree_util.keystr(path)}"
+            raise ValueError(
+                f"strict=True, but the gradient does not depend on {where}: its "
+                "rows of the Hessian's sparsity pattern are empty, so every block with it is "
+                "zero. Leave it out of argnums, or pass strict=False to get the zero blocks."
+            )
+
+
 def hessian(
     fun: Callable,
     *args: Any,
@@ -963,11 +1006,15 @@ def hessian(
     chunk_size: int | None = None,
     cache_bytes: int = 256 * 2**20,
     progress: bool | None = None,
+    strict: bool = False,
     **kwargs: Any,
-) -> Hessian:
+) -> Any:
     """The Hessian of ``fun`` at ``args`` as a lazy, indexable :class:`Hessian`.
 
     Same arguments as :class:`Hessian`. Nothing is evaluated until the result is indexed.
+    Without ``args`` it follows ``jax.hessian``'s convention: ``hessian(fun, argnums=...)``
+    returns a function of ``fun``'s arguments that returns the lazy :class:`Hessian`, so
+    ``lazyhess.hessian(g)(x)[:]`` equals ``jax.hessian(g)(x)``.
 
     Example:
         >>> import jax.numpy as jnp, lazyhess
@@ -976,10 +1023,10 @@ def hessian(
         >>> H[:]
         Array([[   6.,   -2.],
                [  -2., -480.]], dtype=float32)
+        >>> lazyhess.hessian(lambda x: jnp.sum(x**3))(jnp.arange(3.0))[1, 1]
+        Array(6., dtype=float32)
     """
-    return Hessian(
-        fun,
-        *args,
+    options = dict(
         argnums=argnums,
         has_aux=has_aux,
         holomorphic=holomorphic,
@@ -989,5 +1036,20 @@ def hessian(
         chunk_size=chunk_size,
         cache_bytes=cache_bytes,
         progress=progress,
-        **kwargs,
+        strict=strict,
     )
+    if args:
+        return Hessian(fun, *args, **options, **kwargs)
+    _check_options(fun, mode, batch_axis, sparsity, chunk_size, cache_bytes, has_aux, holomorphic)
+    if kwargs:
+        raise TypeError(
+            f"hessian(fun, ...) without arguments returns a function of fun's arguments (as "
+            f"jax.hessian does); pass {sorted(kwargs)} to that function, or give the point: "
+            "hessian(fun, *args, **kwargs)."
+        )
+
+    def hessian_at(*args: Any, **kwargs: Any) -> Hessian:
+        """The lazy Hessian of ``fun`` at ``args`` (see :func:`lazyhess.hessian`)."""
+        return Hessian(fun, *args, **options, **kwargs)
+
+    return hessian_at

@@ -155,7 +155,9 @@ def _cover(open_, r, c, pos, structure, diagonal, assign) -> None:
             (r, c, distinct_rows, distinct_cols),
             (c, r, distinct_cols, distinct_rows),
         ):
-            if structure.block_degree(rows_i, cols_j) < best:
+            # A partial coloring for every row is a coloring of the whole matrix: the
+            # global one (fewest of star and column) already is no worse.
+            if rows_i.size < n and structure.block_degree(rows_i, cols_j) < best:
                 partial = structure.partial(rows_i, cols_j)
                 options.append(
                     (

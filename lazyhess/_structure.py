@@ -156,13 +156,27 @@ class Structure:
         at = lo + int(np.searchsorted(self.csr.indices[lo:hi], col))
         return at if at < hi and self.csr.indices[at] == col else -1
 
+    @cached_property
+    def diagonal_positions(self) -> np.ndarray:
+        """The pattern position of each diagonal entry ``(k, k)``; ``-1`` where it is absent."""
+        csr = self.csr
+        rows = entry_rows(csr.indptr, np.int64)
+        on = np.flatnonzero(rows == csr.indices)
+        out = np.full(self.n, -1, dtype=np.int64)
+        out[rows[on]] = on
+        return out
+
     def block_degree(self, rows: np.ndarray, cols: np.ndarray) -> int:
         """The most stored entries any of ``rows`` has among ``cols`` (distinct, sorted).
 
         A column coloring of the block ``rows x cols`` needs at least this many colors.
         """
         at, counts = self.row_entries(rows)
-        inside = member(cols, self.csr.indices[at])
+        found = self.csr.indices[at]
+        if cols.size and cols[-1] - cols[0] + 1 == cols.size:  # a range of columns
+            inside = (found >= cols[0]) & (found <= cols[-1])
+        else:
+            inside = member(cols, found)
         ends = np.cumsum(counts)
         per_row = np.diff(np.concatenate(([0], np.cumsum(inside)))[np.concatenate(([0], ends))])
         return int(per_row.max(initial=0))

@@ -14,6 +14,7 @@ from ._api import (
     OrderOption,
     check_options,
     hessian_coloring_from_sparsity,
+    input_avals,
     partial_coloring,
 )
 from ._colored import ColoredPattern
@@ -24,5 +25,6 @@ __all__ = [
     "OrderOption",
     "check_options",
     "hessian_coloring_from_sparsity",
+    "input_avals",
     "partial_coloring",
 ]

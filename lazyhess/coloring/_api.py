@@ -3,8 +3,10 @@
 Whole patterns are colored by a portfolio of methods and greedy orders.
 """
 
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
@@ -61,6 +63,14 @@ def hessian_coloring_from_sparsity(
     check_options(method, order)
     csr = symmetric_csr(pattern)
     return _color(csr, method, order, pattern if hasattr(pattern, "to_scipy") else None)
+
+
+def input_avals(args: tuple, argnums) -> Any:
+    """The shapes and dtypes of ``args[argnums]`` (a tuple for a sequence of argnums)."""
+    primals = args[argnums] if isinstance(argnums, int) else tuple(args[a] for a in argnums)
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), primals
+    )
 
 
 def partial_coloring(pattern, rows, cols) -> np.ndarray:
