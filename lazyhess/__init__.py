@@ -15,13 +15,14 @@ from ._functional import (
     compressed_hessian,
     decompress,
     decompress_data,
+    hessian_coloring,
     sparse_hessian,
     sparse_hessian_from_coloring,
     value_and_sparse_hessian,
 )
 from ._hessian import Hessian, HessianBlock, HessianNode, hessian
 from ._progress import set_progress_default
-from .coloring import ColoredPattern, hessian_coloring, hessian_coloring_from_sparsity
+from .coloring import ColoredPattern, hessian_coloring_from_sparsity
 from .sparsity import SparsityPattern, hessian_sparsity
 
 __version__ = _version("lazyhess")

@@ -1,12 +1,29 @@
-"""CSR helpers shared by the leaf packages and the rest of lazyhess."""
+"""CSR helpers shared by every layer: entry coordinates and sorted-key lookups.
+
+The bottom of the house: it imports nothing of lazyhess, so the leaf packages
+(``sparsity/``, ``coloring/``) and the modules above them can all use it.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 
+def entry_rows(indptr: np.ndarray, dtype: Any = np.int32) -> np.ndarray:
+    """The row index of every stored entry of a CSR structure, aligned with its indices.
+
+    ``dtype=np.int64`` where the rows enter keys such as ``row * n + col``. Cost O(nnz).
+    """
+    return np.repeat(np.arange(len(indptr) - 1, dtype=dtype), np.diff(indptr))
+
+
 def lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Whether each query is among ``sorted_keys``, and its position there (if it is)."""
+    """Whether each query is among ``sorted_keys``, and its position there (if it is).
+
+    Cost O(m log k) for ``m`` queries among ``k`` keys.
+    """
     if sorted_keys.size == 0:
         return np.zeros(queries.shape, dtype=bool), np.zeros(queries.shape, dtype=np.intp)
     at = np.minimum(np.searchsorted(sorted_keys, queries), sorted_keys.size - 1)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._formats import entry_rows
+from ._csr import entry_rows
 
 if TYPE_CHECKING:
     from ._hessian import Hessian

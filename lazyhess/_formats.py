@@ -9,6 +9,8 @@ import numpy as np
 import scipy.sparse as sp
 from jax.experimental.sparse import BCOO
 
+from ._csr import entry_rows
+
 Format = Literal[
     "bcoo",
     "csr",
@@ -36,14 +38,6 @@ def check_format(format: Any) -> str:
             f"format={format!r} is not a valid format; use one of {', '.join(FORMATS)}."
         )
     return ALIASES.get(format, format)
-
-
-def entry_rows(indptr: np.ndarray, dtype: Any = np.int32) -> np.ndarray:
-    """The row index of every stored entry of a CSR structure, aligned with its indices.
-
-    ``dtype=np.int64`` where the rows enter keys such as ``row * n + col``.
-    """
-    return np.repeat(np.arange(len(indptr) - 1, dtype=dtype), np.diff(indptr))
 
 
 def pattern_output(

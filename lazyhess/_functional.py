@@ -22,8 +22,15 @@ from ._arguments import (
 from ._errors import VerificationError
 from ._formats import Format, check_format, pattern_output
 from ._tree import Signature
-from .coloring import ColoredPattern, hessian_coloring
-from .coloring._api import input_avals
+from .coloring import (
+    ColoredPattern,
+    MethodOption,
+    OrderOption,
+    hessian_coloring_from_sparsity,
+    input_avals,
+)
+from .coloring import check_options as check_coloring_options
+from .sparsity import hessian_sparsity
 
 
 def format_name(output_format: Any) -> Format:
@@ -58,6 +65,36 @@ def _check_coloring(coloring: Any) -> None:
             "a 'diagonal' coloring recovers only the diagonal; color with method='star' "
             "or 'column' for the whole Hessian."
         )
+
+
+def hessian_coloring(
+    fun, *args, argnums=0, method: MethodOption = "auto", order: OrderOption = "auto", **kwargs
+) -> ColoredPattern:
+    """A coloring of the Hessian sparsity pattern of ``fun`` with respect to ``argnums``.
+
+    ``lazyhess.hessian_sparsity(fun, *args, argnums=argnums, **kwargs)`` followed by
+    ``hessian_coloring_from_sparsity(pattern, method, order)``; only shapes and dtypes
+    of ``args`` matter. ``method`` and ``order`` are checked before the detection's cost.
+
+    Args:
+        fun: scalar function of JAX arrays.
+        *args: example arguments (arrays or ``jax.ShapeDtypeStruct``).
+        argnums: which positional argument(s) to differentiate, as in ``jax.hessian``.
+        method: see ``hessian_coloring_from_sparsity``.
+        order: see ``hessian_coloring_from_sparsity``.
+        **kwargs: forwarded to ``lazyhess.hessian_sparsity``: its options (such as
+            ``has_aux``) and keyword arguments of ``fun``.
+
+    Returns:
+        A ``ColoredPattern`` whose ``pattern`` is the detected ``SparsityPattern``; it
+        records ``argnums`` and the shapes and dtypes of the differentiated inputs.
+    """
+    check_coloring_options(method, order)
+    pattern = hessian_sparsity(fun, *args, argnums=argnums, **kwargs)
+    colored = hessian_coloring_from_sparsity(pattern, method=method, order=order)
+    colored.argnums = argnums_key(argnums)
+    colored.inputs = input_avals(args, argnums)
+    return colored
 
 
 def _avals_key(tree: Any) -> tuple:

@@ -31,6 +31,7 @@ from ._arguments import (
     split_aux,
 )
 from ._cache import CacheInfo, DirectionCache
+from ._csr import entry_rows
 from ._engine import Cost, Engine, concretely, is_traced
 from ._estimators import (
     DIAGONAL_METHODS,
@@ -42,7 +43,7 @@ from ._estimators import (
     Which,
     check_choice,
 )
-from ._formats import Format, check_format, entry_rows, pattern_output
+from ._formats import Format, check_format, pattern_output
 from ._hvp import Kernels
 from ._index import entry, grid, resolve
 from ._progress import resolve as resolve_progress

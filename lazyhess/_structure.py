@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from ._formats import entry_rows
+from ._csr import entry_rows
 from ._progress import stage
 
 

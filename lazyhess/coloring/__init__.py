@@ -1,17 +1,30 @@
 """Colorings of Hessian sparsity patterns: which columns can share one Hessian-vector product.
 
-``hessian_coloring_from_sparsity`` and ``hessian_coloring`` (also exported at the top level)
-color a whole pattern and return a ``ColoredPattern`` that knows how to read every entry
-back from the compressed Hessian; ``partial_coloring`` colors just the columns a
-requested block needs.
+``hessian_coloring_from_sparsity`` (also exported at the top level) colors a whole pattern
+and returns a ``ColoredPattern`` that knows how to read every entry back from the
+compressed Hessian; ``partial_coloring`` colors just the columns a requested block needs.
+
+A leaf package: it imports only the bottom layer of lazyhess (``_csr``, ``_formats``), never
+sparsity detection; ``lazyhess.hessian_coloring(fun, *args)``, which detects and then
+colors, lives above both leaves.
 """
 
-from ._api import hessian_coloring, hessian_coloring_from_sparsity, partial_coloring
+from ._api import (
+    MethodOption,
+    OrderOption,
+    check_options,
+    hessian_coloring_from_sparsity,
+    input_avals,
+    partial_coloring,
+)
 from ._colored import ColoredPattern
 
 __all__ = [
     "ColoredPattern",
-    "hessian_coloring",
+    "MethodOption",
+    "OrderOption",
+    "check_options",
     "hessian_coloring_from_sparsity",
+    "input_avals",
     "partial_coloring",
 ]

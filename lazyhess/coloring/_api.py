@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._arguments import argnums_key
-from .._formats import entry_rows
+from .._csr import entry_rows
 from . import _greedy
 from ._colored import METHODS, ColoredPattern, Method
 from ._normalize import square_csr, symmetric_csr
@@ -61,41 +61,9 @@ def hessian_coloring_from_sparsity(
         >>> lazyhess.hessian_coloring_from_sparsity(tridiagonal).num_colors
         3
     """
-    _check_options(method, order)
+    check_options(method, order)
     csr = symmetric_csr(pattern)
     return _color(csr, method, order, pattern if hasattr(pattern, "to_scipy") else None)
-
-
-def hessian_coloring(
-    fun, *args, argnums=0, method: MethodOption = "auto", order: OrderOption = "auto", **kwargs
-) -> ColoredPattern:
-    """A coloring of the Hessian sparsity pattern of ``fun`` with respect to ``argnums``.
-
-    ``lazyhess.hessian_sparsity(fun, *args, argnums=argnums, **kwargs)`` followed by
-    ``hessian_coloring_from_sparsity(pattern, method, order)``; only shapes and dtypes
-    of ``args`` matter.
-
-    Args:
-        fun: scalar function of JAX arrays.
-        *args: example arguments (arrays or ``jax.ShapeDtypeStruct``).
-        argnums: which positional argument(s) to differentiate, as in ``jax.hessian``.
-        method: see ``hessian_coloring_from_sparsity``.
-        order: see ``hessian_coloring_from_sparsity``.
-        **kwargs: forwarded to ``lazyhess.hessian_sparsity``: its options (such as
-            ``has_aux``) and keyword arguments of ``fun``.
-
-    Returns:
-        A ``ColoredPattern`` whose ``pattern`` is the detected ``SparsityPattern``; it
-        records ``argnums`` and the shapes and dtypes of the differentiated inputs.
-    """
-    _check_options(method, order)
-    from lazyhess import hessian_sparsity
-
-    pattern = hessian_sparsity(fun, *args, argnums=argnums, **kwargs)
-    colored = hessian_coloring_from_sparsity(pattern, method=method, order=order)
-    colored.argnums = argnums_key(argnums)
-    colored.inputs = input_avals(args, argnums)
-    return colored
 
 
 def input_avals(args: tuple, argnums) -> Any:
@@ -178,7 +146,12 @@ def _block(csr: sp.csr_array, rows: np.ndarray, cols: np.ndarray) -> sp.csr_arra
     return sp.csr_array((data, indices, indptr), shape=(len(rows), len(cols)))
 
 
-def _check_options(method: str, order: str) -> None:
+def check_options(method: str, order: str) -> None:
+    """Raise a ValueError naming the valid values if ``method`` or ``order`` is not one.
+
+    Callers that detect a pattern before coloring it check first, so a typo fails before
+    the detection's cost.
+    """
     if method not in METHOD_OPTIONS:
         raise ValueError(f"method={method!r} is not one of {METHOD_OPTIONS}")
     if order not in ORDER_OPTIONS:

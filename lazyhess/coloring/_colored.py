@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from .._csr import lookup
-from .._formats import Format, entry_rows, pattern_output
+from .._csr import entry_rows, lookup
+from .._formats import Format, pattern_output
 from . import _greedy
 
 Method = Literal["star", "column", "diagonal"]

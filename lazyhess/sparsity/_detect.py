@@ -20,7 +20,7 @@ from .._arguments import (
     spec,
     split_aux,
 )
-from .._formats import entry_rows
+from .._csr import entry_rows
 from . import _rules  # noqa: F401  (registers the primitive rules)
 from ._graph import (
     Interpreter,
@@ -28,21 +28,34 @@ from ._graph import (
     backward,
     hessian_coordinates,
     is_float,
+    largest_block,
     release_unpaired,
 )
 from ._maps import identity_rows
 from ._pattern import SparsityPattern
 
 
+#: A pattern whose largest single block already covers this fraction of the N² entries is
+#: returned as dense: its colorings need at least sqrt(fraction) N colors, so dense
+#: evaluation costs about as many HVPs with none of the pattern's overhead, and assembling
+#: an O(N²) pattern (a sparse product of dense rows, O(N³)) is skipped.
+DENSE_FRACTION = 0.5
+#: ... but only from this many entries in that block on: below it the exact pattern costs
+#: next to nothing to assemble, and small Hessians keep their precise patterns.
+DENSE_MIN_BLOCK = 2**16
+
+
 def detect(
-    closed, leaf_sizes: Sequence[int], n_dynamic: int
-) -> tuple[np.ndarray, np.ndarray, Node | None]:
+    closed, leaf_sizes: Sequence[int], n_dynamic: int, allow_dense: bool = False
+) -> tuple[np.ndarray | None, np.ndarray | None, Node | None]:
     """Hessian pattern (CSR indptr, indices) of a closed jaxpr over its first leaves.
 
     The jaxpr's first ``len(leaf_sizes)`` inputs are the differentiated leaves (flat order
     concatenated); the next ``n_dynamic`` inputs are non-differentiated values, unknown.
-    Returns the CSR arrays and the first output's node (for batch checks). Cost: linear in
-    the jaxpr size plus the nonzeros of the intermediate dependency matrices.
+    Returns the CSR arrays and the first output's node (for batch checks); with
+    ``allow_dense``, ``None`` arrays when the pattern is (nearly) dense (`DENSE_FRACTION`).
+    Cost: linear in the jaxpr size plus the nonzeros of the intermediate dependency
+    matrices, plus the pattern's assembly unless it is found dense.
     """
     n = int(sum(leaf_sizes))
     interp = Interpreter(n)
@@ -56,6 +69,9 @@ def detect(
     outs = [o for o in outs if is_float(o.dtype)]
     backward(interp.ops, outs)
     release_unpaired(interp.ops, outs)
+    if allow_dense and n * n * DENSE_FRACTION >= DENSE_MIN_BLOCK:
+        if largest_block(interp.ops) >= DENSE_FRACTION * n * n:
+            return None, None, (outs[0] if outs else None)
     indptr, indices = hessian_coordinates(interp.ops, n)
     return indptr, indices, (outs[0] if outs else None)
 
@@ -82,6 +98,11 @@ def hessian_sparsity(
     non-differentiated array arguments are not used, so the pattern also holds for all of
     them; constants captured by ``fun`` are used (their zeros stay zero). An operation
     without a rule gets the conservative rule and a `SparsityWarning`.
+
+    A (nearly) dense Hessian is noticed before its N² entries are assembled: when one
+    block of it already covers half of the matrix (and at least 2**16 entries), the
+    result is `SparsityPattern.dense` (``is_dense`` is true), which costs nothing until
+    its arrays are read; dense evaluation is then the better way to compute it.
 
     Args:
         fun: function to differentiate.
@@ -141,8 +162,10 @@ def hessian_sparsity(
     closed = jax.make_jaxpr(flat_fun)(specs, dyn_specs)
     sizes = [math.prod(s.shape) for s in specs]
     if b is None:
-        indptr, indices, _ = detect(closed, sizes, len(dynamic))
+        indptr, indices, _ = detect(closed, sizes, len(dynamic), allow_dense=True)
         offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        if indptr is None or indices is None:
+            return SparsityPattern.dense(int(offsets[-1]), leaf_offsets=offsets.tolist())
         return SparsityPattern(
             indptr, indices, int(offsets[-1]), leaf_offsets=offsets, _trusted=True
         )
@@ -168,6 +191,7 @@ def _batched(closed, b: int, sizes, n_dynamic) -> SparsityPattern:
         or [np.zeros(0, np.int64)]
     )
     indptr, indices, out = detect(closed, sizes, n_dynamic)
+    assert indptr is not None and indices is not None  # allow_dense is off
     if out is not None and out.dep is not None:
         d = out.dep.tocsr()
         rows = entry_rows(d.indptr, np.int64)

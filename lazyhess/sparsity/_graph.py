@@ -145,21 +145,28 @@ class LoopOp:
 
 Rule = Callable[["Interpreter", object, list[Node]], list[Node]]
 
-#: Rules by primitive name, filled in by `_rules`.
+#: Rules by primitive name, filled in by the `_rules` package.
 RULES: dict[str, Rule] = {}
 
 
 class Interpreter:
-    """Runs the forward pass over a jaxpr, recording operations into ``ops``."""
+    """Runs the forward pass over a jaxpr, recording operations into ``ops``.
 
-    def __init__(self, n: int, warned: set[str] | None = None):
+    ``warned`` (primitives already warned about), ``frames`` (the custom-derivative rules
+    being analysed, innermost last) and ``memo`` (per-equation results worth keeping, such
+    as traced derivative rules) are shared with every child recorder.
+    """
+
+    def __init__(self, n: int, warned: set[str] | None = None, frames=None, memo=None):
         self.n = n
         self.ops: list = []
         self.warned = set() if warned is None else warned
+        self.frames: list = [] if frames is None else frames
+        self.memo: dict = {} if memo is None else memo
 
     def child(self) -> Interpreter:
-        """A fresh recorder for a loop body, sharing the warning set."""
-        return Interpreter(self.n, self.warned)
+        """A fresh recorder (for a loop or rule body) sharing the detection's state."""
+        return Interpreter(self.n, self.warned, self.frames, self.memo)
 
     # ------------------------------------------------------------------ running
 
@@ -215,18 +222,21 @@ class Interpreter:
             return [Node.of(a, value=v) for a, v in zip(avals, values, strict=True)]
         return [Node.of(a) for a in avals]
 
-    def conservative(self, eqn, ins: list[Node], warn: bool = True) -> list[Node]:
+    def conservative(
+        self, eqn, ins: list[Node], warn: bool = True, reason: str | None = None
+    ) -> list[Node]:
         """Every output element depends nonlinearly on every operand element.
 
-        With ``warn``, a `SparsityWarning` names the primitive (once per detection).
+        With ``warn``, a `SparsityWarning` names the primitive (once per detection) and
+        ``reason`` (by default: it has no rule).
         """
         name = eqn.primitive.name
         if warn and name not in self.warned:
             self.warned.add(name)
+            why = reason or f"lazyhess has no sparsity rule for primitive {name!r}"
             warnings.warn(
-                f"lazyhess has no sparsity rule for primitive {name!r}; assuming every output "
-                "element depends nonlinearly on every element of its operands. The pattern "
-                "stays valid but may be denser than the truth.",
+                f"{why}; assuming every output element depends nonlinearly on every element "
+                "of its operands. The pattern stays valid but may be denser than the truth.",
                 SparsityWarning,
                 stacklevel=2,
             )
@@ -304,6 +314,36 @@ def release_unpaired(ops: list, keep: Sequence[Node]) -> None:
 
     walk(ops, mark)
     walk(ops, drop)
+
+
+def largest_block(ops: list) -> int:
+    """A lower bound on the Hessian pattern's nnz: its largest single live block.
+
+    Each live pair term ``a[ia[k]] × b[ib[k]]`` puts a dense block of ``|row a| · |row b|``
+    entries into the pattern. Call after `backward`. Cost O(number of live pair elements),
+    never the O(nnz) of the pattern itself.
+    """
+    largest = 0
+    for op in ops:
+        if isinstance(op, LoopOp):
+            largest = max(largest, largest_block(op.body))
+            continue
+        if not isinstance(op, PairOp) or op.out.live is None:
+            continue
+        if op.a.dep is None or op.b.dep is None:
+            continue
+        mask = op.out.live if op.e is None else op.out.live[op.e]
+        k = np.flatnonzero(mask)
+        if not k.size:
+            continue
+        ia = k if op.ia is None else op.ia[k]
+        ib = k if op.ib is None else op.ib[k]
+        ok = (ia >= 0) & (ib >= 0)
+        size_a = np.diff(op.a.dep.indptr)[ia[ok]]
+        size_b = np.diff(op.b.dep.indptr)[ib[ok]]
+        if size_a.size:
+            largest = max(largest, int(np.max(size_a * size_b)))
+    return largest
 
 
 def hessian_coordinates(ops: list, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -46,13 +46,13 @@ def take_rows(d: sp.csr_array, idx: np.ndarray | None) -> sp.csr_array:
     return csr(new_indptr, d.indices[offs], (idx.size, d.shape[1]))
 
 
-def union(mats: list[sp.csr_array]) -> sp.csr_array | None:
+def union(mats: list[sp.csr_array | None]) -> sp.csr_array | None:
     """Elementwise OR of equally shaped dependency matrices (None for an empty list)."""
-    mats = [m for m in mats if m is not None]
-    if not mats:
+    present = [m for m in mats if m is not None]
+    if not present:
         return None
-    out = mats[0]
-    for m in mats[1:]:
+    out = present[0]
+    for m in present[1:]:
         out = out + m
     return out
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from .._formats import entry_rows
+from .._csr import entry_rows
 
 _FORMAT_VERSION = 1
 
@@ -39,6 +39,20 @@ def _first_asymmetric(indptr: np.ndarray, indices: np.ndarray, n: int) -> tuple[
     return int(rows[k]), int(indices[k])
 
 
+def _leaf_offsets(leaf_offsets: Sequence[int] | None, n: int) -> tuple[int, ...] | None:
+    """``leaf_offsets`` as a tuple, checked to rise from 0 to ``n``."""
+    if leaf_offsets is None:
+        return None
+    offsets = tuple(int(o) for o in leaf_offsets)
+    if (
+        offsets[0] != 0
+        or offsets[-1] != n
+        or any(a > b for a, b in zip(offsets, offsets[1:], strict=False))
+    ):
+        raise ValueError(f"leaf_offsets must rise from 0 to n={n}; got {offsets}.")
+    return offsets
+
+
 class SparsityPattern:
     """The set of structurally nonzero entries of a symmetric N×N Hessian.
 
@@ -55,7 +69,7 @@ class SparsityPattern:
         [0, 1]
     """
 
-    __slots__ = ("_n", "_indptr", "_indices", "_leaf_offsets", "_rows", "_hash")
+    __slots__ = ("_n", "_indptr", "_indices", "_leaf_offsets", "_rows", "_hash", "_full")
 
     def __init__(
         self,
@@ -103,20 +117,13 @@ class SparsityPattern:
                     f"pattern is not symmetric: entry {bad} is present but "
                     f"{bad[::-1]} is not; pass symmetrize=True to add the transpose."
                 )
-        if leaf_offsets is not None:
-            leaf_offsets = tuple(int(o) for o in leaf_offsets)
-            if (
-                leaf_offsets[0] != 0
-                or leaf_offsets[-1] != n
-                or any(a > b for a, b in zip(leaf_offsets, leaf_offsets[1:], strict=False))
-            ):
-                raise ValueError(f"leaf_offsets must rise from 0 to n={n}; got {leaf_offsets}.")
         self._n = n
         self._indptr = indptr
         self._indices = indices
-        self._leaf_offsets = leaf_offsets
+        self._leaf_offsets = _leaf_offsets(leaf_offsets, n)
         self._rows = None
         self._hash = None
+        self._full = False
         indptr.setflags(write=False)
         indices.setflags(write=False)
 
@@ -160,6 +167,25 @@ class SparsityPattern:
             rows, cols = np.concatenate([rows, cols]), np.concatenate([cols, rows])
         indptr, indices = _canonical_csr(rows, cols, n)
         return cls(indptr, indices, n)
+
+    @classmethod
+    def dense(cls, n: int, *, leaf_offsets: Sequence[int] | None = None) -> SparsityPattern:
+        """The pattern with every entry nonzero, built in O(1).
+
+        Its CSR arrays (N² indices) are made only if someone reads them; ``nnz``,
+        ``density`` and ``is_dense`` are known without them, so a caller can switch to
+        dense evaluation for free.
+
+        Example:
+            >>> SparsityPattern.dense(3)
+            SparsityPattern(n=3, nnz=9, density=1.0e+00)
+        """
+        pattern = cls.__new__(cls)
+        pattern._n = int(n)
+        pattern._indptr = pattern._indices = pattern._rows = pattern._hash = None
+        pattern._leaf_offsets = _leaf_offsets(leaf_offsets, pattern._n)
+        pattern._full = True
+        return pattern
 
     @classmethod
     def from_dense(cls, matrix: Any, *, symmetrize: bool = False) -> SparsityPattern:
@@ -220,7 +246,7 @@ class SparsityPattern:
     @property
     def nnz(self) -> int:
         """The number of structurally nonzero entries (both triangles and the diagonal)."""
-        return int(self._indices.size)
+        return self._n**2 if self._full else int(self.indices.size)
 
     @property
     def density(self) -> float:
@@ -228,20 +254,41 @@ class SparsityPattern:
         return self.nnz / self._n**2 if self._n else 0.0
 
     @property
+    def is_dense(self) -> bool:
+        """Whether every entry is nonzero (``nnz == N²``): dense evaluation is the better way.
+
+        Known in O(1), also for `SparsityPattern.dense` patterns whose arrays were never made.
+        """
+        return self.nnz == self._n**2
+
+    @property
     def indptr(self) -> np.ndarray:
         """CSR row pointers (read-only int64, length N + 1)."""
+        if self._indptr is None:
+            self._materialize()
         return self._indptr
 
     @property
     def indices(self) -> np.ndarray:
         """CSR column indices, sorted within each row (read-only int64, length nnz)."""
+        if self._indices is None:
+            self._materialize()
         return self._indices
+
+    def _materialize(self) -> None:
+        """Builds the CSR arrays of a `SparsityPattern.dense` pattern (O(N²))."""
+        n = self._n
+        indptr = np.arange(n + 1, dtype=np.int64) * n
+        indices = np.tile(np.arange(n, dtype=np.int64), n)
+        indptr.setflags(write=False)
+        indices.setflags(write=False)
+        self._indptr, self._indices = indptr, indices
 
     @property
     def rows(self) -> np.ndarray:
         """Row index of every nonzero, row-major order (read-only int64)."""
         if self._rows is None:
-            rows = entry_rows(self._indptr, np.int64)
+            rows = entry_rows(self.indptr, np.int64)
             rows.setflags(write=False)
             self._rows = rows
         return self._rows
@@ -249,7 +296,7 @@ class SparsityPattern:
     @property
     def cols(self) -> np.ndarray:
         """Column index of every nonzero, row-major order (same array as ``indices``)."""
-        return self._indices
+        return self.indices
 
     @property
     def leaf_offsets(self) -> tuple[int, ...] | None:
@@ -262,14 +309,14 @@ class SparsityPattern:
         if not -self._n <= i < self._n:
             raise IndexError(f"row {i} is out of range for n={self._n}.")
         i %= self._n
-        return self._indices[self._indptr[i] : self._indptr[i + 1]]
+        return self.indices[self.indptr[i] : self.indptr[i + 1]]
 
     # ----------------------------------------------------------------- conversions
 
     def to_dense(self) -> np.ndarray:
         """The pattern as an N×N boolean NumPy array. O(N²) memory."""
         out = np.zeros((self._n, self._n), dtype=bool)
-        out[self.rows, self._indices] = True
+        out[self.rows, self.indices] = True
         return out
 
     def to_scipy(self, format: Literal["csr", "csc", "coo"] = "csr") -> sp.sparray:
@@ -277,7 +324,7 @@ class SparsityPattern:
         if format not in ("csr", "csc", "coo"):
             raise ValueError(f"format must be one of 'csr', 'csc', 'coo'; got {format!r}.")
         a = sp.csr_array(
-            (np.ones(self.nnz, bool), self._indices.copy(), self._indptr.copy()),
+            (np.ones(self.nnz, bool), self.indices.copy(), self.indptr.copy()),
             shape=self.shape,
         )
         return a.asformat(format)
@@ -286,7 +333,7 @@ class SparsityPattern:
         """The pattern as a boolean ``jax.experimental.sparse.BCOO`` (sorted, unique)."""
         from jax.experimental import sparse as jsparse
 
-        idx = np.stack([self.rows, self._indices], axis=1)
+        idx = np.stack([self.rows, self.indices], axis=1)
         return jsparse.BCOO(
             (np.ones(self.nnz, bool), idx),
             shape=self.shape,
@@ -308,12 +355,12 @@ class SparsityPattern:
         """
         r = self._range(rows, "rows")
         c = self._range(cols, "cols")
-        lo, hi = self._indptr[r.start], self._indptr[r.stop]
+        lo, hi = self.indptr[r.start], self.indptr[r.stop]
         band = sp.csr_array(
             (
                 np.ones(int(hi - lo), bool),
-                self._indices[lo:hi].copy(),
-                self._indptr[r.start : r.stop + 1] - lo,
+                self.indices[lo:hi].copy(),
+                self.indptr[r.start : r.stop + 1] - lo,
             ),
             shape=(r.stop - r.start, self._n),
         )
@@ -343,15 +390,16 @@ class SparsityPattern:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SparsityPattern):
             return NotImplemented
-        return (
-            self._n == other._n
-            and np.array_equal(self._indptr, other._indptr)
-            and np.array_equal(self._indices, other._indices)
+        if self._n != other._n or self.nnz != other.nnz:
+            return False
+        return (self._full and other._full) or (
+            np.array_equal(self.indptr, other.indptr)
+            and np.array_equal(self.indices, other.indices)
         )
 
     def __hash__(self) -> int:
         if self._hash is None:
-            self._hash = hash((self._n, self._indptr.tobytes(), self._indices.tobytes()))
+            self._hash = hash((self._n, self.indptr.tobytes(), self.indices.tobytes()))
         return self._hash
 
     def __repr__(self) -> str:
@@ -368,8 +416,8 @@ class SparsityPattern:
             path,
             format_version=np.int64(_FORMAT_VERSION),
             n=np.int64(self._n),
-            indptr=self._indptr,
-            indices=self._indices,
+            indptr=self.indptr,
+            indices=self.indices,
             **extra,
         )
 
