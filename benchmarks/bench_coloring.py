@@ -81,6 +81,16 @@ def woods(n):
     return _from_pairs(n - n % 4, [start, start + 2, start + 1], [start + 1, start + 3, start + 3])
 
 
+def band(w):
+    """Band of half-width w: cliques {i, ..., i + w} (w = 2 pentadiagonal, w = 4 9-band)."""
+
+    def build(n):
+        return _cliques(n, np.arange(n - w)[:, None] + np.arange(w + 1))
+
+    build.__name__ = f"band{w}"
+    return build
+
+
 def block4(n):
     """Dense 4 x 4 diagonal blocks (n rounded down to 4k)."""
     return _cliques(n - n % 4, np.arange(n - n % 4).reshape(-1, 4))
@@ -138,6 +148,8 @@ PATTERNS = {
     "SPARSINE": sparsine,
     "DIXMAANE": dixmaane,
     "ARROW(2)": arrow(2),
+    "pentadiagonal (PENTADIAG)": band(2),
+    "9-band (BAND9)": band(4),
 }
 
 # Banded patterns for the n = 1e6 rows (a dense row would make asdex's star coloring

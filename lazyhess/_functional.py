@@ -90,7 +90,8 @@ def _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric) -> C
         *sample_args,
         argnums=argnums,
         has_aux=has_aux,
-        method="star" if symmetric else "column",
+        method="auto" if symmetric else "column",
+        whole=True,
         **sample_kwargs,
     )
 
@@ -170,8 +171,10 @@ def sparse_hessian(
 
     Detection and coloring run once here, from the shapes of ``sample_args`` (values are
     not used). Each call of the result costs ``num_colors`` HVPs; see
-    :func:`sparse_hessian_from_coloring`. ``symmetric=True`` uses a star coloring,
-    ``False`` a column (distance-2) coloring.
+    :func:`sparse_hessian_from_coloring`. ``symmetric=True`` uses the cheapest coloring
+    for whole Hessians (``hessian_coloring(..., whole=True)``: acyclic with substitution
+    when its fewer colors pay, else star or column), ``False`` a column (distance-2)
+    coloring.
 
     Example:
         >>> import jax, jax.numpy as jnp, lazyhess

@@ -21,33 +21,45 @@ ORDER_OPTIONS: tuple[str, ...] = ("auto", *ORDERS)
 # Orders tried by order="auto", best first on the benchmark suite; "random" is left out
 # because it is never better there and its scattered memory access is slow.
 AUTO_ORDERS: tuple[Order, ...] = ("largest_first", "smallest_last", "incidence_degree", "natural")
+# The cost of one HVP per input element, in steps of substitution (one gather, one term of
+# a cumulative sum, two gathers): the exchange rate between colors and recovery work in
+# ``whole_cost``. Measured with benchmarks/bench_coloring.py --substitution.
+HVP_STEPS = 4.0
 
 
 def hessian_coloring_from_sparsity(
-    pattern, method: MethodOption = "auto", order: OrderOption = "auto"
+    pattern, method: MethodOption = "auto", order: OrderOption = "auto", *, whole: bool = False
 ) -> ColoredPattern:
     """A coloring of the columns of a symmetric sparsity pattern, with recovery data.
 
     ``num_colors`` Hessian-vector products with the seeds of the result give every entry
-    of the Hessian (``"star"``, ``"column"``) or its diagonal (``"diagonal"``); see
-    ``ColoredPattern``. ``method="auto"`` colors with ``"star"`` and ``"column"`` and keeps
-    the fewest colors (ties go to ``"star"``); ``order="auto"`` tries several greedy
-    orders and keeps the fewest colors. Star colorings are post-processed: color classes
-    that are only ever read from the other side of their entries become neutral (-1).
+    of the Hessian (``"star"``, ``"column"``, ``"acyclic"``) or its diagonal
+    (``"diagonal"``); see ``ColoredPattern``. ``method="auto"`` colors with ``"star"`` and
+    ``"column"`` and keeps the fewest colors (ties go to ``"star"``): every entry is then
+    read from one color, which lazy, partial use of the seeds needs. With
+    ``whole=True`` it also tries ``"acyclic"`` (fewer colors, entries recovered by
+    substitution from all of ``B`` at once) and keeps it when ``whole_cost`` says its
+    fewer HVPs outweigh the substitution. ``order="auto"`` tries several greedy orders and
+    keeps the fewest colors. Star colorings are post-processed: color classes that are
+    only ever read from the other side of their entries become neutral (-1).
 
     Cost: per method and order O(nnz) for star and diagonal colorings, O(sum of squared
     row counts) for column colorings, plus O(nnz log nnz) to normalise the pattern. The
     portfolio stops early once a lower bound is reached, skips column colorings that
     cannot beat the best star coloring (they need at least the largest row count), and
-    abandons a candidate as soon as it needs as many colors as the best so far.
+    abandons a candidate as soon as it needs as many colors as the best so far. Acyclic
+    colorings cost O(sum of squared degrees) union-find steps per order, and O(nnz) to
+    root their two-colored forests.
 
     Args:
         pattern: symmetric sparsity pattern: a scipy sparse matrix or array, a dense
             boolean numpy array, or an object with ``to_scipy(format)`` such as
             ``lazyhess.SparsityPattern``.
-        method: ``"auto"``, ``"star"``, ``"column"`` or ``"diagonal"``.
+        method: ``"auto"``, ``"star"``, ``"column"``, ``"diagonal"`` or ``"acyclic"``.
         order: ``"auto"``, ``"natural"``, ``"largest_first"``, ``"smallest_last"``,
             ``"incidence_degree"`` or ``"random"`` (fixed seed, deterministic).
+        whole: whether the coloring is only ever used for the whole Hessian (all of
+            ``B`` at once); lets ``method="auto"`` choose ``"acyclic"``.
 
     Returns:
         A ``ColoredPattern``.
@@ -57,19 +69,27 @@ def hessian_coloring_from_sparsity(
         >>> tridiagonal = sp.diags_array([np.ones(9), np.ones(10), np.ones(9)], offsets=[-1, 0, 1])
         >>> lazyhess.hessian_coloring_from_sparsity(tridiagonal).num_colors
         3
+        >>> lazyhess.hessian_coloring_from_sparsity(tridiagonal, whole=True).method
+        'acyclic'
     """
     _check_options(method, order)
     csr = symmetric_csr(pattern)
-    return _color(csr, method, order, pattern if hasattr(pattern, "to_scipy") else None)
+    return _color(csr, method, order, pattern if hasattr(pattern, "to_scipy") else None, whole)
 
 
 def hessian_coloring(
-    fun, *args, argnums=0, method: MethodOption = "auto", order: OrderOption = "auto", **kwargs
+    fun,
+    *args,
+    argnums=0,
+    method: MethodOption = "auto",
+    order: OrderOption = "auto",
+    whole: bool = False,
+    **kwargs,
 ) -> ColoredPattern:
     """A coloring of the Hessian sparsity pattern of ``fun`` with respect to ``argnums``.
 
     ``lazyhess.hessian_sparsity(fun, *args, argnums=argnums, **kwargs)`` followed by
-    ``hessian_coloring_from_sparsity(pattern, method, order)``; only shapes and dtypes
+    ``hessian_coloring_from_sparsity(pattern, method, order, whole=whole)``; only shapes and dtypes
     of ``args`` matter.
 
     Args:
@@ -78,6 +98,7 @@ def hessian_coloring(
         argnums: which positional argument(s) to differentiate, as in ``jax.hessian``.
         method: see ``hessian_coloring_from_sparsity``.
         order: see ``hessian_coloring_from_sparsity``.
+        whole: see ``hessian_coloring_from_sparsity``.
         **kwargs: forwarded to ``lazyhess.hessian_sparsity``: its options (such as
             ``has_aux``) and keyword arguments of ``fun``.
 
@@ -88,7 +109,7 @@ def hessian_coloring(
     from lazyhess import hessian_sparsity
 
     pattern = hessian_sparsity(fun, *args, argnums=argnums, **kwargs)
-    return hessian_coloring_from_sparsity(pattern, method=method, order=order)
+    return hessian_coloring_from_sparsity(pattern, method=method, order=order, whole=whole)
 
 
 def partial_coloring(pattern, rows, cols) -> np.ndarray:
@@ -182,16 +203,52 @@ def _check_indices(name: str, index, n: int) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _color(csr: sp.csr_array, method: str, order: str, pattern) -> ColoredPattern:
-    """Run the portfolio for the resolved options and build the best ``ColoredPattern``."""
+def _color(csr: sp.csr_array, method: str, order: str, pattern, whole: bool) -> ColoredPattern:
+    """Run the portfolio for the resolved options and build the cheapest ``ColoredPattern``."""
     graph = _Graph.of(csr)
-    methods: tuple[Method, ...] = ("star", "column") if method == "auto" else (method,)
     orders: tuple[Order, ...] = AUTO_ORDERS if order == "auto" else (order,)
+    if method != "auto":
+        _, method, order, colors = _portfolio(graph, (method,), orders)
+        return ColoredPattern(csr, colors, method, order, pattern=pattern)
+    best = _portfolio(graph, ("star", "column"), orders)
+    direct = ColoredPattern(csr, best[3], best[1], best[2], pattern=pattern)
+    if not whole:
+        return direct
+    # Substitution only pays with fewer colors: the acyclic search stops at best - 1.
+    _, method, order, colors = _portfolio(graph, ("acyclic",), orders, best)
+    if method != "acyclic":
+        return direct
+    acyclic = ColoredPattern(csr, colors, "acyclic", order, pattern=pattern)
+    return acyclic if whole_cost(acyclic) < whole_cost(direct) else direct
+
+
+def whole_cost(colored: ColoredPattern) -> float:
+    """The modelled cost of a whole Hessian with ``colored``, in substitution steps.
+
+    ``num_colors`` HVPs at ``HVP_STEPS`` steps per input element each, plus one step per
+    edge solved by substitution (zero for direct recovery; the final gather of ``nnz``
+    entries is common to all methods and left out).
+    """
+    solved = (
+        0
+        if colored.substitution is None
+        else int(np.count_nonzero(~colored.substitution.direct)) // 2
+    )
+    return colored.num_colors * colored.n * HVP_STEPS + solved
+
+
+def _portfolio(
+    graph: "_Graph", methods: tuple[Method, ...], orders: tuple[Order, ...], best=None
+) -> tuple[int, Method, Order, np.ndarray]:
+    """The fewest colors over ``methods`` x ``orders``: ``(count, method, order, colors)``.
+
+    With ``best`` given, a candidate must beat it; ``best`` is returned if none does.
+    """
+    csr = graph.csr
     column_bound = int(np.diff(csr.indptr).max(initial=0))
-    best = None
     for candidate in methods:
-        if best is not None and column_bound >= best[0]:
-            break
+        if candidate == "column" and best is not None and column_bound >= best[0]:
+            continue
         bound = column_bound if candidate == "column" else int(csr.nnz > 0)
         for name in orders:
             # A later candidate only matters if it needs fewer colors: stop it early.
@@ -201,10 +258,10 @@ def _color(csr: sp.csr_array, method: str, order: str, pattern) -> ColoredPatter
             num_colors = int(colors.max(initial=-1)) + 1
             if num_colors <= limit and (best is None or num_colors < best[0]):
                 best = (num_colors, candidate, name, colors)
-            if best[0] <= bound:
+            if best is not None and best[0] <= bound:
                 break
-    _, method, order, colors = best
-    return ColoredPattern(csr, colors, method, order, pattern=pattern)
+    assert best is not None
+    return best
 
 
 class _Graph(NamedTuple):
@@ -242,6 +299,14 @@ class _Graph(NamedTuple):
             return _greedy.bipartite_distance2(indptr, indices, indptr, indices, order, limit)
         if method == "diagonal":
             return _greedy.distance1(self.indptr, self.indices, order[self.has_diagonal[order]])
+        if method == "acyclic":
+            positions = np.arange(len(self.indices), dtype=np.int64)
+            shape = (len(self.indptr) - 1,) * 2
+            mirror = sp.csr_array((positions, self.indices, self.indptr), shape=shape).tocsc().data
+            edge = np.minimum(positions, mirror)
+            return _greedy.acyclic(
+                self.indptr, self.indices, edge, order[self.has_entry[order]], limit
+            )
         colors = _greedy.star(self.indptr, self.indices, order[self.has_entry[order]], limit)
         if colors.max(initial=-1) >= limit:
             return colors

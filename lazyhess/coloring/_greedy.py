@@ -211,3 +211,102 @@ def unique_in_row(indptr, indices, colors):
             if c >= 0:
                 count[c] = 0
     return out
+
+
+@kernel
+def _find(parent, e):
+    root = e
+    while parent[root] != root:
+        root = parent[root]
+    while parent[e] != root:
+        up = parent[e]
+        parent[e] = root
+        e = up
+    return root
+
+
+@kernel
+def _union(parent, a, b):
+    ra, rb = _find(parent, a), _find(parent, b)
+    if ra != rb:
+        parent[ra] = rb
+
+
+@kernel
+def acyclic(indptr, indices, edge, order, limit):
+    """Greedy acyclic coloring: every cycle gets at least three colors.
+
+    An acyclic coloring is a distance-1 coloring whose two-colored subgraphs are all
+    forests. The trees of those forests are kept as disjoint sets of edges (union-find
+    with path compression). A vertex v may not take
+
+    * a color of a neighbour (distance-1);
+    * a color c such that two colored neighbours w1 != w2 of v, both of one color, lie
+      in one tree of the forest of that color and c: v would close a two-colored cycle.
+      The second rule is found by visiting, for every colored neighbour w of v, the
+      edges (w, x) to its colored neighbours x: the first neighbour of v that reaches a
+      tree is remembered in the tree, and a second one forbids the color of x.
+
+    After v takes color c, each edge (v, w) joins the tree of every edge (w, x) with x
+    colored c, and of every edge (v, w') with w' colored like w.
+
+    Args:
+        indptr: CSR row pointers of an undirected graph without self-loops.
+        indices: CSR column indices of that graph.
+        edge: for each CSR position, an id shared with its mirror position (an int in
+            ``0 .. len(indices) - 1``).
+        order: the vertices to color, in visiting order; others stay -1.
+        limit: stop as soon as a vertex needs color ``limit`` (the result then has
+            ``limit + 1`` colors and is incomplete); pass ``len(order)`` for no limit.
+
+    Returns:
+        int32 colors. Cost O(sum over vertices of squared degrees) union-find steps.
+    """
+    n = len(indptr) - 1
+    colors = np.full(n, -1, np.int32)
+    parent = np.arange(len(indices))
+    first_v = np.full(len(indices), -1, np.int64)
+    first_w = np.full(len(indices), -1, np.int64)
+    mark = np.full(n + 1, -1, np.int64)
+    star_owner = np.full(n + 1, -1, np.int64)
+    star_edge = np.zeros(n + 1, np.int64)
+    for v in order:
+        for p in range(indptr[v], indptr[v + 1]):
+            c = colors[indices[p]]
+            if c >= 0:
+                mark[c] = v
+        for p in range(indptr[v], indptr[v + 1]):
+            w = indices[p]
+            if colors[w] < 0:
+                continue
+            for q in range(indptr[w], indptr[w + 1]):
+                x = indices[q]
+                cx = colors[x]
+                if x == v or cx < 0 or mark[cx] == v:
+                    continue
+                t = _find(parent, edge[q])
+                if first_v[t] != v:
+                    first_v[t] = v
+                    first_w[t] = w
+                elif first_w[t] != w:
+                    mark[cx] = v
+        c = 0
+        while mark[c] == v:
+            c += 1
+        colors[v] = c
+        if c >= limit:
+            break
+        for p in range(indptr[v], indptr[v + 1]):
+            w = indices[p]
+            cw = colors[w]
+            if cw < 0:
+                continue
+            if star_owner[cw] == v:
+                _union(parent, edge[p], star_edge[cw])
+            else:
+                star_owner[cw] = v
+                star_edge[cw] = edge[p]
+            for q in range(indptr[w], indptr[w + 1]):
+                if colors[indices[q]] == c and indices[q] != v:
+                    _union(parent, edge[p], edge[q])
+    return colors
