@@ -195,22 +195,27 @@ def run(patterns, sizes, repeats, with_asdex=True):
             pattern = build(n)
             column_ok = np.diff(pattern.indptr).max() <= COLUMN_ROW_LIMIT
             ours = {}
-            for method, order in [("auto", "auto"), ("star", "largest_first")] + (
-                [("column", "largest_first")] if column_ok else []
-            ):
+            for key, method, order, whole in [
+                ("auto", "auto", "auto", False),
+                ("whole", "auto", "auto", True),
+                ("star", "star", "largest_first", False),
+                ("acyclic", "acyclic", "auto", False),
+            ] + ([("column", "column", "largest_first", False)] if column_ok else []):
                 colored, seconds = _median_time(
-                    lambda p=pattern, m=method, o=order: lazyhess.hessian_coloring_from_sparsity(
-                        p, method=m, order=o
+                    lambda p=pattern, m=method, o=order, w=whole: (
+                        lazyhess.hessian_coloring_from_sparsity(p, method=m, order=o, whole=w)
                     ),
                     repeats,
                 )
-                ours[method] = (colored, seconds)
+                ours[key] = (colored, seconds)
             row = {
                 "problem": name,
                 "n": pattern.shape[0],
                 "nnz": pattern.nnz,
                 "auto": ours["auto"],
+                "whole": ours["whole"],
                 "star": ours["star"],
+                "acyclic": ours["acyclic"],
                 "column": ours.get("column"),
             }
             if with_asdex:
@@ -233,7 +238,8 @@ def table(rows) -> str:
     """The rows as a markdown table."""
     with_asdex = "asdex star" in rows[0]
     head = ["problem", "n", "nnz", "auto: colors (method, order) / time"]
-    head += ["star LF: colors / time", "column LF: colors / time"]
+    head += ["whole=True: colors (method) / time", "star LF: colors / time"]
+    head += ["acyclic: colors / time", "column LF: colors / time"]
     if with_asdex:
         head += ["asdex star: colors / time", "asdex column: colors / time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -243,7 +249,10 @@ def table(rows) -> str:
         cells.append(
             f"{auto.num_colors} ({auto.method}, {auto.order}) / " + _cell("", seconds)[3:]
         )
+        whole, seconds = row["whole"]
+        cells.append(f"{whole.num_colors} ({whole.method}) / " + _cell("", seconds)[3:])
         cells.append(_cell(row["star"][0].num_colors, row["star"][1]))
+        cells.append(_cell(row["acyclic"][0].num_colors, row["acyclic"][1]))
         column = row["column"]
         cells.append(
             "skipped (dense row)" if column is None else _cell(column[0].num_colors, column[1])

@@ -233,22 +233,45 @@ def _union(parent, a, b):
 
 
 @kernel
+def _tree_edge(indptr, length, list_color, list_edge, w, c):
+    """An edge joining w to its neighbours colored c, or -1 if it has none yet."""
+    for k in range(indptr[w], indptr[w] + length[w]):
+        if list_color[k] == c:
+            return list_edge[k]
+    return -1
+
+
+@kernel
+def _join(indptr, length, list_color, list_edge, parent, w, c, e):
+    """Put edge e (between w and a vertex colored c) into w's tree towards color c."""
+    known = _tree_edge(indptr, length, list_color, list_edge, w, c)
+    if known >= 0:
+        _union(parent, e, known)
+        return
+    k = indptr[w] + length[w]
+    list_color[k] = c
+    list_edge[k] = e
+    length[w] += 1
+
+
+@kernel
 def acyclic(indptr, indices, edge, order, limit):
     """Greedy acyclic coloring: every cycle gets at least three colors.
 
     An acyclic coloring is a distance-1 coloring whose two-colored subgraphs are all
     forests. The trees of those forests are kept as disjoint sets of edges (union-find
-    with path compression). A vertex v may not take
+    with path compression). A colored vertex w lies in one tree per color among its
+    colored neighbours; w keeps one edge of each (a short list, at most one entry per
+    color). A vertex v may not take
 
     * a color of a neighbour (distance-1);
     * a color c such that two colored neighbours w1 != w2 of v, both of one color, lie
       in one tree of the forest of that color and c: v would close a two-colored cycle.
-      The second rule is found by visiting, for every colored neighbour w of v, the
-      edges (w, x) to its colored neighbours x: the first neighbour of v that reaches a
-      tree is remembered in the tree, and a second one forbids the color of x.
+      Every colored neighbour w of v visits its trees; the first neighbour of v to reach
+      a tree is remembered in the tree, and a second one forbids the tree's other color.
 
-    After v takes color c, each edge (v, w) joins the tree of every edge (w, x) with x
-    colored c, and of every edge (v, w') with w' colored like w.
+    After v takes color c, each edge (v, w) joins v's tree towards w's color and w's
+    tree towards c.
 
     Args:
         indptr: CSR row pointers of an undirected graph without self-loops.
@@ -260,7 +283,7 @@ def acyclic(indptr, indices, edge, order, limit):
             ``limit + 1`` colors and is incomplete); pass ``len(order)`` for no limit.
 
     Returns:
-        int32 colors. Cost O(sum over vertices of squared degrees) union-find steps.
+        int32 colors. Cost O(sum over vertices of degree times colors) union-find steps.
     """
     n = len(indptr) - 1
     colors = np.full(n, -1, np.int32)
@@ -268,8 +291,9 @@ def acyclic(indptr, indices, edge, order, limit):
     first_v = np.full(len(indices), -1, np.int64)
     first_w = np.full(len(indices), -1, np.int64)
     mark = np.full(n + 1, -1, np.int64)
-    star_owner = np.full(n + 1, -1, np.int64)
-    star_edge = np.zeros(n + 1, np.int64)
+    length = np.zeros(n, np.int64)
+    list_color = np.empty(len(indices), np.int64)
+    list_edge = np.empty(len(indices), np.int64)
     for v in order:
         for p in range(indptr[v], indptr[v + 1]):
             c = colors[indices[p]]
@@ -279,12 +303,11 @@ def acyclic(indptr, indices, edge, order, limit):
             w = indices[p]
             if colors[w] < 0:
                 continue
-            for q in range(indptr[w], indptr[w + 1]):
-                x = indices[q]
-                cx = colors[x]
-                if x == v or cx < 0 or mark[cx] == v:
+            for k in range(indptr[w], indptr[w] + length[w]):
+                cx = list_color[k]
+                if mark[cx] == v:
                     continue
-                t = _find(parent, edge[q])
+                t = _find(parent, list_edge[k])
                 if first_v[t] != v:
                     first_v[t] = v
                     first_w[t] = w
@@ -299,14 +322,7 @@ def acyclic(indptr, indices, edge, order, limit):
         for p in range(indptr[v], indptr[v + 1]):
             w = indices[p]
             cw = colors[w]
-            if cw < 0:
-                continue
-            if star_owner[cw] == v:
-                _union(parent, edge[p], star_edge[cw])
-            else:
-                star_owner[cw] = v
-                star_edge[cw] = edge[p]
-            for q in range(indptr[w], indptr[w + 1]):
-                if colors[indices[q]] == c and indices[q] != v:
-                    _union(parent, edge[p], edge[q])
+            if cw >= 0:
+                _join(indptr, length, list_color, list_edge, parent, v, cw, edge[p])
+                _join(indptr, length, list_color, list_edge, parent, w, c, edge[p])
     return colors
