@@ -265,13 +265,65 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+# Problems of benchmarks/problems.py where acyclic colorings need fewer colors than star.
+STEADY_PROBLEMS = ("GENROSE", "PENTADIAG", "BAND9", "CLPLATEA", "FMINSRF2", "WOODS", "RANDSP2")
+
+
+def steady(names, n):
+    """Jitted whole sparse Hessians, steady state: lazyhess (whole=True) against asdex.
+
+    ``jax.jit(lazyhess.sparse_hessian(f, x))`` (acyclic coloring with substitution where
+    it pays) against ``jax.jit(asdex.hessian(f, x))`` and lazyhess with asdex's star
+    coloring, in alternating rounds in this process (best of the rounds' medians).
+    """
+    import asdex
+    import jax
+
+    from benchmarks.bench_hessian import fmt, interleaved
+    from benchmarks.problems import PROBLEMS
+
+    head = ["problem", "n", "colors: ours (method) / star / asdex", "ours", "ours star"]
+    head += ["asdex", "ours / asdex"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        f, x = PROBLEMS[name].make(n)
+        ours = lazyhess.sparse_hessian(f, x)
+        colored = lazyhess.hessian_coloring(f, x, whole=True)
+        star = lazyhess.hessian_coloring(f, x, method="star")
+        fns = {
+            "ours": jax.jit(ours),
+            "ours star": jax.jit(lazyhess.sparse_hessian_from_coloring(f, star)),
+            "asdex": jax.jit(asdex.hessian(f, x)),
+        }
+        values = {key: fn(x).todense() for key, fn in fns.items()}
+        assert np.allclose(values["ours"], values["asdex"], rtol=1e-8, atol=1e-8)
+        best = interleaved({key: (lambda fn=fn, x=x: fn(x).data) for key, fn in fns.items()})
+        a_colors = asdex.hessian_coloring(f, x).num_colors
+        cells = [name, str(x.size)]
+        cells.append(f"{colored.num_colors} ({colored.method}) / {star.num_colors} / {a_colors}")
+        cells += [fmt(best["ours"]), fmt(best["ours star"]), fmt(best["asdex"])]
+        cells.append(f"{best['ours'] / best['asdex']:.2f}x")
+        lines.append("| " + " | ".join(cells) + " |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-asdex", action="store_true")
     parser.add_argument("--no-1e6", action="store_true", help="skip the n = 1e6 banded row")
+    parser.add_argument(
+        "--steady",
+        type=int,
+        metavar="N",
+        help="instead: jitted whole-Hessian steady state against asdex at size N",
+    )
     args = parser.parse_args()
+    if args.steady:
+        print(steady(STEADY_PROBLEMS, args.steady))
+        return
     # Warm up numba's compiled kernels (loaded from its cache or compiled) outside timings.
     lazyhess.hessian_coloring_from_sparsity(grid9(100))
     rows = run(PATTERNS, args.sizes, args.repeats, not args.no_asdex)

@@ -21,10 +21,13 @@ ORDER_OPTIONS: tuple[str, ...] = ("auto", *ORDERS)
 # Orders tried by order="auto", best first on the benchmark suite; "random" is left out
 # because it is never better there and its scattered memory access is slow.
 AUTO_ORDERS: tuple[Order, ...] = ("largest_first", "smallest_last", "incidence_degree", "natural")
-# The cost of one HVP per input element, in steps of substitution (one gather, one term of
-# a cumulative sum, two gathers): the exchange rate between colors and recovery work in
-# ``whole_cost``. Measured with benchmarks/bench_coloring.py --substitution.
-HVP_STEPS = 4.0
+# The modelled cost of one HVP per input element, in steps of substitution (a gather, a
+# term of a scan, a gather, all compiled): (nnz / n)**2 / HVP_STEPS_SCALE. Fitted to the
+# jitted steady state of the seven problems whose colors drop (benchmarks/bench_coloring.py
+# --steady 10000, CPU): acyclic was faster on BAND9 and FMINSRF2 (it wins in the model
+# below scales of 80), star on CLPLATEA, PENTADIAG, WOODS and GENROSE (acyclic wins in
+# the model below 33, 25, 13 and 9); 50 sits between.
+HVP_STEPS_SCALE = 50.0
 
 
 def hessian_coloring_from_sparsity(
@@ -69,8 +72,12 @@ def hessian_coloring_from_sparsity(
         >>> tridiagonal = sp.diags_array([np.ones(9), np.ones(10), np.ones(9)], offsets=[-1, 0, 1])
         >>> lazyhess.hessian_coloring_from_sparsity(tridiagonal).num_colors
         3
-        >>> lazyhess.hessian_coloring_from_sparsity(tridiagonal, whole=True).method
-        'acyclic'
+        >>> offsets = range(-4, 5)
+        >>> band = sp.diags_array([np.ones(20 - abs(k)) for k in offsets], offsets=offsets)
+        >>> lazyhess.hessian_coloring_from_sparsity(band).num_colors
+        9
+        >>> lazyhess.hessian_coloring_from_sparsity(band, whole=True).num_colors
+        5
     """
     _check_options(method, order)
     csr = symmetric_csr(pattern)
@@ -225,16 +232,18 @@ def _color(csr: sp.csr_array, method: str, order: str, pattern, whole: bool) -> 
 def whole_cost(colored: ColoredPattern) -> float:
     """The modelled cost of a whole Hessian with ``colored``, in substitution steps.
 
-    ``num_colors`` HVPs at ``HVP_STEPS`` steps per input element each, plus one step per
-    edge solved by substitution (zero for direct recovery; the final gather of ``nnz``
-    entries is common to all methods and left out).
+    ``num_colors`` HVPs at ``(nnz / n)**2 / HVP_STEPS_SCALE`` steps per input element each
+    (an HVP's work grows with the variables each one is coupled to), plus one step per
+    edge solved by substitution (none for direct recovery; the final gather of ``nnz``
+    entries is common to all methods and left out). A model of the pattern alone: how
+    costly the function's HVPs really are is not known here.
     """
-    solved = (
-        0
-        if colored.substitution is None
-        else int(np.count_nonzero(~colored.substitution.direct)) // 2
-    )
-    return colored.num_colors * colored.n * HVP_STEPS + solved
+    n = max(colored.n, 1)
+    hvp_steps = (colored.nnz / n) ** 2 / HVP_STEPS_SCALE
+    solved = 0
+    if colored.substitution is not None:
+        solved = int(np.count_nonzero(~colored.substitution.direct)) // 2
+    return colored.num_colors * n * hvp_steps + solved
 
 
 def _portfolio(

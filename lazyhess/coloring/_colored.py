@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from .._formats import Format, entry_rows, pattern_output
 from .._plan import lookup
 from . import _greedy
-from ._substitution import Substitution
+from ._substitution import Substitution, take
 
 Method = Literal["star", "column", "diagonal", "acyclic"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -85,6 +85,7 @@ class ColoredPattern:
         elif recovery is None:
             recovery = _recovery(csr, self.rows, self.colors, method)
         self.recover_color, self.recover_index = recovery
+        self._flat_index = self.recover_color.astype(np.int64) * self.n + self.recover_index
         for array in (self.colors, self.rows, self.recover_color, self.recover_index):
             array.flags.writeable = False
         self._keys = None
@@ -145,7 +146,9 @@ class ColoredPattern:
         compressed = self._check_compressed(compressed)
         if self.substitution is not None:
             return self.substitution.solve(compressed)
-        return compressed[self.recover_color, self.recover_index]
+        if isinstance(compressed, np.ndarray):
+            return compressed.reshape(-1)[self._flat_index]
+        return take(compressed.reshape(-1), self._flat_index)
 
     def decompress_diagonal(self, compressed):
         """The Hessian's diagonal, read from the compressed matrix (any method).

@@ -17,6 +17,7 @@ gathers); on the host the same steps run as the sequential loop of the textbook 
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
@@ -187,11 +188,20 @@ class Substitution(NamedTuple):
             x = _substitute(flat[self.read], self.up)
             return np.concatenate([flat, x])[self.source]
         sign = jnp.asarray(self.sign, compressed.dtype)
-        partial = jnp.concatenate(
-            [jnp.zeros(1, compressed.dtype), jnp.cumsum(flat[self.read] * sign)]
-        )
-        x = sign * (partial[1:] - partial[self.first])
-        return jnp.concatenate([flat, x])[self.source]
+        # A log-depth scan: its partial sums are sums of contiguous runs of steps, and
+        # measured faster on CPU than jnp.cumsum's reduce_window.
+        running = jax.lax.associative_scan(jnp.add, take(flat, self.read) * sign)
+        partial = jnp.concatenate([jnp.zeros(1, compressed.dtype), running])
+        x = sign * (partial[1:] - take(partial, self.first))
+        return take(jnp.concatenate([flat, x]), self.source)
+
+
+def take(array: jax.Array, index: np.ndarray) -> jax.Array:
+    """``array[index]`` for constant in-bounds indices: a gather without bounds handling.
+
+    Measured about twice as fast on CPU as ``array[index]``, which clamps or masks.
+    """
+    return array.at[index].get(mode="promise_in_bounds")
 
 
 def _mirror(csr: sp.csr_array) -> np.ndarray:
