@@ -269,6 +269,10 @@ def table(rows) -> str:
 STEADY_PROBLEMS = ("GENROSE", "PENTADIAG", "BAND9", "CLPLATEA", "FMINSRF2", "WOODS", "RANDSP2")
 
 
+# Problems for --accuracy: those of STEADY_PROBLEMS plus the ones with dense rows.
+ACCURACY_PROBLEMS = (*STEADY_PROBLEMS, "BDQRTIC", "ARROW2", "SPARSINE")
+
+
 def steady(names, n):
     """Jitted whole sparse Hessians, steady state: lazyhess (whole=True) against asdex.
 
@@ -308,6 +312,49 @@ def steady(names, n):
     return "\n".join(lines)
 
 
+def accuracy(names, n):
+    """Float32 errors of whole Hessians, relative to the largest entry of the float64 one.
+
+    ``B`` is computed in float32 (one jitted HVP per color); entries are recovered from it
+    directly (star) or by substitution, on the host (sequential loop) and under jit
+    (prefix sum). Errors are ``max |H32 - H64| / max |H64|`` over the pattern's entries.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.problems import PROBLEMS
+
+    jax.config.update("jax_enable_x64", True)
+    head = ["problem", "n", "star", "acyclic, host", "acyclic, jit"]
+    head += ["acyclic jit, entrywise (entries >= 1e-3 max)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        f, x = PROBLEMS[name].make(n)
+        x = x + 0.1 * jnp.sin(jnp.arange(x.size))  # off the start point's round values
+        star = lazyhess.hessian_coloring(f, x, method="star")
+        acyclic = lazyhess.hessian_coloring(f, x, method="acyclic")
+
+        def compressed(colored, dtype, f=f, x=x):
+            z = x.astype(dtype)
+            hvp = jax.vmap(lambda s: jax.jvp(jax.grad(f), (z,), (s,))[1])
+            return jax.jit(hvp)(jnp.asarray(colored.seeds(dtype)))
+
+        exact = np.asarray(star.decompress_data(np.asarray(compressed(star, np.float64))))
+        reference = exact[star.entry_index(acyclic.rows, acyclic.cols)]
+        scale = np.abs(exact).max()
+        B_star, B_acyclic = compressed(star, np.float32), compressed(acyclic, np.float32)
+        star_values = np.asarray(star.decompress_data(np.asarray(B_star)), np.float64)
+        host = np.asarray(acyclic.decompress_data(np.asarray(B_acyclic)), np.float64)
+        jit = np.asarray(jax.jit(acyclic.decompress_data)(B_acyclic), np.float64)
+        big = np.abs(reference) >= 1e-3 * scale
+        cells = [name, str(x.size), f"{np.abs(star_values - exact).max() / scale:.1e}"]
+        cells += [f"{np.abs(v - reference).max() / scale:.1e}" for v in (host, jit)]
+        entrywise = np.abs(jit - reference)[big] / np.abs(reference[big])
+        cells.append(f"{entrywise.max():.1e}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
@@ -320,7 +367,16 @@ def main():
         metavar="N",
         help="instead: jitted whole-Hessian steady state against asdex at size N",
     )
+    parser.add_argument(
+        "--accuracy",
+        type=int,
+        metavar="N",
+        help="instead: float32 errors of star and acyclic recovery at size N",
+    )
     args = parser.parse_args()
+    if args.accuracy:
+        print(accuracy(ACCURACY_PROBLEMS, args.accuracy))
+        return
     if args.steady:
         print(steady(STEADY_PROBLEMS, args.steady))
         return

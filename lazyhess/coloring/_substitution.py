@@ -13,6 +13,9 @@ and with ``y_k = sign_k * B[b, v_k]`` (``sign`` the parity of the depth) the who
 is one prefix sum: ``x_k = sign_k * (Q[k + 1] - Q[first_k])`` with ``Q`` the running sum
 of ``y``. That is what runs inside compiled programs (a gather, a cumulative sum, two
 gathers); on the host the same steps run as the sequential loop of the textbook method.
+Each root adds a step of its own (``B[a, root]``, the sum over its children), so that
+every tree's signed total is zero: the running sum returns to rounding noise between
+trees instead of drifting, and its rounding errors stay those of one tree.
 """
 
 from typing import NamedTuple
@@ -35,18 +38,21 @@ def _forests(indptr, indices, colors):
         colors: int colors of an acyclic coloring.
 
     Returns:
-        ``(vertex, parent, down, up, first, depth, count)``: step k is the edge from
-        ``vertex[k]`` to its tree parent ``parent[k]``, stored at CSR position
-        ``down[k]`` (the entry ``(parent, vertex)``); ``up[k]`` is the step of the
-        parent's own edge (-1 when the parent is the root), ``first[k]`` the first step
-        of ``vertex[k]``'s subtree, ``depth[k]`` its depth. ``count`` is the number of
-        steps, or -1 if some two-colored subgraph has a cycle.
+        ``(vertex, reads, down, up, first, depth, count)``: step k is vertex
+        ``vertex[k]`` of a tree whose other color is ``reads[k]``; unless the vertex is
+        the root (``down[k] == -1``, the last step of its tree) it is the edge to its
+        parent, stored at CSR position ``down[k]`` (the entry ``(parent, vertex)``).
+        ``up[k]`` is the step of the parent's edge (-1 when the parent is the root),
+        ``first[k]`` the first step of the vertex's subtree (the whole tree for a root),
+        ``depth[k]`` its depth. ``count`` is the number of steps, or -1 if some
+        two-colored subgraph has a cycle.
     """
     n = len(indptr) - 1
     m = len(indices)
     vertex = np.empty(m, np.int64)
     parent = np.empty(m, np.int64)
     down = np.empty(m, np.int64)
+    reads = np.empty(m, np.int64)
     up_step = np.empty(m, np.int64)
     first = np.empty(m, np.int64)
     depth = np.empty(m, np.int64)
@@ -84,7 +90,7 @@ def _forests(indptr, indices, colors):
                     if y == u or colors[y] != other or y == up[u]:
                         continue
                     if stamp[y] == trees:
-                        return vertex, parent, down, up_step, first, depth, -1
+                        return vertex, reads, down, up_step, first, depth, -1
                     done[q] = True
                     stamp[y] = trees
                     up[y] = u
@@ -99,21 +105,21 @@ def _forests(indptr, indices, colors):
                 if pushed:
                     continue
                 top -= 1
-                if u != r:
-                    vertex[steps] = u
-                    parent[steps] = up[u]
-                    down[steps] = slot[u]
-                    first[steps] = enter[u]
-                    depth[steps] = level[u]
-                    step_of[u] = steps
-                    steps += 1
+                vertex[steps] = u
+                parent[steps] = up[u]
+                reads[steps] = other
+                down[steps] = slot[u] if u != r else -1
+                first[steps] = enter[u] if u != r else start
+                depth[steps] = level[u]
+                step_of[u] = steps
+                steps += 1
                 for q in range(indptr[u], indptr[u + 1]):
                     if indices[q] == up[u] or stamp[indices[q]] == trees:
                         done[q] = True
             for k in range(start, steps):
-                up_step[k] = -1 if parent[k] == r else step_of[parent[k]]
+                up_step[k] = -1 if parent[k] == r or parent[k] < 0 else step_of[parent[k]]
             trees += 1
-    return vertex, parent, down, up_step, first, depth, steps
+    return vertex, reads, down, up_step, first, depth, steps
 
 
 @kernel
@@ -130,7 +136,8 @@ class Substitution(NamedTuple):
     """Index arrays of a substitution solve, all NumPy (never traced).
 
     Attributes:
-        read: flat index ``b * n + v`` into ``B`` for each step, in post-order.
+        read: flat index ``b * n + v`` into ``B`` for each step, in post-order (the
+            roots' steps read the sum over their children).
         up: the step of each step's parent edge, -1 when the parent is a tree root.
         first: the first step of each step's subtree.
         sign: +1 or -1, the parity of each step's depth.
@@ -157,26 +164,27 @@ class Substitution(NamedTuple):
         """
         n = csr.shape[0]
         indptr, indices = csr.indptr.astype(np.int64), csr.indices.astype(np.int64)
-        vertex, parent, down, up, first, depth, count = _forests(indptr, indices, colors)
+        vertex, other, down, up, first, depth, count = _forests(indptr, indices, colors)
+        vertex, other, down, up, first, depth = (
+            a[: max(count, 0)] for a in (vertex, other, down, up, first, depth)
+        )
         rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
         diagonal = rows == indices
         clash = (colors[rows] < 0) | (~diagonal & (colors[rows] == colors[indices]))
-        if count < 0 or clash.any() or 2 * count != np.count_nonzero(~diagonal):
+        edge = down >= 0
+        if count < 0 or clash.any() or 2 * edge.sum() != np.count_nonzero(~diagonal):
             raise RuntimeError(
                 "internal error: the coloring is not an acyclic coloring of the pattern; "
                 "please report this with the pattern"
             )
-        vertex, parent, down, up, first, depth = (
-            a[:count] for a in (vertex, parent, down, up, first, depth)
-        )
-        read = colors[parent].astype(np.int64) * n + vertex
+        read = other * n + vertex
         mirror = _mirror(csr)
         leaf = first == np.arange(count)
         source = np.empty(csr.nnz, np.int64)
         source[diagonal] = colors[rows[diagonal]].astype(np.int64) * n + rows[diagonal]
-        solved = np.where(leaf, read, num_colors * n + np.arange(count))
-        source[down] = solved
-        source[mirror[down]] = solved
+        solved = np.where(leaf, read, num_colors * n + np.arange(count))[edge]
+        source[down[edge]] = solved
+        source[mirror[down[edge]]] = solved
         direct = source < num_colors * n
         sign = np.where(depth % 2 == 0, 1, -1).astype(np.int8)
         return cls(read, up, first, sign, source, direct)
