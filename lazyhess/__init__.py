@@ -6,6 +6,7 @@ from . import ipopt as ipopt  # the lazyhess.ipopt namespace (not in __all__)
 from . import scipy as scipy  # the lazyhess.scipy namespace (not in __all__)
 from ._cache import CacheInfo
 from ._display import spy
+from ._engine import Cost
 from ._functional import (
     VerificationError,
     check_hessian_correctness,
@@ -26,6 +27,7 @@ __version__ = _version("lazyhess")
 __all__ = [
     "CacheInfo",
     "ColoredPattern",
+    "Cost",
     "Hessian",
     "HessianBlock",
     "HessianNode",

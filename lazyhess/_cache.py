@@ -1,12 +1,17 @@
-"""The byte-bounded cache of HVP results and the request statistics."""
+"""The byte-bounded cache of HVP results, what it covers, and the request statistics."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from cachetools import LRUCache
+
+# Partial families consulted per request, most recent first (older ones still hold their
+# seeds, which later requests may recompute rather than search for).
+RECENT_PARTIALS = 16
 
 
 class CacheInfo(NamedTuple):
@@ -29,49 +34,99 @@ class CacheInfo(NamedTuple):
     entries: int
 
 
+class _Lru(LRUCache):
+    """An LRU cache that tells its owner which keys it evicts."""
+
+    def __init__(self, max_bytes: int, evicted):
+        super().__init__(maxsize=max_bytes, getsizeof=lambda a: a.nbytes)
+        self._evicted = evicted
+
+    def popitem(self) -> tuple[Any, Any]:
+        key, value = super().popitem()
+        self._evicted(key)
+        return key, value
+
+
 class DirectionCache:
-    """HVP results keyed by their seed direction, least recently used first out.
+    """HVP results keyed by their seed ``(family, label)``, least recently used first out.
 
     Each value is the host array ``H @ s`` for one seed ``s``, shaped ``(P, N)`` (output or
     batch elements by flat inputs). A value larger than the whole budget is not kept.
+    The coverage (for each family, a mask of its labels held) is kept as results come and
+    go, so a request never scans the cache's keys. All methods hold one lock: a Hessian can
+    be indexed from several threads.
     """
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self._lru: LRUCache | None = (
-            LRUCache(maxsize=max_bytes, getsizeof=lambda a: a.nbytes) if max_bytes else None
-        )
+        self.lock = threading.RLock()
+        self._lru: _Lru | None = _Lru(max_bytes, self._drop) if max_bytes else None
+        self._held: dict[Any, np.ndarray] = {}
+        self._count: dict[Any, int] = {}
         self.hvps = 0
         self.hits = 0
         self.misses = 0
 
-    def __contains__(self, key: Hashable) -> bool:
-        return self._lru is not None and key in self._lru
+    def _drop(self, key: tuple[Any, int]) -> None:
+        family, label = key
+        self._held[family][label] = False
+        self._count[family] -= 1
+        if not self._count[family]:
+            del self._held[family], self._count[family]
 
-    def keys(self) -> list[Hashable]:
-        """The seed keys held now, without touching their recency."""
-        return [] if self._lru is None else list(self._lru.keys())
+    def get(self, key: Hashable) -> np.ndarray | None:
+        """The cached result for ``key``, counted as a hit, or ``None``."""
+        with self.lock:
+            value = None if self._lru is None else self._lru.get(key)
+            if value is not None:
+                self.hits += 1
+            return value
 
-    def take(self, key: Hashable) -> np.ndarray:
-        """The cached result for ``key`` (which must be present), counted as a hit."""
-        self.hits += 1
-        return self._lru[key]
-
-    def put(self, key: Hashable, value: np.ndarray) -> None:
+    def put(self, key: tuple[Any, int], value: np.ndarray) -> None:
         """Keep ``value`` if the budget allows; evicts least recently used results."""
-        if self._lru is not None and value.nbytes <= self.max_bytes:
+        if self._lru is None or value.nbytes > self.max_bytes:
+            return
+        with self.lock:
+            family, label = key
+            if key not in self._lru:
+                held = self._held.pop(family, None)
+                if held is None:
+                    held = np.zeros(max(family.size, 1), dtype=bool)
+                    self._count[family] = 0
+                self._held[family] = held  # most recently filled family last
+                held[label] = True
+                self._count[family] += 1
             self._lru[key] = value
+
+    def held(self, family: Any) -> np.ndarray | None:
+        """Mask over ``family``'s labels of the seeds held now (``None``: none held)."""
+        return self._held.get(family)
+
+    def families(self, limit: int | None = RECENT_PARTIALS) -> list[tuple[Any, np.ndarray]]:
+        """``(family, held mask)`` for families with results held.
+
+        Unit and fixed families come first, then the ``limit`` most recently filled
+        partial families (all with ``limit=None``).
+        """
+        items = list(self._held.items())
+        fixed = [(f, held) for f, held in items if f.unit or f.fixed]
+        partial = [(f, held) for f, held in reversed(items) if not (f.unit or f.fixed)]
+        return fixed + partial[:limit]
 
     def record(self, computed: int, *, missed: bool = True) -> None:
         """Count ``computed`` seed directions evaluated; ``missed`` if a lookup preceded them."""
-        self.hvps += computed
-        if missed:
-            self.misses += computed
+        with self.lock:
+            self.hvps += computed
+            if missed:
+                self.misses += computed
 
     def clear(self) -> None:
         """Drop every cached result; the counters are kept."""
-        if self._lru is not None:
-            self._lru.clear()
+        with self.lock:
+            if self._lru is not None:
+                self._lru.clear()
+            self._held.clear()
+            self._count.clear()
 
     def info(self) -> CacheInfo:
         """The counters and the cache's current use."""

@@ -21,6 +21,7 @@ _SPY_CELLS = 512
 _EMPTY, _NONZERO, _COMPUTED = 0, 1, 2
 # white, grey, orange: structural zero, may be nonzero, computed (its seed is cached).
 _PALETTE = np.array([[255, 255, 255], [170, 178, 189], [228, 87, 46]], dtype=np.uint8)
+_BLOCK_LINE = np.array([40, 70, 160], dtype=np.uint8)
 
 
 def _is_hessian(obj: Any) -> bool:
@@ -31,8 +32,8 @@ def _is_hessian(obj: Any) -> bool:
 
 def _known_csr(H: Hessian) -> tuple[bool, sp.csr_array | None]:
     """``(known, csr)``: the pattern if already detected (``None`` when dense), without work."""
-    structure = H._structure
-    if "pattern" not in structure.__dict__ and callable(structure._source):
+    structure = H._engine.structure
+    if not structure.known:
         return False, None
     return True, structure.csr
 
@@ -43,13 +44,7 @@ def computed_columns(H: Hessian) -> np.ndarray:
     Column ``j`` is computed when a cached seed ``(family, label)`` has
     ``family.labels[j] == label``; by symmetry row ``j`` is then known as well.
     """
-    labels_by_family: dict[Any, list[int]] = {}
-    for family, label in H._engine.cache.keys():
-        labels_by_family.setdefault(family, []).append(label)
-    seeded = np.zeros(H._layout.n, dtype=bool)
-    for family, labels in labels_by_family.items():
-        seeded |= np.isin(family.labels, labels)
-    return seeded
+    return H._engine.computed_columns()
 
 
 def _cell_grid(csr: sp.csr_array | None, n: int, cells: int, seeded: np.ndarray) -> np.ndarray:
@@ -103,41 +98,71 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def _cost_line(H: Hessian, known: bool) -> str:
+    """What ``H[:]`` would cost, once the pattern is known (pricing may color it)."""
+    if not known:
+        return "priced once the pattern is known (H.sparsity detects it)"
+    cost = H.cost()
+    return (
+        f"{cost.new_hvps:,} new HVPs, {cost.cached_hvps:,} from the cache; result "
+        f"{_bytes(cost.result_bytes)}"
+    )
+
+
+def _blocks(H: Hessian, cells: int, scale: int) -> tuple[list[int], str]:
+    """Pixel positions of the boundaries between input leaves, and their labels as HTML."""
+    inputs = H._engine.layout.inputs
+    n = H._engine.layout.n
+    if len(inputs) < 2 or not n:
+        return [], ""
+    size = cells * scale
+    edges = [leaf.offset * size // n for leaf in inputs[1:]]
+    labels = "".join(
+        f"<span style='position:absolute;left:{(leaf.offset + leaf.size / 2) * 192 / n:.0f}px;"
+        "transform:translateX(-50%);white-space:nowrap'>"
+        f"{html.escape(leaf.path or '(root)')}</span>"
+        for leaf in inputs
+    )
+    return edges, (
+        f"<div style='position:relative;height:1.2em;width:192px;font-size:smaller'>{labels}</div>"
+    )
+
+
 def hessian_html(H: Hessian) -> str:
-    """An HTML summary of ``H`` for notebooks, computing nothing.
+    """An HTML summary of ``H`` for notebooks, computing no HVP and running no detection.
 
     Shows the shape and dtype, the sparsity pattern's nnz and the number of colors when
-    they are already known, the HVPs spent and the cache's use, and a picture of the flat
+    they are already known, what ``H[:]`` would cost (new HVPs and cache reads, once the
+    pattern is known), the HVPs spent and the cache's use, and a picture of the flat
     pattern (at most 64 x 64 cells; grey: may be nonzero, orange: in a row or column whose
-    HVP is cached). Cost: O(N + nnz) host work, no HVP and no detection.
+    HVP is cached) with the block grid of pytree inputs and the leaves' names. Cost:
+    O(N + nnz) host work, plus coloring the pattern if it is known but not yet colored.
     """
     info = H.cache_info()
-    n = H._layout.n
+    engine = H._engine
+    n = engine.layout.n
     known, csr = _known_csr(H)
-    structure = H._structure
+    structure = engine.structure
     if not known:
         pattern = "not detected yet"
     elif csr is None:
         pattern = "dense (every entry may be nonzero)"
     else:
         pattern = f"{csr.nnz:,} nonzeros ({csr.nnz / max(n * n, 1):.2e} of the entries)"
+    cost = _cost_line(H, known)
     colors = (
         f"{structure.colored.num_colors} ({structure.colored.method})"
-        if "colored" in structure.__dict__
+        if structure.colored_known
         else "not computed yet"
     )
     seeded = computed_columns(H)
-    from ._hessian import HessianBlock
-
-    if isinstance(H._root, HessianBlock):
-        shape = str(H.shape)
-    else:
-        shape = f"{len(H._root)} top-level blocks (H.shape nests them)"
+    shape = H.shape if isinstance(H.shape, tuple) else "nested (H.shape lists the blocks)"
     rows = [
-        ("shape", shape),
-        ("flat", f"{H.flat.shape} {H._layout.dtype}"),
+        ("shape", str(shape)),
+        ("flat", f"{H.flat.shape} {engine.layout.dtype}"),
         ("pattern", pattern),
         ("colors", colors),
+        ("H[:] would cost", cost),
         ("HVPs spent", f"{info.hvps:,} (cache hits {info.hits:,})"),
         (
             "cache",
@@ -160,9 +185,16 @@ def hessian_html(H: Hessian) -> str:
         caption = "grey: may be nonzero; orange: in a row or column of a cached seed"
     picture = ""
     if cells:
-        data = base64.b64encode(_png(_PALETTE[grid])).decode("ascii")
+        scale = max(1, 192 // cells)
+        image = _PALETTE[np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)]
+        edges, labels = _blocks(H, cells, scale)
+        for edge in edges:
+            image[edge, :] = image[:, edge] = _BLOCK_LINE
+        if edges:
+            caption += "; blue lines: blocks of the input leaves"
+        data = base64.b64encode(_png(image)).decode("ascii")
         picture = (
-            f"<figure style='margin:0 0 0 1.5em'><img alt='Hessian sparsity pattern' "
+            f"<figure style='margin:0 0 0 1.5em'>{labels}<img alt='Hessian sparsity pattern' "
             f"src='data:image/png;base64,{data}' width='192' height='192' "
             "style='image-rendering:pixelated;border:1px solid #888'/>"
             f"<figcaption style='font-size:smaller'>{html.escape(caption)}</figcaption></figure>"
@@ -180,8 +212,9 @@ def _spy_source(obj: Any) -> tuple[sp.csr_array | None, int, np.ndarray | None, 
 
     if _is_hessian(obj):
         pattern = obj.sparsity
-        csr = None if pattern is None else obj._structure.csr
-        colored = obj._structure.__dict__.get("colored")
+        csr = None if pattern is None else obj._engine.structure.csr
+        structure = obj._engine.structure
+        colored = structure.colored if structure.colored_known else None
         return (
             csr,
             obj._layout.n,

@@ -1,19 +1,29 @@
-"""A Hessian at one point: requested entries through planned, chunked, cached HVPs."""
+"""A Hessian at one point: requested entries through planned, chunked, cached HVPs.
+
+The engine's surface, used by the ``Hessian`` façade, the functional API, the display and
+the scipy adapters: ``grid`` (an outer-product request: prefix x rows x columns),
+``entries`` (any set of entries), ``cost`` (what either would spend, computing nothing),
+``pattern_values`` (every stored entry), ``compressed`` (a whole seed family),
+``matvec`` (explicit directions), ``computed_columns`` and ``info``.
+"""
 
 from __future__ import annotations
 
-import weakref
-from functools import cached_property
-from typing import Any
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax._src import core as jax_core  # trace_state_clean: is a trace active?
 
-from ._cache import DirectionCache
+from ._cache import CacheInfo, DirectionCache
 from ._hvp import Kernels
-from ._plan import Plan, SeedFamily, Structure, plan
+from ._plan import Plan, plan
 from ._progress import bar
+from ._structure import SeedFamily, Structure, member
 
 
 def is_traced(tree: Any) -> bool:
@@ -21,8 +31,62 @@ def is_traced(tree: Any) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
 
 
+def concretely() -> contextlib.AbstractContextManager:
+    """Evaluate a concrete point's kernels now, even inside someone else's trace.
+
+    ``jax.ensure_compile_time_eval`` when a trace is active (``jax.jit``, jax.scipy's
+    ``cg``), nothing otherwise: entering it costs more than a small HVP's dispatch.
+    """
+    clean = getattr(jax_core, "trace_state_clean", None)
+    if clean is not None and clean():
+        return contextlib.nullcontext()
+    return jax.ensure_compile_time_eval()
+
+
 # Largest seed chunk embedded in a traced program as a constant (see Engine._constant).
 CONSTANT_SEED_BYTES = 16 * 2**20
+
+
+class Cost(NamedTuple):
+    """What a request needs, known before it is made.
+
+    Attributes:
+        new_hvps: seed directions the request would compute now.
+        cached_hvps: seed directions it would read from the cache.
+        result_bytes: bytes of the result.
+        chunk_bytes: the largest chunk of HVP results held at once while computing.
+    """
+
+    new_hvps: int
+    cached_hvps: int
+    result_bytes: int
+    chunk_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Slabs:
+    """A request over a dense structure, served by whole rows and columns of unit seeds.
+
+    ``cached_cols`` (into the request's columns) and ``cached_rows`` (into its rows, for
+    the columns not cached) are read from the cache; ``new`` are the flat indices of the
+    unit seeds to compute, columns of the request (``at`` into its columns) when
+    ``by_cols``, else rows.
+    """
+
+    cached_cols: np.ndarray
+    cached_rows: np.ndarray
+    open_cols: np.ndarray
+    new: np.ndarray
+    at: np.ndarray
+    by_cols: bool
+
+
+def _sorted_distinct(index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(distinct sorted values, inverse)``; the inverse is ``None`` when already so."""
+    if index.size < 2 or bool(np.all(index[1:] > index[:-1])):
+        return index, None
+    values, inverse = np.unique(index, return_inverse=True)
+    return values, inverse.reshape(-1)
 
 
 class Engine:
@@ -33,7 +97,8 @@ class Engine:
     ``chunk_size`` (padded up to a power of two, so few shapes are ever compiled), and each
     chunk is scattered into the result as it arrives. Beyond the result, memory is bounded
     by the cache plus one chunk. With traced inputs nothing is cached and the result is a
-    traced, differentiable value.
+    traced, differentiable value. Requests hold the cache's lock: one Hessian can be
+    indexed from several threads.
     """
 
     def __init__(
@@ -54,65 +119,76 @@ class Engine:
         self.cache = cache
         self.structure = structure
         self.progress = progress
-        self._device_labels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.traced = is_traced((x, dyn))
+        self._point_state: tuple | None = None
+
+    # --- HVPs ----------------------------------------------------------------------------
 
     def _state(self) -> tuple:
         if self.traced:
             return self.kernels.linearize(self.x, self.dyn)
-        return self._concrete_state
-
-    @cached_property
-    def _concrete_state(self) -> tuple:
-        # Evaluated now even when first asked for inside someone else's trace (jax.jit,
-        # jax.scipy's cg): the state is a property of the concrete point and is kept.
-        with jax.ensure_compile_time_eval():
-            return self.kernels.linearize(self.x, self.dyn)
+        if self._point_state is None:
+            # Evaluated now even when first asked for inside someone else's trace (jax.jit,
+            # jax.scipy's cg): the state is a property of the concrete point and is kept.
+            with concretely():
+                self._point_state = self.kernels.linearize(self.x, self.dyn)
+        return self._point_state
 
     def _bucket(self, k: int) -> int:
         return min(self.chunk_size, 1 << max(k - 1, 0).bit_length())
 
-    def _seeded(self, family: SeedFamily, labels: list[int]) -> jax.Array:
+    def _seeded(self, family: SeedFamily, labels: list[int] | np.ndarray) -> Any:
         """HVP results ``(len(labels), p, n)`` for seeds of one family (one chunk).
 
-        The chunk is padded to a power-of-two bucket so varied requests share compiled
-        kernels, except when it is a whole fixed family (a global coloring, evaluated whole
-        again and again): that one shape is compiled exactly, together with the point's
-        linearisation when it is the point's first request. Inside a trace, colorings'
-        seeds enter the caller's program as constants (see ``_constant``) up to
+        Concrete points give a numpy array, traced ones a traced value. The chunk is padded
+        to a power-of-two bucket so varied requests share compiled kernels, except when it
+        is a whole fixed family (a global coloring, evaluated whole again and again): that
+        one shape is compiled exactly, and when it is a point's first request it is computed
+        together with the point's linearisation, in one compiled call. Inside a trace,
+        colorings' seeds enter the caller's program as constants (see ``_constant``) up to
         ``CONSTANT_SEED_BYTES`` per chunk; larger ones are built from labels on the device.
         """
         lay = self.layout
-        constant_bytes = len(labels) * lay.d * np.dtype(lay.dtype).itemsize
+        k = len(labels)
+        constant_bytes = k * lay.d * np.dtype(lay.dtype).itemsize
         if self.traced and not family.unit and constant_bytes <= CONSTANT_SEED_BYTES:
             seeds = self._constant(family, labels)
             return self.kernels.apply(self._state(), self.x, self.dyn, seeds)
-        whole = family.fixed and len(labels) == min(family.size, self.chunk_size)
-        size = len(labels) if whole else self._bucket(len(labels))
+        whole = family.fixed and k == min(family.size, self.chunk_size)
+        size = k if whole else self._bucket(k)
         ids = np.full(size, -1, dtype=np.int32)
-        ids[: len(labels)] = labels
-        if family not in self._device_labels:
-            self._device_labels[family] = jnp.asarray(family.labels, dtype=jnp.int32)
-        if whole and not self.traced and "_concrete_state" not in self.__dict__:
-            # A point's first request is a whole coloring: linearise and seed in one call,
-            # concretely even inside someone else's trace, as ``_concrete_state`` does.
-            with jax.ensure_compile_time_eval():
-                state, out = self.kernels.linearize_seeded(
-                    self.x, self.dyn, self._device_labels[family], ids, exact_nan=family.unit
+        ids[:k] = labels
+        if self.traced:
+            out = self.kernels.seeded(
+                self._state(),
+                self.x,
+                self.dyn,
+                self._device_labels(family),
+                ids,
+                exact_nan=family.unit,
+            )
+            return out[:k]
+        with concretely():
+            device_labels = self._device_labels(family)
+            if self._point_state is None and whole:
+                self._point_state, out = self.kernels.linearize_seeded(
+                    self.x, self.dyn, device_labels, ids, exact_nan=family.unit
                 )
-            self.__dict__["_concrete_state"] = state
-            return out[: len(labels)]
-        out = self.kernels.seeded(
-            self._state(),
-            self.x,
-            self.dyn,
-            self._device_labels[family],
-            ids,
-            exact_nan=family.unit,
-        )
-        return out[: len(labels)]
+            else:
+                out = self.kernels.seeded(
+                    self._state(), self.x, self.dyn, device_labels, ids, exact_nan=family.unit
+                )
+            return np.asarray(out)[:k]
 
-    def _constant(self, family: SeedFamily, labels: list[int]) -> np.ndarray:
+    def _device_labels(self, family: SeedFamily) -> jax.Array:
+        """``family.labels`` on the device, sent once per family and shared by every point.
+
+        Always concrete (built at compile time when a trace is active), so it may be kept.
+        """
+        with concretely():
+            return self.structure.device_labels(family)
+
+    def _constant(self, family: SeedFamily, labels: list[int] | np.ndarray) -> np.ndarray:
         """The seeds as a host matrix ``(k, d)``: inside a trace, a constant of the program.
 
         XLA folds a constant seed through the derivative (gathers of the seed, products with
@@ -124,36 +200,202 @@ class Engine:
             seeds = np.broadcast_to(seeds[:, None, :], (len(labels), lay.batch, lay.n))
         return seeds.reshape(len(labels), lay.d)
 
-    def _groups(self, plan: Plan) -> list[tuple[int, list]]:
-        """Slots split into chunks of at most ``chunk_size`` seeds of one family."""
-        groups: list[tuple[int, list]] = []
-        for slot, seed in enumerate(plan.seeds):
-            last = groups[-1][1] if groups else None
-            if (
-                last is None
-                or slot == plan.reused
-                or len(last) == self.chunk_size
-                or last[0][0] is not seed[0]
-            ):
-                groups.append((slot, []))
-            groups[-1][1].append(seed)
-        return groups
+    def _computed(self, family: SeedFamily, labels: np.ndarray) -> Iterator[np.ndarray]:
+        """HVP results of ``family``'s seeds ``labels``, chunk by chunk, cached as they come."""
+        starts = range(0, len(labels), self.chunk_size)
+        for s in bar(list(starts), "HVP chunks", self.progress and len(starts) > 1):
+            chunk = labels[s : s + self.chunk_size]
+            block = self._seeded(family, chunk)
+            self.cache.record(len(chunk))
+            for t, label in enumerate(chunk):
+                self.cache.put((family, int(label)), block[t])
+            yield block
 
-    def _plan(self, rows: np.ndarray, cols: np.ndarray, diagonal: bool) -> Plan:
+    # --- planning ------------------------------------------------------------------------
+
+    def _cells(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The stored entries of the grid ``rows x cols`` (both distinct and sorted).
+
+        Returns ``(i, j, pos)``: indices into ``rows`` and ``cols`` and pattern positions.
+        Cost O(stored entries of ``rows`` + ``len(cols)``), or O(n) for scattered columns.
+        """
         structure = self.structure
-        cached: dict[SeedFamily, np.ndarray] = {}
-        if not self.traced:
-            for family, label in self.cache.keys():
-                if family not in cached:
-                    cached[family] = np.zeros(max(family.size, 1), dtype=bool)
-                cached[family][label] = True
-        colorings = []
-        if not structure.dense:
-            if diagonal:
-                colorings.append(lambda: structure.diagonal_family)
-            colorings.append(lambda: structure.global_family)
-        partial = None if structure.dense else structure.partial
-        return plan(rows, cols, structure, structure.unit, cached, colorings, partial)
+        at, counts = structure.row_entries(rows)
+        found = structure.csr.indices[at].astype(np.int64)
+        i = np.repeat(np.arange(rows.size), counts)
+        if cols.size and cols[-1] - cols[0] + 1 == cols.size:
+            keep = (found >= cols[0]) & (found <= cols[-1])
+            j = found[keep] - cols[0]
+        elif cols.size * 16 < structure.n:
+            keep = member(cols, found)
+            j = np.searchsorted(cols, found[keep])
+        else:
+            where = np.full(structure.n, -1, dtype=np.int64)
+            where[cols] = np.arange(cols.size)
+            j = where[found]
+            keep = j >= 0
+            j = j[keep]
+        return i[keep], j, at[keep]
+
+    def _slabs(self, rows: np.ndarray, cols: np.ndarray) -> _Slabs:
+        unit = self.structure.unit
+        held = self.cache.held(unit)
+        if held is None:
+            held = np.zeros(max(self.layout.n, 1), dtype=bool)
+        cols_held = held[cols]
+        open_cols = ~cols_held
+        rows_held = held[rows] if open_cols.any() else np.zeros(rows.size, dtype=bool)
+        open_rows = np.flatnonzero(~rows_held)
+        open_at = np.flatnonzero(open_cols)
+        by_cols = open_at.size <= open_rows.size
+        if not open_rows.size or not open_at.size:
+            at = open_rows[:0]
+        else:
+            at = open_at if by_cols else open_rows
+        return _Slabs(
+            cached_cols=np.flatnonzero(cols_held),
+            cached_rows=np.flatnonzero(rows_held),
+            open_cols=open_cols,
+            new=(cols if by_cols else rows)[at],
+            at=at,
+            by_cols=by_cols,
+        )
+
+    def _plan_grid(self, rows: np.ndarray, cols: np.ndarray) -> tuple[Any, Any]:
+        """The plan of the grid ``rows x cols`` (distinct, sorted), and its cells."""
+        if self.structure.dense:
+            return self._slabs(rows, cols), None
+        i, j, pos = self._cells(rows, cols)
+        return plan(rows[i], cols[j], pos, self.structure, self.cache.families()), (i, j)
+
+    def _plan_entries(
+        self, rows: np.ndarray, cols: np.ndarray, diagonal: bool
+    ) -> tuple[Plan, np.ndarray | None]:
+        """The plan of the entries inside the pattern, and where they are (``None``: all)."""
+        if self.structure.dense:
+            return plan(rows, cols, None, self.structure, self.cache.families()), None
+        if diagonal:
+            pos = self.structure.diagonal_positions[rows]
+        else:
+            pos = self.structure.positions(rows, cols)
+        inside = np.flatnonzero(pos >= 0)
+        families = self.cache.families()
+        return plan(
+            rows[inside], cols[inside], pos[inside], self.structure, families, diagonal
+        ), inside
+
+    def _chunks(self, plan: Plan) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(entries, block, local slot)`` per chunk: cached seeds first, then new ones.
+
+        ``block[local[e]]`` is the ``(p, n)`` HVP result of entry ``entries[e]``'s seed.
+        """
+        seeds = plan.seeds
+        starts = list(range(plan.reused))
+        new = seeds[plan.reused :]
+        groups: list[tuple[int, int]] = []
+        for s, (family, _) in enumerate(new, plan.reused):
+            if not groups or family is not seeds[groups[-1][0]][0]:
+                groups.append((s, s))
+            groups[-1] = (groups[-1][0], s + 1)
+        bounds = starts + [start for start, _ in groups] + [len(seeds)]
+        if len(bounds) > 2:
+            order = np.argsort(plan.slot, kind="stable")
+            edges = np.searchsorted(plan.slot[order], bounds)
+        for g, s in enumerate(starts):
+            sel = order[edges[g] : edges[g + 1]] if len(bounds) > 2 else np.arange(plan.slot.size)
+            block = self.cache.get(seeds[s])[None]
+            yield sel, block, plan.slot[sel] - s
+        for g, (start, stop) in enumerate(groups, len(starts)):
+            sel = order[edges[g] : edges[g + 1]] if len(bounds) > 2 else np.arange(plan.slot.size)
+            family = seeds[start][0]
+            labels = np.array([label for _, label in seeds[start:stop]], dtype=np.int64)
+            local = plan.slot[sel] - start
+            offset = 0
+            for block in self._computed(family, labels):
+                k = block.shape[0]
+                mine = (local >= offset) & (local < offset + k)
+                yield sel[mine], block, local[mine] - offset
+                offset += k
+
+    # --- the surface ---------------------------------------------------------------------
+
+    def grid(self, P: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> Any:
+        """``H[P][:, rows][:, :, cols]``: shape ``(len(P), len(rows), len(cols))``."""
+        if self.traced:
+            p, r, c = (a.reshape(-1) for a in np.meshgrid(P, rows, cols, indexing="ij"))
+            return self.entries(p, r, c).reshape(P.size, rows.size, cols.size)
+        urows, inv_i = _sorted_distinct(rows)
+        ucols, inv_j = _sorted_distinct(cols)
+        out = np.zeros((P.size, urows.size, ucols.size), dtype=self.layout.dtype)
+        whole_p = P.size == self.layout.p and bool(np.all(P == np.arange(P.size)))
+        with self.cache.lock:
+            request, cells = self._plan_grid(urows, ucols)
+            if cells is None:
+                self._fill_slabs(out, request, P, urows, ucols, whole_p)
+            else:
+                i, j = cells
+                for sel, block, local in self._chunks(request):
+                    part = block[:, P] if not whole_p else block
+                    out[:, i[sel], j[sel]] = part[local, :, request.read[sel]].T
+        if inv_i is not None:
+            out = out[:, inv_i]
+        if inv_j is not None:
+            out = out[:, :, inv_j]
+        return out
+
+    def _fill_slabs(self, out, slabs: _Slabs, P, urows, ucols, whole_p) -> None:
+        unit = self.structure.unit
+
+        def part(block):
+            return block if whole_p else block[:, P]
+
+        labels = np.union1d(ucols[slabs.cached_cols], urows[slabs.cached_rows])
+        held = {int(label): self.cache.get((unit, int(label))) for label in labels}
+        for t in slabs.cached_cols:
+            out[:, :, t] = part(held[int(ucols[t])][None])[0][:, urows]
+        if slabs.cached_rows.size:
+            open_j = ucols[slabs.open_cols]
+            for t in slabs.cached_rows:
+                value = part(held[int(urows[t])][None])[0]
+                out[:, t, slabs.open_cols] = value[:, open_j]
+        offset = 0
+        for block in self._computed(unit, slabs.new):
+            at = slabs.at[offset : offset + block.shape[0]]
+            offset += block.shape[0]
+            if slabs.by_cols:
+                out[:, :, at] = np.moveaxis(part(block)[:, :, urows], 0, -1)
+            else:
+                out[:, at, :] = np.moveaxis(part(block)[:, :, ucols], 0, 1)
+
+    def cached_entry(self, p: int, row: int, col: int) -> Any:
+        """``H[p, row, col]`` when it needs no HVP (a cached seed or a structural zero).
+
+        ``None`` when it must be planned. Plain Python on the cache and the pattern: the
+        cost of a notebook's ``H[i, j]`` once its row, column or color is cached.
+        """
+        if self.traced:
+            return None
+        structure, cache = self.structure, self.cache
+        with cache.lock:
+            unit = structure.unit
+            held = cache.held(unit)
+            if held is not None and held[col]:
+                return cache.get((unit, col))[p, row]
+            if held is not None and held[row]:
+                return cache.get((unit, row))[p, col]
+            if not structure.known or structure.dense:
+                return None
+            at = structure.position(row, col)
+            if at < 0:
+                return self.layout.dtype.type(0)
+            if not structure.colored_known:
+                return None
+            family = structure.global_family
+            held = cache.held(family)
+            color = structure.colored.recover_color[at]
+            if held is None or not held[color]:
+                return None
+            return cache.get((family, int(color)))[p, structure.colored.recover_index[at]]
 
     def entries(
         self, p: np.ndarray, rows: np.ndarray, cols: np.ndarray, diagonal: bool = False
@@ -162,47 +404,74 @@ class Engine:
 
         ``diagonal`` says every entry is on the diagonal, so a distance-1 coloring may serve.
         """
-        plan = self._plan(rows, cols, diagonal)
-        if not self.traced:
-            with jax.ensure_compile_time_eval():
-                return self._fill(plan, p)
-        self.cache.record(len(plan.new))
-        parts = [
-            self._seeded(seeds[0][0], [t for _, t in seeds]) for _, seeds in self._groups(plan)
-        ]
+        if self.traced:
+            return self._traced_entries(p, rows, cols, diagonal)
+        out = np.zeros(p.shape, dtype=self.layout.dtype)
+        with self.cache.lock:
+            request, inside = self._plan_entries(rows, cols, diagonal)
+            where = np.arange(p.size) if inside is None else inside
+            for sel, block, local in self._chunks(request):
+                at = where[sel]
+                out[at] = block[local, p[at], request.read[sel]]
+        return out
+
+    def _traced_entries(self, p, rows, cols, diagonal) -> Any:
+        request, inside = self._plan_entries(rows, cols, diagonal)
+        self.cache.record(len(request.new))
+        parts = []
+        seeds = request.seeds
+        s = 0
+        while s < len(seeds):
+            family = seeds[s][0]
+            stop = s
+            while stop < len(seeds) and seeds[stop][0] is family and stop - s < self.chunk_size:
+                stop += 1
+            parts.append(self._seeded(family, [label for _, label in seeds[s:stop]]))
+            s = stop
         dtype = self.layout.dtype
         if not parts:
             return jnp.zeros(p.shape, dtype)
         zero = jnp.zeros((1,) + parts[0].shape[1:], dtype)
         stacked = jnp.concatenate(parts + [zero])
-        return stacked[plan.slot, p, plan.read]
+        slot = np.full(p.shape, -1, dtype=np.int64)
+        read = np.zeros(p.shape, dtype=np.int64)
+        where = np.arange(p.size) if inside is None else inside
+        slot[where], read[where] = request.slot, request.read
+        return stacked[slot, p, read]
 
-    def _fill(self, plan: Plan, p: np.ndarray) -> np.ndarray:
-        """Scatter the planned seeds into the result, one chunk of them at a time."""
-        out = np.zeros(p.shape, dtype=self.layout.dtype)
-        groups = self._groups(plan)
-        if len(groups) > 1:
-            # Group the entries by chunk with a counting sort (radix on small ints).
-            starts = np.array([start for start, _ in groups])
-            chunk = np.searchsorted(starts, plan.slot, side="right") - 1
-            chunk = chunk.astype(np.int16 if len(groups) < 2**15 else np.int64)
-            order = np.argsort(chunk, kind="stable")
-            counts = np.bincount(chunk[chunk >= 0], minlength=len(groups))
-            bounds = np.concatenate([[0], np.cumsum(counts)]) + np.count_nonzero(chunk < 0)
-        for g, (start, seeds) in bar(list(enumerate(groups)), "HVP chunks", self.progress):
-            if start < plan.reused:
-                block = np.stack([self.cache.take(seed) for seed in seeds])
+    def cost(
+        self,
+        P: np.ndarray | None,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        diagonal: bool = False,
+    ) -> Cost:
+        """What ``grid(P, rows, cols)`` (or, with ``P=None``, ``entries``) would spend.
+
+        Plans the request (detecting the pattern and coloring it if that is needed to
+        plan) and computes no HVP.
+        """
+        lay = self.layout
+        with self.cache.lock:
+            if P is None:
+                request, _ = self._plan_entries(rows, cols, diagonal)
+                size = rows.size
             else:
-                block = np.asarray(self._seeded(seeds[0][0], [t for _, t in seeds]))
-                self.cache.record(len(seeds))
-                for t, seed in enumerate(seeds):
-                    self.cache.put(seed, np.array(block[t]))
-            if len(groups) == 1:
-                sel = np.flatnonzero(plan.slot >= 0)
-            else:
-                sel = order[bounds[g] : bounds[g + 1]]
-            out[sel] = block[plan.slot[sel] - start, p[sel], plan.read[sel]]
-        return out
+                size = P.size * rows.size * cols.size
+                rows, cols = _sorted_distinct(rows)[0], _sorted_distinct(cols)[0]
+                request, _ = self._plan_grid(rows, cols)
+        if isinstance(request, _Slabs):
+            new = request.new.size
+            cached = np.union1d(cols[request.cached_cols], rows[request.cached_rows]).size
+        else:
+            new, cached = len(request.new), request.reused
+        per_seed = lay.p * lay.n * lay.dtype.itemsize
+        return Cost(
+            new_hvps=new,
+            cached_hvps=cached,
+            result_bytes=size * lay.dtype.itemsize,
+            chunk_bytes=min(new, self.chunk_size) * per_seed,
+        )
 
     def pattern_values(self) -> Any:
         """Every stored entry of the sparse pattern, shaped ``(p, nnz)`` in row-major order.
@@ -219,25 +488,20 @@ class Engine:
             return compressed[colored.recover_color, :, index].T
         out = np.zeros((self.layout.p, colored.nnz), dtype=self.layout.dtype)
         order, bounds = structure.entries_by_color
-        held = [c for c in range(family.size) if (family, c) in self.cache]
-        missing = [c for c in range(family.size) if (family, c) not in self.cache]
-        # Cached colors are read first, before computing the others can evict them.
-        chunks = [(True, [c]) for c in held] + [
-            (False, missing[s : s + self.chunk_size])
-            for s in range(0, len(missing), self.chunk_size)
-        ]
-        with jax.ensure_compile_time_eval():
-            for cached, chunk in bar(chunks, "HVP chunks", self.progress):
-                if cached:
-                    block = self.cache.take((family, chunk[0]))[None]
-                else:
-                    block = np.asarray(self._seeded(family, chunk))
-                    self.cache.record(len(chunk))
-                    for t, c in enumerate(chunk):
-                        self.cache.put((family, c), np.array(block[t]))
-                for t, c in enumerate(chunk):
+        with self.cache.lock:
+            held = self.cache.held(family)
+            held = np.zeros(family.size, dtype=bool) if held is None else held[: family.size]
+            # Cached colors are read first, before computing the others can evict them.
+            for c in np.flatnonzero(held):
+                sel = order[bounds[c] : bounds[c + 1]]
+                out[:, sel] = self.cache.get((family, int(c)))[:, index[sel]]
+            missing = np.flatnonzero(~held)
+            offset = 0
+            for block in self._computed(family, missing):
+                for t, c in enumerate(missing[offset : offset + block.shape[0]]):
                     sel = order[bounds[c] : bounds[c + 1]]
                     out[:, sel] = block[t][:, index[sel]]
+                offset += block.shape[0]
         return out
 
     def compressed(self, family: SeedFamily) -> Any:
@@ -254,7 +518,9 @@ class Engine:
         self.cache.record(size, missed=False)
         if not parts:
             return jnp.zeros((0, self.layout.p, self.layout.n), self.layout.dtype)
-        return jnp.concatenate(parts)
+        if len(parts) == 1:
+            return jnp.asarray(parts[0])
+        return jnp.concatenate([jnp.asarray(part) for part in parts])
 
     def matvec(self, v: Any) -> Any:
         """HVP results ``(k, p, n)`` for explicit directions ``v`` of shape ``(k, d)``."""
@@ -272,3 +538,17 @@ class Engine:
         if not parts:
             return jnp.zeros((0, self.layout.p, self.layout.n), self.layout.dtype)
         return jnp.concatenate(parts)
+
+    def computed_columns(self) -> np.ndarray:
+        """Mask over the flat columns whose seed direction is cached (rows too, by symmetry)."""
+        seeded = np.zeros(self.layout.n, dtype=bool)
+        with self.cache.lock:
+            for family, held in self.cache.families(limit=None):
+                labels = family.labels
+                in_seed = labels >= 0
+                seeded[in_seed] |= held[labels[in_seed]]
+        return seeded
+
+    def info(self) -> CacheInfo:
+        """HVP directions spent, cache hits and misses, and the cache's use."""
+        return self.cache.info()

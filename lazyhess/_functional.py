@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, cast
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._formats import check_format, pattern_output
-from ._hessian import Hessian
-from ._hvp import Mode
-from ._plan import SeedFamily
+from ._formats import Format, check_format, pattern_output
+from ._hessian import _check_argnums
+from ._hvp import MODES, Mode
+from ._tree import Signature, is_array
 from .coloring import ColoredPattern, hessian_coloring
+from .coloring._api import input_avals
 
 _ASDEX_FORMATS = {
     "numpy_dense": "numpy",
@@ -27,39 +29,27 @@ class VerificationError(AssertionError):
     """A sparse Hessian disagrees with its dense reference (see ``check_hessian_correctness``)."""
 
 
-def _format(output_format: str) -> str:
+def format_name(output_format: str) -> Format:
+    """The lazyhess name of a format; asdex's names (``"scipy_csr"``, ...) are mapped."""
     format = _ASDEX_FORMATS.get(output_format, output_format)
     check_format(format)
-    return format
+    return cast(Format, format)
 
 
-class _Compressed:
-    """``B = (H S)^T`` for one function and coloring, at any point of the sample's shapes."""
+def scalar_output(out: Any) -> jax.Array:
+    """``out`` as a 0-d array: any array of one element (``()``, ``(1,)``, ``(1, 1)``, ...).
 
-    def __init__(self, fun, coloring: ColoredPattern, sample_args, sample_kwargs, options):
-        _check_coloring(coloring)
-        self.coloring = coloring
-        colors = np.asarray(coloring.colors, dtype=np.int64)
-        self.family = SeedFamily("coloring", colors, fixed=True)
-        self.sample = Hessian(fun, *sample_args, sparsity=None, **options, **sample_kwargs)
-        if self.sample.flat._prefix:
-            raise ValueError(
-                "sparse Hessian functions need a scalar output (shape () or (1,)); this "
-                f"function's output adds axes {self.sample.flat._prefix}. Use "
-                "lazyhess.hessian(...).to_sparse('bcoo') for batched or vector outputs."
-            )
-        if coloring.n != self.sample._layout.n:
-            raise ValueError(
-                f"the coloring is for n = {coloring.n} inputs, but the differentiated inputs "
-                f"have {self.sample._layout.n} elements; color this function's pattern."
-            )
-
-    def at(self, args: tuple, kwargs: dict) -> tuple[Hessian, jax.Array]:
-        H = self.sample.at(*args, **kwargs)
-        return H, H._engine.compressed(self.family)[:, 0, :]
-
-    def decompress(self, compressed: jax.Array, format: str) -> Any:
-        return pattern_output(self.coloring.decompress_data(compressed), self.coloring.csr, format)
+    Raises:
+        ValueError: for outputs with more than one element or pytree outputs.
+    """
+    if not (is_array(out) or isinstance(out, float | complex)) or np.size(out) != 1:
+        got = np.shape(out) if is_array(out) else jax.tree_util.tree_structure(out)
+        raise ValueError(
+            "sparse Hessian functions need a scalar output (shape (), (1,) or any shape of "
+            f"one element); this function returns {got}. Use "
+            "lazyhess.hessian(...).to_sparse('bcoo') for batched or vector outputs."
+        )
+    return jnp.reshape(out, ())
 
 
 def _check_coloring(coloring: Any) -> None:
@@ -75,17 +65,217 @@ def _check_coloring(coloring: Any) -> None:
         )
 
 
-def _factory(
-    fun, sample_args, sample_kwargs, coloring, argnums, has_aux, holomorphic, mode, chunk_size
-) -> _Compressed:
-    options = dict(
-        argnums=argnums, has_aux=has_aux, holomorphic=holomorphic, mode=mode, chunk_size=chunk_size
-    )
-    return _Compressed(fun, coloring, sample_args, sample_kwargs, options)
+def _pair(out: Any) -> tuple[Any, Any]:
+    if not (isinstance(out, tuple | list) and len(out) == 2):
+        raise TypeError(
+            f"has_aux=True needs fun to return a pair (output, aux); it returned "
+            f"{type(out).__name__}."
+        )
+    return out[0], out[1]
 
 
-def _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric) -> ColoredPattern:
-    return hessian_coloring(
+def _avals_key(tree: Any) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple((np.shape(a), str(jnp.result_type(a))) for a in leaves)
+
+
+class Point(NamedTuple):
+    """What one evaluation of a :class:`Program` returns."""
+
+    value: jax.Array
+    aux: Any
+    compressed: jax.Array
+    inputs: Any
+
+
+class Program:
+    """``f``, its aux and ``B`` (``B[c] = H @ s_c`` over a coloring's seeds), in one trace.
+
+    ``f`` is traced once per input shapes and non-array arguments: the gradient is
+    linearised (``fwd_over_rev``), pulled back (``rev_over_rev``) or differentiated per
+    seed (``rev_over_fwd``), and the value and aux come out of that same trace. Seeds are
+    built on the device from the colors, ``chunk_size`` of them per vmapped batch. The
+    compiled program is kept for calls with the same non-array arguments; inside a caller's
+    ``jax.jit`` it is traced into the caller's program.
+    """
+
+    def __init__(
+        self,
+        fun: Callable,
+        coloring: ColoredPattern,
+        argnums: int | Sequence[int] | None,
+        has_aux: bool,
+        holomorphic: bool,
+        mode: Mode | None,
+        chunk_size: int | None,
+    ):
+        _check_coloring(coloring)
+        if not callable(fun):
+            raise TypeError(f"fun must be callable; got {type(fun).__name__}.")
+        recorded = coloring.argnums
+        if argnums is None:
+            argnums = 0 if recorded is None else recorded
+        elif recorded is not None and _argnums_key(argnums) != _argnums_key(recorded):
+            raise ValueError(
+                f"argnums={argnums!r}, but the coloring was built for argnums={recorded!r}; "
+                "leave argnums out (the coloring knows it) or color for these argnums."
+            )
+        resolved: str = mode or coloring.mode or "fwd_over_rev"
+        if resolved not in MODES:
+            raise ValueError(
+                f"mode={resolved!r} is not a valid mode; use one of {', '.join(MODES)}."
+            )
+        if chunk_size is not None and (
+            not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
+        ):
+            raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}.")
+        for name, flag in (("has_aux", has_aux), ("holomorphic", holomorphic)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False; got {flag!r}.")
+        self.fun = fun
+        self.coloring = coloring
+        self.argnums = argnums
+        self.has_aux = has_aux
+        self.holomorphic = holomorphic
+        self.mode = resolved
+        self.chunk_size = chunk_size
+        self._compiled: tuple[Signature, Callable] | None = None
+        self._static_aux: dict[tuple, tuple] = {}
+
+    def check(self, args: tuple, kwargs: dict) -> tuple[Signature, Any]:
+        """The call's signature and differentiated inputs, checked against the coloring.
+
+        Raises:
+            ValueError: if the inputs' structure, shapes or dtypes are not those the
+                coloring was built for.
+        """
+        nums, sequence = _check_argnums(self.argnums, len(args))
+        signature = Signature(args, kwargs, nums, sequence)
+        primals = signature.primals(args)
+        got = input_avals(args, self.argnums if isinstance(self.argnums, int) else nums)
+        expected = self.coloring.inputs
+        fix = "build a coloring for these inputs with lazyhess.hessian_coloring(fun, *args)."
+        if expected is not None:
+            mine, theirs = (jax.tree_util.tree_flatten_with_path(t) for t in (expected, got))
+            if mine[1] != theirs[1]:
+                raise ValueError(
+                    f"the coloring was built for inputs structured as {mine[1]}; this call "
+                    f"passes {theirs[1]}: {fix}"
+                )
+            for (path, a), (_, b) in zip(mine[0], theirs[0], strict=True):
+                if (a.shape, a.dtype) != (b.shape, b.dtype):
+                    where = "input" + jax.tree_util.keystr(path)
+                    raise ValueError(
+                        f"the coloring was built for {where} of shape {a.shape} and dtype "
+                        f"{a.dtype}; this call passes shape {b.shape} and dtype {b.dtype}: {fix}"
+                    )
+        n = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(got))
+        if n != self.coloring.n:
+            raise ValueError(
+                f"the coloring is for n = {self.coloring.n} inputs, but the differentiated "
+                f"inputs have {n} elements: {fix}"
+            )
+        return signature, primals
+
+    def __call__(self, args: tuple, kwargs: dict) -> Point:
+        """``f``'s value and aux, and ``B`` of shape ``(num_colors, n)``, at ``args``."""
+        signature, primals = self.check(args, kwargs)
+        dyn = signature.dynamic(args, kwargs)
+        if self._compiled is None or not self._compiled[0].same_statics(signature):
+            self._static_aux.clear()
+            self._compiled = (signature, jax.jit(self._program(signature)))
+        value, aux, compressed = self._compiled[1](primals, dyn)
+        if self.has_aux:
+            treedef, static = self._static_aux[_avals_key((primals, dyn))]
+            arrays = iter(aux)
+            aux = jax.tree_util.tree_unflatten(
+                treedef, [next(arrays) if s is None else s[0] for s in static]
+            )
+        return Point(value, aux, compressed, input_avals(args, self.argnums))
+
+    def _program(self, signature: Signature) -> Callable:
+        fun, has_aux = self.fun, self.has_aux
+        labels = np.asarray(self.coloring.colors, dtype=np.int32)
+        count = self.coloring.num_colors
+
+        def program(primals: Any, dyn: list) -> tuple[Any, list, jax.Array]:
+            flat, unravel = ravel_pytree(primals)
+            key = _avals_key((primals, dyn))
+
+            def scalar(z: jax.Array) -> tuple[jax.Array, tuple[jax.Array, list]]:
+                out = signature.call(fun, unravel(z), dyn)
+                if not has_aux:
+                    out = scalar_output(out)
+                    return out, (out, [])
+                out, aux = _pair(out)
+                leaves, treedef = jax.tree_util.tree_flatten(aux)
+                dynamic = [is_array(leaf) for leaf in leaves]
+                static = [None if d else (leaf,) for d, leaf in zip(dynamic, leaves, strict=True)]
+                self._static_aux[key] = (treedef, static)
+                out = scalar_output(out)
+                return out, (out, [leaf for d, leaf in zip(dynamic, leaves, strict=True) if d])
+
+            per_seed, value_aux = self._products(scalar, flat)
+
+            def batch(ids: jax.Array) -> Any:
+                seeds = (jnp.asarray(labels)[None, :] == ids[:, None]).astype(flat.dtype)
+                return jax.vmap(per_seed)(seeds)
+
+            first = (0,)
+            if count == 0:
+                rows, extra = jnp.zeros((0, flat.size), flat.dtype), None
+            elif self.chunk_size is None or self.chunk_size >= count:
+                rows, extra = batch(jnp.arange(count))
+            else:
+                chunks = -(-count // self.chunk_size)
+                ids = np.full(chunks * self.chunk_size, -2, dtype=np.int32)
+                ids[:count] = np.arange(count)
+                rows, extra = jax.lax.map(batch, ids.reshape(chunks, self.chunk_size))
+                rows, first = rows.reshape(-1, flat.size)[:count], (0, 0)
+            if value_aux is None:
+                # rev_over_fwd: every seed's trace evaluated fun; read the first.
+                if extra is None:
+                    value_aux = scalar(flat)[1]
+                else:
+                    value_aux = jax.tree_util.tree_map(lambda a: a[first], extra)
+            return value_aux[0], value_aux[1], rows
+
+        return program
+
+    def _products(self, scalar: Callable, flat: jax.Array) -> tuple[Callable, Any]:
+        """``(per_seed, value_aux)``: ``per_seed(s) = (H s, extra)``, the value and aux."""
+        holomorphic = self.holomorphic
+        grad = jax.grad(scalar, has_aux=True, holomorphic=holomorphic)
+        if self.mode == "fwd_over_rev":
+            _, linear, (value, aux) = jax.linearize(grad, flat, has_aux=True)
+            return lambda s: (linear(s), None), (value, aux)
+        if self.mode == "rev_over_rev":
+            _, pullback, (value, aux) = jax.vjp(grad, flat, has_aux=True)
+            return lambda s: (pullback(s)[0], None), (value, aux)
+
+        def per_seed(s: jax.Array) -> tuple[jax.Array, Any]:
+            def directional(z: jax.Array) -> tuple[jax.Array, Any]:
+                _, tangent, value_aux = jax.jvp(scalar, (z,), (s,), has_aux=True)
+                return tangent, value_aux
+
+            return jax.grad(directional, has_aux=True, holomorphic=holomorphic)(flat)
+
+        return per_seed, None
+
+    def decompress(self, compressed: jax.Array, format: str) -> Any:
+        """The flat ``n x n`` Hessian from ``B`` in ``format`` (lazyhess's format names)."""
+        coloring = self.coloring
+        return pattern_output(coloring.decompress_data(compressed), coloring.csr, format)
+
+
+def _argnums_key(argnums: Any) -> Any:
+    return argnums if isinstance(argnums, int) else tuple(argnums)
+
+
+def _detected(
+    fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode
+) -> ColoredPattern:
+    coloring = hessian_coloring(
         fun,
         *sample_args,
         argnums=argnums,
@@ -94,6 +284,8 @@ def _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric) -> C
         whole=True,
         **sample_kwargs,
     )
+    coloring.mode = mode
+    return coloring
 
 
 def sparse_hessian_from_coloring(
@@ -102,55 +294,50 @@ def sparse_hessian_from_coloring(
     output_format: str = "bcoo",
     *,
     sample_args: Sequence = (),
-    argnums: int | Sequence[int] = 0,
+    argnums: int | Sequence[int] | None = None,
     has_aux: bool = False,
     holomorphic: bool = False,
-    mode: Mode = "fwd_over_rev",
+    mode: Mode | None = None,
     chunk_size: int | None = None,
     sample_kwargs: dict | None = None,
 ) -> Callable[..., Any]:
     """A function ``(*args, **kwargs) -> H`` computing the sparse Hessian with ``coloring``.
 
     Each call costs ``coloring.num_colors`` HVPs (one linearisation of the gradient shared by
-    all of them) and a gather: the physical floor. Wrap it in ``jax.jit`` for repeated use;
-    ``"bcoo"`` and ``"dense"`` outputs are jit-able and differentiable.
+    all of them) and a gather: the physical floor; ``fun`` is traced once per input shapes.
+    Wrap it in ``jax.jit`` for repeated use; ``"bcoo"`` and ``"dense"`` outputs are jit-able
+    and differentiable. Calls at other input shapes or dtypes than the coloring was built
+    for raise a ``ValueError``.
 
     Args:
-        fun: scalar-valued function.
+        fun: scalar-valued function (an output of shape ``(1,)``, or any one element, is
+            squeezed).
         coloring: a star or column coloring of the Hessian's pattern.
         output_format: ``"bcoo"``, ``"dense"``, ``"numpy"``, ``"csr"``, ``"csc"``, ``"coo"``
             (asdex's ``"numpy_dense"`` and ``"scipy_*"`` names are accepted too).
-        sample_args: arguments with the shapes and dtypes of later calls (only needed
-            before the first call; default: taken from the first call).
-        argnums: as in :func:`lazyhess.hessian`.
-        has_aux: as in :func:`lazyhess.hessian`; calls then return ``(H, aux)``.
+        sample_args: arguments with the shapes and dtypes of later calls, checked against
+            the coloring now (default: checked at every call).
+        argnums: as in :func:`lazyhess.hessian` (default: the coloring's, else 0).
+        has_aux: as in :func:`lazyhess.hessian`; calls then return ``(H, aux)``. ``aux`` may
+            hold any Python values.
         holomorphic: as in :func:`lazyhess.hessian`.
-        mode: as in :func:`lazyhess.hessian`.
-        chunk_size: colors per compiled HVP call (bounds memory).
+        mode: as in :func:`lazyhess.hessian` (default: the coloring's, else
+            ``"fwd_over_rev"``).
+        chunk_size: colors per vmapped batch of HVPs (bounds memory; default: all at once).
         sample_kwargs: keyword arguments with the shapes of later calls.
 
     Returns:
-        With ``has_aux``, calls return ``(H, aux)``.
+        A function of ``fun``'s arguments; with ``has_aux`` its calls return ``(H, aux)``.
     """
-    format = _format(output_format)
-    _check_coloring(coloring)
-    built: dict[str, _Compressed] = {}
-
-    def build(args: tuple, kwargs: dict) -> _Compressed:
-        if "compressed" not in built:
-            built["compressed"] = _factory(
-                fun, args, kwargs, coloring, argnums, has_aux, holomorphic, mode, chunk_size
-            )
-        return built["compressed"]
-
+    format = format_name(output_format)
+    program = Program(fun, coloring, argnums, has_aux, holomorphic, mode, chunk_size)
     if sample_args:
-        build(tuple(sample_args), sample_kwargs or {})
+        program.check(tuple(sample_args), sample_kwargs or {})
 
     def hess(*args: Any, **kwargs: Any) -> Any:
-        compressed = build(args, kwargs)
-        H, B = compressed.at(args, kwargs)
-        out = compressed.decompress(B, format)
-        return (out, H.aux) if has_aux else out
+        point = program(args, kwargs)
+        out = program.decompress(point.compressed, format)
+        return (out, point.aux) if has_aux else out
 
     return hess
 
@@ -183,18 +370,10 @@ def sparse_hessian(
         >>> hess(jnp.ones(5)).shape
         (5, 5)
     """
-    coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric)
+    format = format_name(output_format)
+    coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode)
     return sparse_hessian_from_coloring(
-        fun,
-        coloring,
-        output_format,
-        sample_args=sample_args,
-        argnums=argnums,
-        has_aux=has_aux,
-        holomorphic=holomorphic,
-        mode=mode,
-        chunk_size=chunk_size,
-        sample_kwargs=sample_kwargs,
+        fun, coloring, format, has_aux=has_aux, holomorphic=holomorphic, chunk_size=chunk_size
     )
 
 
@@ -212,18 +391,17 @@ def value_and_sparse_hessian(
 ) -> Callable[..., Any]:
     """Like :func:`sparse_hessian`, but calls return ``(value, H)``.
 
-    With ``has_aux`` they return ``((value, aux), H)``.
+    With ``has_aux`` they return ``((value, aux), H)``. The value comes out of the same
+    trace of ``fun`` as the HVPs.
     """
-    format = _format(output_format)
-    coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric)
-    compressed = _factory(
-        fun, sample_args, sample_kwargs, coloring, argnums, has_aux, holomorphic, mode, chunk_size
-    )
+    format = format_name(output_format)
+    coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode)
+    program = Program(fun, coloring, None, has_aux, holomorphic, None, chunk_size)
 
     def value_and_hess(*args: Any, **kwargs: Any) -> Any:
-        H, B = compressed.at(args, kwargs)
-        value = (H.value, H.aux) if has_aux else H.value
-        return value, compressed.decompress(B, format)
+        point = program(args, kwargs)
+        value = (point.value, point.aux) if has_aux else point.value
+        return value, program.decompress(point.compressed, format)
 
     return value_and_hess
 
@@ -238,19 +416,19 @@ def compressed_hessian(
     symmetric: bool = True,
     chunk_size: int | None = None,
     **sample_kwargs: Any,
-) -> Callable[..., jax.Array]:
+) -> Callable[..., Any]:
     """Detect, color, and return ``(*args) -> B`` with ``B[c] = H @ s_c``.
 
-    ``B`` has shape ``(num_colors, n)``, one HVP per color. The coloring is the result's
-    ``coloring`` attribute; recover H with :func:`decompress` or :func:`decompress_data`.
+    ``B`` has shape ``(num_colors, n)``, one HVP per color; with ``has_aux`` calls return
+    ``(B, aux)``. The coloring is the result's ``coloring`` attribute; recover H with
+    :func:`decompress` or :func:`decompress_data`.
     """
-    coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric)
-    compressed = _factory(
-        fun, sample_args, sample_kwargs, coloring, argnums, has_aux, holomorphic, mode, chunk_size
-    )
+    coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode)
+    program = Program(fun, coloring, None, has_aux, holomorphic, None, chunk_size)
 
-    def compute(*args: Any, **kwargs: Any) -> jax.Array:
-        return compressed.at(args, kwargs)[1]
+    def compute(*args: Any, **kwargs: Any) -> Any:
+        point = program(args, kwargs)
+        return (point.compressed, point.aux) if has_aux else point.compressed
 
     compute.coloring = coloring
     return compute
@@ -262,7 +440,7 @@ def decompress(compressed: Any, coloring: ColoredPattern, format: str = "bcoo") 
     Sparse formats keep the pattern's coordinates, explicit zeros included. Jit-able for
     ``"bcoo"`` and ``"dense"``.
     """
-    return pattern_output(coloring.decompress_data(compressed), coloring.csr, _format(format))
+    return pattern_output(coloring.decompress_data(compressed), coloring.csr, format_name(format))
 
 
 def decompress_data(compressed: Any, coloring: ColoredPattern) -> Any:
@@ -287,23 +465,33 @@ def check_hessian_correctness(
     """Check the sparse Hessian of ``fun`` at ``x`` built with ``coloring`` against JAX.
 
     ``"matvec"`` compares ``H @ v`` with exact HVPs for ``num_probes`` random probes (cost
-    O(probes) HVPs); ``"dense"`` compares with ``jax.hessian`` (O(n^2) memory).
+    O(probes) HVPs); ``"dense"`` compares with ``jax.hessian`` (O(n^2) memory). When the
+    coloring was built for a sequence of ``argnums``, ``x`` is the tuple of all positional
+    arguments of ``fun``; otherwise ``x`` is its one argument.
 
     Raises:
         VerificationError: if they disagree (e.g. the coloring does not fit ``fun``).
     """
     if method not in ("matvec", "dense"):
         raise ValueError(f"method={method!r} is not valid; use 'matvec' or 'dense'.")
-    sparse = sparse_hessian_from_coloring(fun, coloring, "dense")(x)
-    flat, unravel = ravel_pytree(x)
-    scalar = lambda z: fun(unravel(z))  # noqa: E731
+    args = tuple(x) if isinstance(coloring.argnums, tuple) else (x,)
+    program = Program(fun, coloring, None, False, False, None, None)
+    signature, primals = program.check(args, {})
+    sparse = program.decompress(program(args, {}).compressed, "dense")
+    flat, unravel = ravel_pytree(primals)
+    dyn = signature.dynamic(args, {})
+
+    def scalar(z: jax.Array) -> jax.Array:
+        return scalar_output(signature.call(fun, unravel(z), dyn))
+
     if method == "dense":
-        reference = jax.hessian(scalar)(flat)
+        reference = jax.jit(jax.hessian(scalar))(flat)
         tol = dict(rtol=1e-7 if rtol is None else rtol, atol=1e-7 if atol is None else atol)
         problem = "differs from jax.hessian"
     else:
-        probes = jax.random.normal(jax.random.PRNGKey(seed), (num_probes, flat.size), flat.dtype)
-        hvp = jax.vmap(lambda v: jax.jvp(jax.grad(scalar), (flat,), (v,))[1])
+        rng = np.random.default_rng(seed)
+        probes = jnp.asarray(rng.standard_normal((num_probes, flat.size)), flat.dtype)
+        hvp = jax.jit(jax.vmap(lambda v: jax.jvp(jax.grad(scalar), (flat,), (v,))[1]))
         reference, sparse = hvp(probes), probes @ sparse
         tol = dict(rtol=1e-5 if rtol is None else rtol, atol=1e-5 if atol is None else atol)
         problem = f"gives other products than exact HVPs on {num_probes} random probes"

@@ -17,12 +17,12 @@ from scipy.sparse.linalg import LinearOperator
 
 from . import _display
 from ._cache import CacheInfo, DirectionCache
-from ._engine import Engine
+from ._engine import Cost, Engine, concretely
 from ._formats import Format, check_format, entry_rows, pattern_output
 from ._hvp import MODES, Kernels, Mode
-from ._index import resolve
-from ._plan import Structure
+from ._index import entry, grid, resolve
 from ._progress import resolve as resolve_progress
+from ._structure import Structure
 from ._tree import BlockSpec, Layout, LeafInfo, Signature, is_array, leaf_infos
 from .sparsity import SparsityPattern, hessian_sparsity
 
@@ -261,17 +261,63 @@ class HessianBlock(_ArrayOps):
         return math.prod(self.shape)
 
     def _entries(self, p, r, c, diagonal: bool = False) -> jax.Array:
-        shape = p.shape
         values = self._hessian._engine.entries(
             self._p_offset + p.ravel(),
             self._rows.offset + r.ravel(),
             self._cols.offset + c.ravel(),
             diagonal,
         )
-        return jnp.asarray(values).reshape(shape).astype(self.dtype)
+        return self._answer(values, p.shape)
+
+    def _answer(self, values: Any, shape: tuple[int, ...]) -> jax.Array:
+        if isinstance(values, np.ndarray):
+            return jnp.asarray(values.reshape(shape).astype(self.dtype, copy=False))
+        return values.reshape(shape).astype(self.dtype)
+
+    def _request(self, key: Any) -> tuple:
+        """The flat request of ``key``: ``(kind, p, rows, cols, shape)``, kind grid or entries."""
+        shapes = (self._prefix, self._rows.shape, self._cols.shape)
+        selected = grid(key, *shapes)
+        if selected is not None:
+            P, rows, cols, shape = selected
+            return (
+                "grid",
+                self._p_offset + P,
+                self._rows.offset + rows,
+                self._cols.offset + cols,
+                shape,
+            )
+        p, r, c = resolve(key, *shapes)
+        return (
+            "entries",
+            self._p_offset + p.ravel(),
+            self._rows.offset + r.ravel(),
+            self._cols.offset + c.ravel(),
+            p.shape,
+        )
 
     def __getitem__(self, key: Any) -> jax.Array:
-        return self._entries(*resolve(key, self._prefix, self._rows.shape, self._cols.shape))
+        engine = self._hessian._engine
+        one = entry(key, self._prefix, self._rows.shape, self._cols.shape)
+        if one is not None:
+            p, r, c = one
+            value = engine.cached_entry(
+                self._p_offset + p, self._rows.offset + r, self._cols.offset + c
+            )
+            if value is not None:
+                return jnp.asarray(value, dtype=self.dtype)
+        kind, p, r, c, shape = self._request(key)
+        values = engine.grid(p, r, c) if kind == "grid" else engine.entries(p, r, c)
+        return self._answer(values, shape)
+
+    def cost(self, key: Any = Ellipsis) -> Cost:
+        """What ``block[key]`` would cost, computing no HVP.
+
+        New HVPs, HVPs served from the cache, the result's bytes and the largest chunk of
+        HVP results held at once. Planning may detect the pattern and color it.
+        """
+        kind, p, r, c, _ = self._request(key)
+        return self._hessian._engine.cost(p if kind == "grid" else None, r, c)
 
     def to_dense(self) -> jax.Array:
         """The whole block as a jax array (one HVP per row or column, the fewer)."""
@@ -430,6 +476,9 @@ class Hessian(_ArrayOps):
         progress: show tqdm progress bars for requests spanning several chunks and for
             detection and coloring (``None``: the default set by
             :func:`lazyhess.set_progress_default`, off unless changed).
+        strict: raise a ``ValueError`` when an input leaf does not affect the gradient (its
+            rows of the detected pattern are empty), as torch's ``strict=True`` does for a
+            whole input. Detects the pattern now (also with ``sparsity=None``).
         **kwargs: passed to ``fun``, not differentiated.
 
     Example:
@@ -454,6 +503,7 @@ class Hessian(_ArrayOps):
         chunk_size: int | None = None,
         cache_bytes: int = 256 * 2**20,
         progress: bool | None = None,
+        strict: bool = False,
         **kwargs: Any,
     ):
         show = resolve_progress(progress)
@@ -472,6 +522,7 @@ class Hessian(_ArrayOps):
             chunk_size=chunk_size,
             cache_bytes=cache_bytes,
             progress=progress,
+            strict=strict,
         )
         signature = Signature(args, kwargs, argnums_t, sequence)
         primals = signature.primals(args)
@@ -510,6 +561,8 @@ class Hessian(_ArrayOps):
         else:
             structure = Structure(layout.n, _user_pattern(sparsity, layout.n), progress=show)
         self._init_point(signature, kernels, structure, args, kwargs)
+        if strict is not False:
+            _check_strict(self, strict)
 
     def _init_point(
         self,
@@ -545,22 +598,38 @@ class Hessian(_ArrayOps):
         return HessianBlock(self, lay.prefix(tree.out), p_offset, rows, cols, rows.dtype, name)
 
     def _evaluate_tree(self, tree: Any) -> Any:
-        blocks = [self._view(spec, "") for spec in jax.tree_util.tree_leaves(tree)]
-        ps, rs, cs = [], [], []
-        for b in blocks:
-            p, r, c = resolve(Ellipsis, b._prefix, b._rows.shape, b._cols.shape)
-            ps.append(b._p_offset + p.ravel())
-            rs.append(b._rows.offset + r.ravel())
-            cs.append(b._cols.offset + c.ravel())
-        values = jnp.asarray(
-            self._engine.entries(np.concatenate(ps), np.concatenate(rs), np.concatenate(cs))
+        """Every block of ``tree`` from one request over the flat Hessian's rows and columns."""
+        specs = jax.tree_util.tree_leaves(tree)
+        lay = self._layout
+        outs = sorted({spec.out for spec in specs})
+        inputs = sorted({i for spec in specs for i in (spec.row, spec.col)})
+
+        def flat_range(leaves, info):
+            return np.concatenate([np.arange(info(k).offset, info(k).stop) for k in leaves])
+
+        p_index = (
+            np.arange(lay.p)
+            if lay.batch is not None
+            else flat_range(outs, lambda o: lay.outputs[o])
         )
-        ends = np.cumsum([b.size for b in blocks])[:-1]
-        dense = [
-            v.reshape(b.shape).astype(b.dtype)
-            for b, v in zip(blocks, jnp.split(values, ends), strict=True)
-        ]
-        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), dense)
+        index = flat_range(inputs, lambda i: lay.inputs[i])
+        values = self._engine.grid(p_index, index, index)
+        where = np.full(max(lay.n, 1), -1)
+        where[index] = np.arange(index.size)
+        p_where = np.full(max(lay.p, 1), -1)
+        p_where[p_index] = np.arange(p_index.size)
+        blocks = []
+        for spec in specs:
+            block = self._view(spec, "")
+            rows, cols = lay.inputs[spec.row], lay.inputs[spec.col]
+            start = p_where[block._p_offset]
+            part = values[
+                start : start + math.prod(block._prefix),
+                where[rows.offset] : where[rows.offset] + rows.size,
+                where[cols.offset] : where[cols.offset] + cols.size,
+            ]
+            blocks.append(block._answer(part, block.shape))
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), blocks)
 
     # --- navigation and arrays -------------------------------------------------------------
 
@@ -701,7 +770,7 @@ class Hessian(_ArrayOps):
         engine = self._engine
         if engine.traced:
             return self._kernels.first_order(engine.x, engine.dyn)
-        with jax.ensure_compile_time_eval():
+        with concretely():
             return self._kernels.first_order(engine.x, engine.dyn)
 
     @property
@@ -763,10 +832,8 @@ class Hessian(_ArrayOps):
         csr = self._pattern_csr()
         lead = self.flat._prefix
         if self._structure.dense:
-            count = math.prod(lead)
-            rows, cols = entry_rows(csr.indptr), csr.indices
-            p = np.repeat(np.arange(count), rows.size)
-            values = self._engine.entries(p, np.tile(rows, count), np.tile(cols, count))
+            everything = np.arange(self._layout.n)
+            values = self._engine.grid(np.arange(self._layout.p), everything, everything)
         else:
             values = self._engine.pattern_values()
         return csr, jnp.asarray(values.reshape(lead + (csr.nnz,)))
@@ -839,13 +906,27 @@ class Hessian(_ArrayOps):
 
     def _engine_name(self) -> str:
         structure = self._structure
-        if "pattern" not in structure.__dict__:
-            return "auto (pattern not detected yet)" if structure._source is not None else "dense"
+        if not structure.known:
+            return "auto (pattern not detected yet)"
         if structure.pattern is None:
             return "dense"
         return f"sparse (nnz={structure.pattern.nnz})"
 
     # --- cost ----------------------------------------------------------------------------
+
+    def cost(self, key: Any = Ellipsis) -> Cost:
+        """What ``H[key]`` would cost, computing no HVP; see :meth:`HessianBlock.cost`.
+
+        For pytree inputs or outputs, ``H.cost()`` (``H[:]``) sums over the blocks.
+        """
+        if isinstance(self._root, HessianBlock):
+            return self._root.cost(key)
+        if key is not Ellipsis and key != slice(None):
+            raise TypeError(
+                "cost of a block of a pytree Hessian: select the block first, e.g. "
+                "H['w']['w'].cost(key); H.cost() alone prices H[:]."
+            )
+        return self.flat.cost()
 
     def cache_info(self) -> CacheInfo:
         """HVP directions spent, cache hits and misses, and the cache's use."""
@@ -876,6 +957,42 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _check_strict(H: Hessian, strict: Any) -> None:
+    """Raise when a differentiated leaf does not affect the gradient (torch's ``strict``).
+
+    A leaf whose rows of the sparsity pattern are all empty has an all-zero Hessian row and
+    column of blocks, whatever the point. Costs one detection when the Hessian has none.
+    """
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be True or False; got {strict!r}.")
+    options: dict[str, Any] = H._options
+    pattern = H._structure.pattern
+    if pattern is None:
+        pattern = hessian_sparsity(
+            H._fun,
+            *H._args,
+            argnums=options["argnums"],
+            has_aux=options["has_aux"],
+            batch_axis=options["batch_axis"],
+            **H._kwargs,
+        )
+    indptr = pattern.indptr
+    signature = H._signature
+    paths = jax.tree_util.tree_flatten_with_path(signature.primals(H._args))[0]
+    for (path, _), leaf in zip(paths, H._layout.inputs, strict=True):
+        if leaf.size and indptr[leaf.stop] == indptr[leaf.offset]:
+            if signature.sequence:
+                path, number = path[1:], signature.argnums[path[0].idx]
+            else:
+                number = signature.argnums[0]
+            where = f"args[{number}]{jax.tree_util.keystr(path)}"
+            raise ValueError(
+                f"strict=True, but the gradient does not depend on {where}: its "
+                "rows of the Hessian's sparsity pattern are empty, so every block with it is "
+                "zero. Leave it out of argnums, or pass strict=False to get the zero blocks."
+            )
+
+
 def hessian(
     fun: Callable,
     *args: Any,
@@ -888,11 +1005,15 @@ def hessian(
     chunk_size: int | None = None,
     cache_bytes: int = 256 * 2**20,
     progress: bool | None = None,
+    strict: bool = False,
     **kwargs: Any,
-) -> Hessian:
+) -> Any:
     """The Hessian of ``fun`` at ``args`` as a lazy, indexable :class:`Hessian`.
 
     Same arguments as :class:`Hessian`. Nothing is evaluated until the result is indexed.
+    Without ``args`` it follows ``jax.hessian``'s convention: ``hessian(fun, argnums=...)``
+    returns a function of ``fun``'s arguments that returns the lazy :class:`Hessian`, so
+    ``lazyhess.hessian(g)(x)[:]`` equals ``jax.hessian(g)(x)``.
 
     Example:
         >>> import jax.numpy as jnp, lazyhess
@@ -901,10 +1022,10 @@ def hessian(
         >>> H[:]
         Array([[   6.,   -2.],
                [  -2., -480.]], dtype=float32)
+        >>> lazyhess.hessian(lambda x: jnp.sum(x**3))(jnp.arange(3.0))[1, 1]
+        Array(6., dtype=float32)
     """
-    return Hessian(
-        fun,
-        *args,
+    options = dict(
         argnums=argnums,
         has_aux=has_aux,
         holomorphic=holomorphic,
@@ -914,5 +1035,20 @@ def hessian(
         chunk_size=chunk_size,
         cache_bytes=cache_bytes,
         progress=progress,
-        **kwargs,
+        strict=strict,
     )
+    if args:
+        return Hessian(fun, *args, **options, **kwargs)
+    _check_options(fun, mode, batch_axis, sparsity, chunk_size, cache_bytes, has_aux, holomorphic)
+    if kwargs:
+        raise TypeError(
+            f"hessian(fun, ...) without arguments returns a function of fun's arguments (as "
+            f"jax.hessian does); pass {sorted(kwargs)} to that function, or give the point: "
+            "hessian(fun, *args, **kwargs)."
+        )
+
+    def hessian_at(*args: Any, **kwargs: Any) -> Hessian:
+        """The lazy Hessian of ``fun`` at ``args`` (see :func:`lazyhess.hessian`)."""
+        return Hessian(fun, *args, **options, **kwargs)
+
+    return hessian_at

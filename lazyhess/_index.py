@@ -56,3 +56,80 @@ def resolve(
         np.asarray(_axis_group(shape, start, stop)[key])
         for start, stop in ((0, a), (a, b), (b, len(shape)))
     )
+
+
+def _advanced(part: Any) -> bool:
+    return (
+        not isinstance(part, int | np.integer | slice)
+        and part is not None
+        and (part is not Ellipsis)
+    )
+
+
+def grid(
+    key: Any, prefix: tuple[int, ...], rows: tuple[int, ...], cols: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]] | None:
+    """For a key that selects along each axis on its own, the selection of each axis group.
+
+    Keys of ints, slices, ``None``, ``...`` and at most one integer or 1-D boolean array
+    select an outer product: ``array[key]`` is ``sub[P][:, I][:, :, J]`` reshaped, with
+    ``P``, ``I``, ``J`` the raveled prefix, row and column indices each group selects. Returns
+    ``(P, I, J, shape)`` for such keys (numpy checks the key, so its errors are exact) and
+    ``None`` for the others, which :func:`resolve` handles entry by entry.
+    """
+    key = normalize_key(key)
+    parts = key if isinstance(key, tuple) else (key,)
+    shape = prefix + rows + cols
+    advanced = [k for k in parts if _advanced(k)]
+    if len(advanced) > 1 or any(
+        isinstance(k, bool) or np.ndim(k) == 0 or (np.asarray(k).dtype == bool and np.ndim(k) > 1)
+        for k in advanced
+    ):
+        return None
+    out_shape = np.broadcast_to(np.zeros((), np.int8), shape)[key].shape
+    consumed = sum(1 for k in parts if k is not None and k is not Ellipsis)
+    ellipsis = [at for at, k in enumerate(parts) if k is Ellipsis]
+    if ellipsis:
+        at = ellipsis[0]
+        parts = parts[:at] + (slice(None),) * (len(shape) - consumed) + parts[at + 1 :]
+    else:
+        parts = parts + (slice(None),) * (len(shape) - consumed)
+    bounds = (len(prefix), len(prefix) + len(rows))
+    groups: list[list[Any]] = [[], [], []]
+    axis = 0
+    for part in parts:
+        group = sum(axis >= b for b in bounds) if axis < len(shape) else 2
+        groups[group].append(part)
+        if part is not None:
+            axis += 1
+    selections = []
+    for sub, dims in zip(groups, (prefix, rows, cols), strict=True):
+        selections.append(np.arange(math.prod(dims), dtype=np.intp).reshape(dims)[tuple(sub)])
+    if sum((s.shape for s in selections), ()) != out_shape:
+        return None
+    p, i, j = (s.reshape(-1) for s in selections)
+    return p, i, j, out_shape
+
+
+def entry(
+    key: Any, prefix: tuple[int, ...], rows: tuple[int, ...], cols: tuple[int, ...]
+) -> tuple[int, int, int] | None:
+    """``(p, i, j)`` raveled, when ``key`` is one int per axis and all are in bounds.
+
+    The fast path of ``H[i, j]``: plain Python, no array built. Other keys give ``None``.
+    """
+    if not isinstance(key, tuple):
+        key = (key,)
+    if len(key) != len(prefix) + len(rows) + len(cols):
+        return None
+    out = []
+    parts = iter(key)
+    for dims in (prefix, rows, cols):
+        flat = 0
+        for size in dims:
+            k = next(parts)
+            if not isinstance(k, int | np.integer) or isinstance(k, bool) or not -size <= k < size:
+                return None
+            flat = flat * size + int(k) % size
+        out.append(flat)
+    return out[0], out[1], out[2]

@@ -159,6 +159,13 @@ class Layout:
 
     def ravel(self, leaves: Sequence) -> jax.Array:
         """The flat vector (``(d,)``) of input ``leaves``, in the common dtype."""
+        if (
+            len(leaves) == 1
+            and isinstance(leaves[0], jax.Array)
+            and leaves[0].dtype == self.dtype
+            and leaves[0].ndim == 1
+        ):
+            return leaves[0]  # already the flat vector: no copy, no dispatch
         lead = () if self.batch is None else (self.batch,)
         parts = [jnp.reshape(jnp.asarray(leaf, self.dtype), lead + (-1,)) for leaf in leaves]
         if not parts:

@@ -33,11 +33,15 @@ def _decode_png(data: bytes) -> np.ndarray:
     return raw[:, 1:].reshape(height, width, 3)
 
 
-def _picture(html: str) -> np.ndarray:
+def _picture(html: str, cells: int) -> np.ndarray:
+    """The picture's cells: the image is drawn ``192 // cells`` pixels per cell."""
     import base64
 
     encoded = html.split("data:image/png;base64,")[1].split("'")[0]
-    return _decode_png(base64.b64decode(encoded))
+    image = _decode_png(base64.b64decode(encoded))
+    scale = max(1, 192 // cells)
+    assert image.shape == (cells * scale, cells * scale, 3)
+    return image[::scale, ::scale]
 
 
 def _genrose(n):
@@ -72,8 +76,7 @@ def test_html_computes_nothing():
     assert H.cache_info().hvps == 0
     assert "pattern" not in H._structure.__dict__, "the summary triggered detection"
     assert "not detected yet" in html and "not computed yet" in html
-    picture = _picture(html)
-    assert picture.shape == (64, 64, 3)
+    picture = _picture(html, 64)
     assert np.all(picture == _PALETTE[0])  # nothing known, nothing computed
 
 
@@ -87,7 +90,7 @@ def test_html_after_a_column_shows_it():
     assert "dense (every entry may be nonzero)" in html
     assert "1 of 40 columns (and rows) in cached HVP seeds" in html
     assert "HVPs spent</th><td style='text-align:left'>1 " in html
-    picture = _picture(html)
+    picture = _picture(html, 40)
     expected = np.ones((40, 40), dtype=np.int8)
     expected[7, :] = expected[:, 7] = 2
     np.testing.assert_array_equal(picture, _PALETTE[expected])
@@ -101,7 +104,7 @@ def test_html_after_full_sparse_hessian():
     assert "598 nonzeros" in html
     assert f"{colored.num_colors} ({colored.method})" in html
     assert "200 of 200 columns (and rows)" in html
-    picture = _picture(html)
+    picture = _picture(html, 64)
     grid = _cell_grid(H._structure.csr, 200, 64, np.ones(200, dtype=bool))
     np.testing.assert_array_equal(picture, _PALETTE[grid])
     assert np.all(np.diag(grid) == 2) and grid[0, -1] == 0
@@ -112,14 +115,24 @@ def test_html_with_a_given_pattern():
     H = lazyhess.hessian(PROBLEMS["ARWHEAD"].make(30)[0], jnp.ones(30), sparsity=pattern)
     html = hessian_html(H)
     assert f"{pattern.nnz} nonzeros" in html and H.cache_info().hvps == 0
-    np.testing.assert_array_equal(_picture(html), _PALETTE[pattern.to_dense().astype(np.int8)])
+    np.testing.assert_array_equal(_picture(html, 30), _PALETTE[pattern.to_dense().astype(np.int8)])
 
 
 def test_html_for_pytree_and_batch():
     H = lazyhess.hessian(
         lambda p: jnp.sum(p["a"] ** 3) * jnp.sum(p["b"]), {"a": jnp.ones(3), "b": jnp.ones(2)}
     )
-    assert "top-level blocks" in hessian_html(H)
+    html = hessian_html(H)
+    assert "nested (H.shape lists the blocks)" in html
+    assert "[&#x27;a&#x27;]" in html and "[&#x27;b&#x27;]" in html
+    assert "priced once the pattern is known" in html
+    dense = lazyhess.hessian(H._fun, {"a": jnp.ones(3), "b": jnp.ones(2)}, sparsity=None)
+    dense["a"]["b"][1]
+    line = "H[:] would cost</th><td style='text-align:left'>4 new HVPs, 1 from the cache"
+    assert line in hessian_html(dense)
+    assert (H.cache_info().hvps, dense.cache_info().hvps) == (0, 1)
+    image = _picture(html, 5)
+    assert image.shape == (5, 5, 3)
     Hb = lazyhess.hessian(lambda x: jnp.sum(x**3, axis=1), jnp.ones((4, 3)), batch_axis=0)
     Hb[:, 1]
     assert "1 of 3 columns" in hessian_html(Hb)

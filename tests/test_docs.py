@@ -22,6 +22,7 @@ RUNNABLE = [
     "large-problems.md",
     "formats.md",
     "integrations.md",
+    "coming-from.md",
 ]
 
 

@@ -4,6 +4,8 @@ import re
 import runpy
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -61,3 +63,25 @@ def test_eigenvalues(capsys):
     out = _run("eigenvalues.py", capsys, width=8, samples=32)
     assert "48 parameters" in out
     assert _number(out, "max difference from dense eigvalsh:") < 1e-8
+
+
+@pytest.mark.slow
+def test_notebook_workflow():
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(EXAMPLES / "notebook_workflow.ipynb", as_version=4)
+    client = nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": EXAMPLES}}
+    )
+    client.execute()  # raises CellExecutionError on any failed cell (each checks jax.hessian)
+    text = "".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
+    assert "one block: Cost(new_hvps=12, cached_hvps=0" in text
+    assert "again: Cost(new_hvps=0, cached_hvps=12" in text
+    assert "HVPs so far: 0" in text
+    html = notebook.cells[1].outputs[0]["data"]["text/html"]
+    assert "layer0" in html and "layer1" in html

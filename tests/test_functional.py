@@ -91,6 +91,130 @@ def test_functional_errors():
     with pytest.raises(ValueError, match="diagonal"):
         lazyhess.sparse_hessian_from_coloring(f, diagonal, sample_args=(x,))
     with pytest.raises(ValueError, match="scalar output"):
-        lazyhess.sparse_hessian(lambda z: z**2, x)
+        lazyhess.sparse_hessian(lambda z: z**2, x)(x)
     with pytest.raises(ValueError, match="method="):
         lazyhess.check_hessian_correctness(f, x, lazyhess.hessian_coloring(f, x), method="exact")
+
+
+def test_coloring_refuses_other_shapes_and_dtypes():
+    # Issue 11: a coloring for shape (2, 3) used to accept (6,) and give wrong values.
+    def f(x):
+        return jnp.sum(x[:, 1:] * x[:, :-1] ** 2) + x[0, 0] * x[1, 2]
+
+    x = jnp.linspace(0.5, 1.5, 6).reshape(2, 3)
+    coloring = lazyhess.hessian_coloring(f, x)
+    assert coloring.argnums == 0 and coloring.inputs.shape == (2, 3)
+    hess = lazyhess.sparse_hessian_from_coloring(f, coloring, "dense")
+    np.testing.assert_allclose(hess(x), jax.jit(jax.hessian(f))(x).reshape(6, 6), rtol=1e-12)
+    flat = lambda z: f(z.reshape(2, 3))  # noqa: E731
+    with pytest.raises(ValueError, match=r"shape \(2, 3\) .* passes shape \(6,\)"):
+        lazyhess.sparse_hessian_from_coloring(flat, coloring, "dense")(x.reshape(6))
+    with pytest.raises(ValueError, match="dtype float32"):
+        hess(x.astype(jnp.float32))
+    with pytest.raises(ValueError, match=r"shape \(2, 3\)"):
+        lazyhess.sparse_hessian_from_coloring(f, coloring, sample_args=(jnp.ones((3, 2)),))
+
+
+def test_coloring_carries_argnums_and_mode():
+    def f(x, y):
+        return jnp.sum(x * y**2) + jnp.sum(jnp.sin(y[1:] * y[:-1]))
+
+    x, y = jnp.linspace(0.1, 0.5, 4), jnp.linspace(-1.0, 1.0, 4)
+    coloring = lazyhess.hessian_coloring(f, x, y, argnums=(0, 1))
+    coloring.mode = "rev_over_rev"
+    dense = lazyhess.sparse_hessian_from_coloring(f, coloring, "dense")(x, y)
+    blocks = jax.jit(jax.hessian(f, argnums=(0, 1)))(x, y)
+    np.testing.assert_allclose(dense, np.block([[b for b in row] for row in blocks]), rtol=1e-12)
+    with pytest.raises(ValueError, match="built for argnums=\\(0, 1\\)"):
+        lazyhess.sparse_hessian_from_coloring(f, coloring, argnums=1)
+    lazyhess.check_hessian_correctness(f, (x, y), coloring)
+    lazyhess.check_hessian_correctness(f, (x, y), coloring, method="dense")
+
+
+@pytest.mark.parametrize("shape", [(1,), (1, 1)])
+def test_one_element_outputs_are_squeezed(shape):
+    f, x = PROBLEMS["GENROSE"].make(8)
+    g = lambda z: f(z).reshape(shape)  # noqa: E731
+    value, H = lazyhess.value_and_sparse_hessian(g, x, output_format="dense")(x)
+    assert value.shape == ()
+    np.testing.assert_allclose(H, jax.jit(jax.hessian(f))(x), rtol=1e-12)
+
+
+def test_non_array_aux_and_compressed_aux():
+    def f(x):
+        return jnp.sum(x[1:] ** 2 * x[:-1]), ("label", {"norm": jnp.sum(x**2), "k": 3})
+
+    x = jnp.linspace(0.1, 1.0, 6)
+    reference = jax.jit(jax.hessian(lambda z: f(z)[0]))(x)
+    H, (label, rest) = lazyhess.sparse_hessian(f, x, has_aux=True, output_format="dense")(x)
+    np.testing.assert_allclose(H, reference, rtol=1e-12)
+    assert label == "label" and rest["k"] == 3
+    np.testing.assert_allclose(rest["norm"], jnp.sum(x**2))
+    compressed = lazyhess.compressed_hessian(f, x, has_aux=True)
+    B, (label, rest) = compressed(x)
+    assert label == "label" and B.shape == (compressed.coloring.num_colors, x.size)
+    np.testing.assert_allclose(lazyhess.decompress(B, compressed.coloring, "dense"), reference)
+
+
+@pytest.mark.parametrize("mode", ["fwd_over_rev", "rev_over_fwd", "rev_over_rev"])
+def test_value_and_sparse_hessian_traces_fun_once(mode):
+    traces = []
+
+    def f(x):
+        traces.append(1)
+        return jnp.sum(x[1:] ** 2 * x[:-1]) + jnp.sum(jnp.cos(x))
+
+    x = jnp.linspace(0.1, 1.0, 6)
+    value_and_hess = lazyhess.value_and_sparse_hessian(f, x, mode=mode, chunk_size=2)
+    traces.clear()
+    value, H = value_and_hess(x)
+    assert len(traces) == 1
+    value_and_hess(x + 1.0)
+    assert len(traces) == 1
+    np.testing.assert_allclose(value, f(x), rtol=1e-12)
+    np.testing.assert_allclose(H.todense(), jax.jit(jax.hessian(f))(x), rtol=1e-12)
+    traces.clear()
+    jax.jit(value_and_hess)(x)
+    assert len(traces) <= 1  # the compiled program's trace may be reused
+
+
+@pytest.mark.parametrize("mode", ["fwd_over_rev", "rev_over_fwd", "rev_over_rev"])
+def test_value_and_aux_in_every_mode_and_chunking(mode):
+    def f(x):
+        return jnp.sum(x**3 * x[::-1]), {"first": x[0], "tag": "t"}
+
+    x = jnp.array([1.0, 2.0, 3.0, 4.0])
+    reference = jax.jit(jax.hessian(lambda z: f(z)[0]))(x)
+    for chunk_size in (None, 1):
+        value_and_hess = lazyhess.value_and_sparse_hessian(
+            f, x, has_aux=True, mode=mode, chunk_size=chunk_size, output_format="dense"
+        )
+        (value, aux), H = value_and_hess(x)
+        np.testing.assert_allclose(value, f(x)[0], rtol=1e-12)
+        assert aux["first"] == 1.0 and aux["tag"] == "t"
+        np.testing.assert_allclose(H, reference, rtol=1e-12)
+
+
+def test_saved_coloring_keeps_what_it_was_built_for(tmp_path):
+    def f(p, y):
+        return jnp.sum(p["w"] ** 2 * y[:2]) + jnp.sum(p["b"][0] ** 3) + jnp.sum(y**3)
+
+    p = {"w": jnp.ones(2), "b": [jnp.ones((2, 2))]}
+    y = jnp.linspace(0.5, 1.0, 3)
+    coloring = lazyhess.hessian_coloring(f, p, y, argnums=(0, 1))
+    coloring.mode = "rev_over_rev"
+    coloring.save(tmp_path / "c.npz")
+    loaded = lazyhess.ColoredPattern.load(tmp_path / "c.npz")
+    assert (loaded.argnums, loaded.mode) == ((0, 1), "rev_over_rev")
+    assert jax.tree_util.tree_structure(loaded.inputs) == jax.tree_util.tree_structure(
+        coloring.inputs
+    )
+    assert jax.tree_util.tree_leaves(loaded.inputs) == jax.tree_util.tree_leaves(coloring.inputs)
+    dense = lazyhess.sparse_hessian_from_coloring(f, loaded, "dense")(p, y)
+    np.testing.assert_allclose(
+        dense, lazyhess.sparse_hessian_from_coloring(f, coloring, "dense")(p, y)
+    )
+    with pytest.raises(ValueError, match="structured as"):
+        lazyhess.sparse_hessian_from_coloring(f, loaded)(
+            {"w": jnp.ones(2), "b": jnp.ones((2, 2))}, y
+        )

@@ -3,8 +3,10 @@
 Whole patterns are colored by a portfolio of methods and greedy orders.
 """
 
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
@@ -110,13 +112,25 @@ def hessian_coloring(
             ``has_aux``) and keyword arguments of ``fun``.
 
     Returns:
-        A ``ColoredPattern`` whose ``pattern`` is the detected ``SparsityPattern``.
+        A ``ColoredPattern`` whose ``pattern`` is the detected ``SparsityPattern``; it
+        records ``argnums`` and the shapes and dtypes of the differentiated inputs.
     """
     _check_options(method, order)
     from lazyhess import hessian_sparsity
 
     pattern = hessian_sparsity(fun, *args, argnums=argnums, **kwargs)
-    return hessian_coloring_from_sparsity(pattern, method=method, order=order, whole=whole)
+    colored = hessian_coloring_from_sparsity(pattern, method=method, order=order, whole=whole)
+    colored.argnums = argnums if isinstance(argnums, int) else tuple(argnums)
+    colored.inputs = input_avals(args, argnums)
+    return colored
+
+
+def input_avals(args: tuple, argnums) -> Any:
+    """The shapes and dtypes of ``args[argnums]`` (a tuple for a sequence of argnums)."""
+    primals = args[argnums] if isinstance(argnums, int) else tuple(args[a] for a in argnums)
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), primals
+    )
 
 
 def partial_coloring(pattern, rows, cols) -> np.ndarray:

@@ -1,14 +1,16 @@
 """The colored pattern: a coloring of a Hessian pattern and how to read the Hessian back."""
 
+import json
 import os
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from .._csr import lookup
 from .._formats import Format, entry_rows, pattern_output
-from .._plan import lookup
 from . import _greedy
 from ._substitution import Substitution, take
 
@@ -56,6 +58,12 @@ class ColoredPattern:
         nnz: number of stored entries of the pattern.
         rows, cols: int32 coordinates of the stored entries, row-major sorted.
         recover_color, recover_index: int32 arrays of length ``nnz`` as described above.
+        argnums: the ``argnums`` the pattern was detected for (``None`` when unknown, as for
+            a coloring of a given pattern).
+        inputs: the differentiated inputs it was detected for, as a pytree of
+            ``jax.ShapeDtypeStruct`` shaped like ``jax.hessian``'s ``argnums`` selection
+            (``None`` when unknown); functions built from the coloring refuse other shapes.
+        mode: the HVP mode it was built for (``None``: the default, ``"fwd_over_rev"``).
     """
 
     def __init__(
@@ -67,8 +75,14 @@ class ColoredPattern:
         *,
         pattern=None,
         recovery: tuple[np.ndarray, np.ndarray] | None = None,
+        argnums: int | tuple[int, ...] | None = None,
+        inputs: Any = None,
+        mode: str | None = None,
     ):
         self.csr = csr
+        self.argnums = argnums
+        self.inputs = inputs
+        self.mode = mode
         self.pattern = csr if pattern is None else pattern
         self.method = method
         self.order = order
@@ -193,7 +207,9 @@ class ColoredPattern:
         """Write the colored pattern to ``path`` as an uncompressed ``.npz`` file.
 
         The file holds the CSR structure, colors and recovery arrays (about
-        ``4 * (n + 4 * nnz)`` bytes); ``load`` restores it without recoloring.
+        ``4 * (n + 4 * nnz)`` bytes), and ``argnums``, ``mode`` and ``inputs`` (inputs made
+        of dicts, lists and tuples of arrays; other pytrees are not recorded); ``load``
+        restores it without recoloring.
         """
         with open(path, "wb") as file:
             np.savez(
@@ -207,6 +223,7 @@ class ColoredPattern:
                 order=np.str_(self.order),
                 recover_color=self.recover_color,
                 recover_index=self.recover_index,
+                record=np.str_(json.dumps(self._record())),
             )
 
     @classmethod
@@ -222,13 +239,25 @@ class ColoredPattern:
             n = int(file["n"])
             data = np.ones(len(file["indices"]), dtype=bool)
             csr = sp.csr_array((data, file["indices"], file["indptr"]), shape=(n, n))
+            record = json.loads(str(file["record"])) if "record" in file.files else {}
+            argnums = record.get("argnums")
             return cls(
                 csr,
                 file["colors"],
                 str(file["method"]),
                 str(file["order"]),
                 recovery=(file["recover_color"], file["recover_index"]),
+                argnums=tuple(argnums) if isinstance(argnums, list) else argnums,
+                inputs=_decode_inputs(record.get("inputs")),
+                mode=record.get("mode"),
             )
+
+    def _record(self) -> dict:
+        try:
+            inputs = _encode_inputs(self.inputs)
+        except TypeError:
+            inputs = None
+        return {"argnums": self.argnums, "mode": self.mode, "inputs": inputs}
 
     def _require_full_recovery(self, caller: str) -> None:
         if self.method == "diagonal" and np.any(self.recover_color < 0):
@@ -255,6 +284,33 @@ def _direct_part(substitution: Substitution, n: int) -> tuple[np.ndarray, np.nda
     color = np.where(direct, substitution.source // max(n, 1), -1).astype(np.int32)
     index = np.where(direct, substitution.source % max(n, 1), -1).astype(np.int32)
     return color, index
+
+
+def _encode_inputs(tree: Any) -> Any:
+    """JSON for a pytree of ``jax.ShapeDtypeStruct`` in dicts, lists and tuples.
+
+    Raises:
+        TypeError: for any other pytree node.
+    """
+    if tree is None or isinstance(tree, jax.ShapeDtypeStruct):
+        return None if tree is None else {"shape": list(tree.shape), "dtype": str(tree.dtype)}
+    if isinstance(tree, dict) and all(isinstance(k, str | int) for k in tree):
+        return {"dict": [[k, _encode_inputs(v)] for k, v in tree.items()]}
+    if type(tree) in (list, tuple):
+        return {type(tree).__name__: [_encode_inputs(v) for v in tree]}
+    raise TypeError(f"cannot record {type(tree).__name__} inputs")
+
+
+def _decode_inputs(data: Any) -> Any:
+    """The inverse of ``_encode_inputs``."""
+    if data is None:
+        return None
+    if "shape" in data:
+        return jax.ShapeDtypeStruct(tuple(data["shape"]), jnp.dtype(data["dtype"]))
+    if "dict" in data:
+        return {k: _decode_inputs(v) for k, v in data["dict"]}
+    kind = tuple if "tuple" in data else list
+    return kind(_decode_inputs(v) for v in data[kind.__name__])
 
 
 def _transpose_perm(csr: sp.csr_array) -> np.ndarray:

@@ -1,0 +1,204 @@
+"""What a request costs: wall time against one bare jitted HVP of the same function.
+
+Run: ``python -m benchmarks.bench_requests [--sizes 10000 100000] [--problems ...]``.
+
+Every request is made at a fresh point (``H0.at(x)``, so nothing is cached but compiled
+kernels, the pattern and its colorings are warm) and timed in rounds that alternate with a
+bare jitted HVP ``jax.jvp(jax.grad(f), (x,), (v,))`` in the same process; the table reports
+the best and the median round and checks each against the budget of issue 9:
+
+- one row: 2 bare HVPs + 0.3 ms;
+- 100 rows, a 100x100 block, one entry: 2 x (its HVPs x a bare HVP) + 1 ms (3 ms at n >= 1e5);
+- the diagonal: 2 x (its HVPs x a bare HVP) + 2 ms (10 ms at n >= 1e5);
+- cache hits: ``H[i, j]`` 20 us, a row 50 us, 1000 entries in a loop 0.1 s;
+- ``H.at(x).to_sparse("csr")``: 1.5 x ``jax.jit(lazyhess.sparse_hessian(f, x))`` + the
+  CSR conversion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+import lazyhess
+from benchmarks.bench_hessian import SUITE, fmt, print_table
+from benchmarks.problems import PROBLEMS
+
+jax.config.update("jax_enable_x64", True)
+
+
+def _call(fn) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
+def rounds(fns: dict, count: int = 7, repeat: int = 5) -> dict:
+    """Per function, the median time of each of ``count`` rounds that take turns."""
+    times: dict = {key: [] for key in fns}
+    for _ in range(count):
+        for key, fn in fns.items():
+            times[key].append(float(np.median([_call(fn) for _ in range(repeat)])))
+    return times
+
+
+def _requests(n: int, H, rng) -> dict:
+    """Request kinds and their keys, chosen inside the pattern."""
+    csr = H.sparsity.to_scipy("csr")
+    i = int(rng.integers(n))
+    j = int(csr.indices[csr.indptr[i]])
+    rows = np.sort(rng.choice(n, size=min(100, n), replace=False))
+    b = int(rng.integers(max(n - 100, 1)))
+    return {
+        "row": lambda h: h[i],
+        "100 rows": lambda h: h[rows],
+        "100x100 block": lambda h: h[b : b + 100, b : b + 100],
+        "entry": lambda h: h[i, j],
+        "diagonal": lambda h: h.diagonal(),
+    }
+
+
+def _budget(kind: str, hvps: int, bare: float, n: int) -> float:
+    big = n >= 100_000
+    if kind == "row":
+        return 2 * bare + 0.3e-3
+    if kind == "diagonal":
+        return 2 * hvps * bare + (10e-3 if big else 2e-3)
+    return 2 * hvps * bare + (3e-3 if big else 1e-3)
+
+
+def request_rows(name: str, n: int) -> list[list[str]]:
+    f, x = PROBLEMS[name].make(n)
+    n = x.size
+    rng = np.random.default_rng(0)
+    bare = jax.jit(lambda x, v: jax.jvp(jax.grad(f), (x,), (v,))[1])
+    v = jnp.asarray(rng.standard_normal(n))
+    bare(x, v).block_until_ready()
+    H0 = lazyhess.hessian(f, x)
+    kinds = _requests(n, H0, rng)
+    out = []
+    for kind, request in kinds.items():
+        warm = H0.at(x)
+        request(warm)  # compiles what this request kind needs
+        hvps = warm.cache_info().hvps
+        times = rounds({"bare": lambda: bare(x, v), kind: lambda r=request: r(H0.at(x))})
+        best, median = min(times[kind]), float(np.median(times[kind]))
+        t_bare = min(times["bare"])
+        limit = _budget(kind, hvps, t_bare, n)
+        out.append(
+            [
+                name,
+                str(n),
+                kind,
+                str(hvps),
+                fmt(t_bare),
+                fmt(best),
+                fmt(median),
+                f"{best / t_bare:.1f}x",
+                fmt(limit),
+                "yes" if best <= limit else "**no**",
+            ]
+        )
+    return out
+
+
+def cached_rows(name: str, n: int) -> list[list[str]]:
+    f, x = PROBLEMS[name].make(n)
+    n = x.size
+    rng = np.random.default_rng(1)
+    H = lazyhess.hessian(f, x)
+    csr = H.sparsity.to_scipy("csr")
+    i = int(rng.integers(n))
+    j = int(csr.indices[csr.indptr[i]])
+    H[i]
+    H[i, j]
+    pairs = [(i, int(c)) for c in csr.indices[csr.indptr[i] : csr.indptr[i + 1]]]
+    loop = (pairs * (1000 // len(pairs) + 1))[:1000]
+
+    def entries():
+        return [H[a, b] for a, b in loop][-1]
+
+    times = rounds({"entry": lambda: H[i, j], "row": lambda: H[i], "loop": entries})
+    return [
+        [name, str(n), "cached H[i, j]", fmt(min(times["entry"])), fmt(20e-6)],
+        [name, str(n), "cached H[i]", fmt(min(times["row"])), fmt(50e-6)],
+        [name, str(n), "1000 cached entries", fmt(min(times["loop"])), fmt(0.1)],
+    ]
+
+
+def sparse_rows(name: str, n: int) -> list[str]:
+    f, x = PROBLEMS[name].make(n)
+    H0 = lazyhess.hessian(f, x)
+    H0.to_sparse("csr")
+    pattern = H0.sparsity.to_scipy("csr")
+    hess = jax.jit(lazyhess.sparse_hessian(f, x))
+    hess(x)
+
+    def as_csr():
+        data = np.asarray(hess(x).data)
+        return sp.csr_array((data, pattern.indices, pattern.indptr), shape=pattern.shape)
+
+    times = rounds(
+        {"at": lambda: H0.at(x).to_sparse("csr"), "jit": lambda: hess(x).data, "jit+csr": as_csr}
+    )
+    best = {k: min(t) for k, t in times.items()}
+    limit = 1.5 * best["jit"] + (best["jit+csr"] - best["jit"])
+    return [
+        name,
+        str(x.size),
+        fmt(best["at"]),
+        fmt(best["jit"]),
+        fmt(best["jit+csr"]),
+        fmt(limit),
+        "yes" if best["at"] <= limit else "**no**",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10000, 100000])
+    parser.add_argument("--problems", nargs="+", default=SUITE)
+    args = parser.parse_args()
+    print_table(
+        "Requests at a fresh point (H0.at(x)), against one bare jitted HVP",
+        [
+            "problem",
+            "n",
+            "request",
+            "HVPs",
+            "bare HVP",
+            "best",
+            "median",
+            "best/bare",
+            "budget",
+            "within",
+        ],
+        (row for n in args.sizes for p in args.problems for row in request_rows(p, n)),
+    )
+    print_table(
+        "Cache hits",
+        ["problem", "n", "request", "best", "budget"],
+        (row for n in args.sizes for p in args.problems for row in cached_rows(p, n)),
+    )
+    print_table(
+        "Whole sparse Hessian as CSR",
+        [
+            "problem",
+            "n",
+            "H.at(x).to_sparse('csr')",
+            "jit sparse_hessian",
+            "jit + CSR",
+            "budget",
+            "within",
+        ],
+        (sparse_rows(p, n) for n in args.sizes for p in args.problems),
+    )
+
+
+if __name__ == "__main__":
+    main()

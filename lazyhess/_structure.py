@@ -1,0 +1,238 @@
+"""What is known about a function's Hessian: its pattern and the seed families that fit it.
+
+A :class:`Structure` is shared by every point of one function (``H.at`` reuses it). Each
+part is computed on first need and says whether it is known yet, so a picture or a cost
+estimate can report without triggering detection or coloring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from collections.abc import Hashable
+from functools import cached_property
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+from ._formats import entry_rows
+from ._progress import stage
+
+
+@dataclasses.dataclass(eq=False)
+class SeedFamily:
+    """Seeds ``s_t = indicator(labels == t)`` over the flat columns (``-1``: in no seed).
+
+    Unit vectors are the family with ``labels = arange(n)``; a coloring's colors, or a
+    partial coloring of some columns, are others. ``(family, t)`` names seed ``t`` in the
+    cache. A ``fixed`` family (a global coloring) is evaluated whole at every point, so its
+    chunks are compiled at their exact size instead of padded. A partial family recovers
+    the entries of its ``rows`` (sorted) in the columns it labels.
+    """
+
+    key: Hashable
+    labels: np.ndarray
+    unit: bool = False
+    fixed: bool = False
+    rows: np.ndarray | None = None
+    size: int = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        self.size = int(self.labels.max(initial=-1)) + 1
+
+
+def segments(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The positions of the stored entries of ``rows`` (concatenated), and each row's count.
+
+    Cost O(len(rows) + their stored entries).
+    """
+    starts = indptr[rows]
+    counts = indptr[rows + 1] - starts
+    shift = np.repeat(starts - (np.cumsum(counts) - counts), counts)
+    return np.arange(shift.size, dtype=np.int64) + shift, counts
+
+
+def distinct(values: np.ndarray, n: int) -> np.ndarray:
+    """Sorted distinct values of ``values`` (in ``[0, n)``).
+
+    O(size log size) for a few values, O(size + n) with marks for many.
+    """
+    if values.size * 16 < n:
+        return np.unique(values)
+    mark = np.zeros(n, dtype=bool)
+    mark[values] = True
+    return np.flatnonzero(mark)
+
+
+def member(sorted_values: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Whether each query is among ``sorted_values`` (sorted, distinct)."""
+    if sorted_values.size == 0:
+        return np.zeros(queries.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_values, queries), sorted_values.size - 1)
+    return sorted_values[at] == queries
+
+
+class Structure:
+    """Where the flat ``n x n`` Hessian can be nonzero, and the seed families that fit it.
+
+    ``source`` is ``None`` (every entry may be nonzero), a ``SparsityPattern``, or a
+    callable returning one (detection, run on first need). The pattern, its colorings and
+    the unit family are computed once and shared by every point of a function.
+    """
+
+    def __init__(self, n: int, source: Any = None, progress: bool = False):
+        self.n = n
+        self._source = source
+        self.progress = progress
+        self._device_labels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @property
+    def known(self) -> bool:
+        """Whether the pattern is known without running detection."""
+        return not callable(self._source) or "pattern" in self.__dict__
+
+    @property
+    def colored_known(self) -> bool:
+        """Whether the global coloring has been computed."""
+        return "colored" in self.__dict__
+
+    @cached_property
+    def pattern(self) -> Any:
+        """The sparsity pattern, or ``None`` when every entry may be nonzero."""
+        if not callable(self._source):
+            return self._source
+        with stage("detecting sparsity", self.progress):
+            return self._source()
+
+    @cached_property
+    def csr(self) -> sp.csr_array | None:
+        """The pattern as a boolean CSR array, or ``None`` when dense."""
+        return None if self.pattern is None else sp.csr_array(self.pattern.to_scipy("csr"))
+
+    @property
+    def dense(self) -> bool:
+        """Whether every entry may be nonzero."""
+        return self.csr is None
+
+    @cached_property
+    def _indptr(self) -> np.ndarray:
+        return self.csr.indptr.astype(np.int64)
+
+    @cached_property
+    def _keys(self) -> np.ndarray:
+        csr = self.csr
+        return entry_rows(csr.indptr, np.int64) * self.n + csr.indices.astype(np.int64)
+
+    def row_entries(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions, counts)`` of the stored entries of ``rows``; see :func:`segments`."""
+        return segments(self._indptr, rows)
+
+    def positions(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The pattern position of each entry ``(rows[e], cols[e])``; ``-1`` outside it.
+
+        Entries that share few rows (a request for whole rows) are placed through a
+        table of those rows, at most 8 entries per request entry; others are looked up
+        among the sorted stored keys, O(m log nnz).
+        """
+        few = distinct(rows, self.n)
+        if few.size * self.n <= 8 * rows.size:
+            table = np.full((few.size, self.n), -1, dtype=np.int64)
+            at, counts = self.row_entries(few)
+            table[np.repeat(np.arange(few.size), counts), self.csr.indices[at]] = at
+            return table[np.searchsorted(few, rows), cols]
+        keys = self._keys
+        if keys.size == 0:
+            return np.full(rows.shape, -1, dtype=np.int64)
+        query = rows.astype(np.int64) * self.n + cols
+        at = np.minimum(np.searchsorted(keys, query), keys.size - 1)
+        return np.where(keys[at] == query, at, -1)
+
+    def position(self, row: int, col: int) -> int:
+        """The pattern position of the entry ``(row, col)``; ``-1`` outside the pattern."""
+        lo, hi = self._indptr[row], self._indptr[row + 1]
+        at = lo + int(np.searchsorted(self.csr.indices[lo:hi], col))
+        return at if at < hi and self.csr.indices[at] == col else -1
+
+    @cached_property
+    def diagonal_positions(self) -> np.ndarray:
+        """The pattern position of each diagonal entry ``(k, k)``; ``-1`` where it is absent."""
+        csr = self.csr
+        rows = entry_rows(csr.indptr, np.int64)
+        on = np.flatnonzero(rows == csr.indices)
+        out = np.full(self.n, -1, dtype=np.int64)
+        out[rows[on]] = on
+        return out
+
+    def block_degree(self, rows: np.ndarray, cols: np.ndarray) -> int:
+        """The most stored entries any of ``rows`` has among ``cols`` (distinct, sorted).
+
+        A column coloring of the block ``rows x cols`` needs at least this many colors.
+        """
+        at, counts = self.row_entries(rows)
+        found = self.csr.indices[at]
+        if cols.size and cols[-1] - cols[0] + 1 == cols.size:  # a range of columns
+            inside = (found >= cols[0]) & (found <= cols[-1])
+        else:
+            inside = member(cols, found)
+        ends = np.cumsum(counts)
+        per_row = np.diff(np.concatenate(([0], np.cumsum(inside)))[np.concatenate(([0], ends))])
+        return int(per_row.max(initial=0))
+
+    def device_labels(self, family: SeedFamily) -> jax.Array:
+        """``family.labels`` on the device (int32), sent once and shared by every point."""
+        labels = self._device_labels.get(family)
+        if labels is None:
+            labels = self._device_labels[family] = jnp.asarray(family.labels, dtype=jnp.int32)
+        return labels
+
+    @cached_property
+    def unit(self) -> SeedFamily:
+        """Unit seeds ``e_j``: seed ``j`` is column ``j`` (and, by symmetry, row ``j``)."""
+        return SeedFamily("unit", np.arange(self.n), unit=True)
+
+    @cached_property
+    def colored(self) -> Any:
+        """The global coloring (a ``ColoredPattern``): fewest colors of star and column."""
+        from .coloring import hessian_coloring_from_sparsity
+
+        with stage("coloring", self.progress):
+            return hessian_coloring_from_sparsity(self.csr)
+
+    @cached_property
+    def global_family(self) -> SeedFamily:
+        """The global coloring as a seed family."""
+        return SeedFamily("global", np.asarray(self.colored.colors, dtype=np.int64), fixed=True)
+
+    @cached_property
+    def entries_by_color(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pattern's stored entries grouped by the global color they are read from.
+
+        ``order[bounds[c]:bounds[c + 1]]`` are the entries read from color ``c``.
+        """
+        color = self.colored.recover_color
+        order = np.argsort(color, kind="stable")
+        bounds = np.searchsorted(color[order], np.arange(self.colored.num_colors + 1))
+        return order, bounds
+
+    @cached_property
+    def diagonal_family(self) -> SeedFamily:
+        """A distance-1 coloring: seed ``labels[k]`` read at row ``k`` is ``H[k, k]``."""
+        from .coloring import hessian_coloring_from_sparsity
+
+        with stage("coloring the diagonal", self.progress):
+            colors = hessian_coloring_from_sparsity(self.csr, method="diagonal").colors
+        return SeedFamily("diagonal", np.asarray(colors, dtype=np.int64), fixed=True)
+
+    def partial(self, rows: np.ndarray, cols: np.ndarray) -> SeedFamily:
+        """A fresh coloring of ``cols`` (distinct) recovering every nonzero of ``rows x cols``.
+
+        ``rows`` are distinct and sorted.
+        """
+        from .coloring import partial_coloring
+
+        labels = np.full(self.n, -1, dtype=np.int64)
+        labels[cols] = partial_coloring(self.colored, rows, cols)
+        return SeedFamily("partial", labels, rows=rows)

@@ -1,0 +1,109 @@
+"""The request path: cache hits, costs announced before paying, threads, what is computed."""
+
+import threading
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lazyhess
+
+
+def genrose(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (x[:-1] - 1.0) ** 2)
+
+
+X = jnp.linspace(-1.0, 1.5, 40)
+REF = np.asarray(jax.hessian(genrose)(X))
+
+
+def test_cached_entries_cost_no_hvp():
+    H = lazyhess.hessian(genrose, X)
+    H[7]
+    assert H.cache_info().hvps == 1
+    for j in range(40):
+        np.testing.assert_allclose(H[7, j], REF[7, j], rtol=1e-12)
+        np.testing.assert_allclose(H[j, 7], REF[j, 7], rtol=1e-12)
+    assert H[3, 30] == 0.0  # a structural zero: no HVP, no plan
+    assert H.cache_info().hvps == 1
+    H.to_sparse()
+    spent = H.cache_info().hvps
+    for i, j in [(0, 1), (20, 20), (39, 38), (-1, -2)]:
+        np.testing.assert_allclose(H[i, j], REF[i, j], rtol=1e-12)
+    assert H.cache_info().hvps == spent
+    assert H[np.int64(5), 6].dtype == H.dtype
+
+
+def test_entry_keys_keep_numpy_errors():
+    H = lazyhess.hessian(genrose, X)
+    with pytest.raises(IndexError):
+        H[40, 0]
+    with pytest.raises(IndexError):
+        H[0, -41]
+    with pytest.raises(IndexError):
+        H[0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [3, (slice(None), 7), (slice(2, 30, 3), [0, 4, 9]), np.arange(40) % 3 == 0, ([1, 5], [2, 6])],
+)
+@pytest.mark.parametrize("sparsity", ["auto", None])
+def test_cost_announces_what_the_request_spends(key, sparsity):
+    H = lazyhess.hessian(genrose, X, sparsity=sparsity)
+    H[10:14]
+    before = H.cache_info()
+    cost = H.cost(key)
+    assert H.cache_info() == before  # pricing computes nothing
+    got = H[key]
+    after = H.cache_info()
+    np.testing.assert_allclose(got, REF[key], rtol=1e-12)
+    assert cost.new_hvps == after.hvps - before.hvps
+    assert cost.cached_hvps == after.hits - before.hits
+    assert cost.result_bytes == REF[key].nbytes
+    assert cost.chunk_bytes <= max(cost.new_hvps, 1) * 40 * 8
+
+
+def test_cost_of_pytree_blocks():
+    f = lambda p: jnp.sum(p["a"] ** 2 * p["b"][0]) + jnp.sum(jnp.sin(p["b"]))  # noqa: E731
+    params = {"a": jnp.arange(3.0), "b": jnp.ones(2)}
+    H = lazyhess.hessian(f, params, sparsity=None)
+    assert H["a"]["a"].cost().new_hvps == 3
+    assert H["b"]["a"].cost().new_hvps == 2
+    assert H.cost().new_hvps == 5
+    with pytest.raises(TypeError, match="select the block first"):
+        H.cost(0)
+
+
+def test_a_row_does_not_wait_for_a_global_coloring():
+    H = lazyhess.hessian(genrose, X)
+    H[3]
+    H[5, 6]
+    structure = H._engine.structure
+    assert structure.known and not structure.colored_known
+    H[2:9]
+    assert structure.colored_known
+
+
+def test_threads_share_one_hessian_with_a_small_cache():
+    H = lazyhess.hessian(genrose, X, cache_bytes=3 * 40 * 8)
+    rng = np.random.default_rng(0)
+    keys = [int(k) for k in rng.integers(0, 40, 200)]
+    errors = []
+
+    def work(part):
+        try:
+            for i in part:
+                np.testing.assert_allclose(H[i], REF[i], rtol=1e-12)
+                np.testing.assert_allclose(H[i, (i + 1) % 40], REF[i, (i + 1) % 40], rtol=1e-12)
+        except Exception as err:  # noqa: BLE001 - reported below with its thread's keys
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(keys[t::8],)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert H.cache_info().entries <= 3
