@@ -81,6 +81,16 @@ def woods(n):
     return _from_pairs(n - n % 4, [start, start + 2, start + 1], [start + 1, start + 3, start + 3])
 
 
+def band(w):
+    """Band of half-width w: cliques {i, ..., i + w} (w = 2 pentadiagonal, w = 4 9-band)."""
+
+    def build(n):
+        return _cliques(n, np.arange(n - w)[:, None] + np.arange(w + 1))
+
+    build.__name__ = f"band{w}"
+    return build
+
+
 def block4(n):
     """Dense 4 x 4 diagonal blocks (n rounded down to 4k)."""
     return _cliques(n - n % 4, np.arange(n - n % 4).reshape(-1, 4))
@@ -138,6 +148,8 @@ PATTERNS = {
     "SPARSINE": sparsine,
     "DIXMAANE": dixmaane,
     "ARROW(2)": arrow(2),
+    "pentadiagonal (PENTADIAG)": band(2),
+    "9-band (BAND9)": band(4),
 }
 
 # Banded patterns for the n = 1e6 rows (a dense row would make asdex's star coloring
@@ -183,22 +195,27 @@ def run(patterns, sizes, repeats, with_asdex=True):
             pattern = build(n)
             column_ok = np.diff(pattern.indptr).max() <= COLUMN_ROW_LIMIT
             ours = {}
-            for method, order in [("auto", "auto"), ("star", "largest_first")] + (
-                [("column", "largest_first")] if column_ok else []
-            ):
+            for key, method, order, whole in [
+                ("auto", "auto", "auto", False),
+                ("whole", "auto", "auto", True),
+                ("star", "star", "largest_first", False),
+                ("acyclic", "acyclic", "auto", False),
+            ] + ([("column", "column", "largest_first", False)] if column_ok else []):
                 colored, seconds = _median_time(
-                    lambda p=pattern, m=method, o=order: lazyhess.hessian_coloring_from_sparsity(
-                        p, method=m, order=o
+                    lambda p=pattern, m=method, o=order, w=whole: (
+                        lazyhess.hessian_coloring_from_sparsity(p, method=m, order=o, whole=w)
                     ),
                     repeats,
                 )
-                ours[method] = (colored, seconds)
+                ours[key] = (colored, seconds)
             row = {
                 "problem": name,
                 "n": pattern.shape[0],
                 "nnz": pattern.nnz,
                 "auto": ours["auto"],
+                "whole": ours["whole"],
                 "star": ours["star"],
+                "acyclic": ours["acyclic"],
                 "column": ours.get("column"),
             }
             if with_asdex:
@@ -221,7 +238,8 @@ def table(rows) -> str:
     """The rows as a markdown table."""
     with_asdex = "asdex star" in rows[0]
     head = ["problem", "n", "nnz", "auto: colors (method, order) / time"]
-    head += ["star LF: colors / time", "column LF: colors / time"]
+    head += ["whole=True: colors (method) / time", "star LF: colors / time"]
+    head += ["acyclic: colors / time", "column LF: colors / time"]
     if with_asdex:
         head += ["asdex star: colors / time", "asdex column: colors / time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -231,7 +249,10 @@ def table(rows) -> str:
         cells.append(
             f"{auto.num_colors} ({auto.method}, {auto.order}) / " + _cell("", seconds)[3:]
         )
+        whole, seconds = row["whole"]
+        cells.append(f"{whole.num_colors} ({whole.method}) / " + _cell("", seconds)[3:])
         cells.append(_cell(row["star"][0].num_colors, row["star"][1]))
+        cells.append(_cell(row["acyclic"][0].num_colors, row["acyclic"][1]))
         column = row["column"]
         cells.append(
             "skipped (dense row)" if column is None else _cell(column[0].num_colors, column[1])
@@ -244,13 +265,121 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+# Problems of benchmarks/problems.py where acyclic colorings need fewer colors than star.
+STEADY_PROBLEMS = ("GENROSE", "PENTADIAG", "BAND9", "CLPLATEA", "FMINSRF2", "WOODS", "RANDSP2")
+
+
+# Problems for --accuracy: those of STEADY_PROBLEMS plus the ones with dense rows.
+ACCURACY_PROBLEMS = (*STEADY_PROBLEMS, "BDQRTIC", "ARROW2", "SPARSINE")
+
+
+def steady(names, n):
+    """Jitted whole sparse Hessians, steady state: lazyhess (whole=True) against asdex.
+
+    ``jax.jit(lazyhess.sparse_hessian(f, x))`` (acyclic coloring with substitution where
+    it pays) against ``jax.jit(asdex.hessian(f, x))`` and lazyhess with asdex's star
+    coloring, in alternating rounds in this process (best of the rounds' medians).
+    """
+    import asdex
+    import jax
+
+    from benchmarks.bench_hessian import fmt, interleaved
+    from benchmarks.problems import PROBLEMS
+
+    head = ["problem", "n", "colors: ours (method) / star / asdex", "ours", "ours star"]
+    head += ["asdex", "ours / asdex"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        f, x = PROBLEMS[name].make(n)
+        ours = lazyhess.sparse_hessian(f, x)
+        colored = lazyhess.hessian_coloring(f, x, whole=True)
+        star = lazyhess.hessian_coloring(f, x, method="star")
+        fns = {
+            "ours": jax.jit(ours),
+            "ours star": jax.jit(lazyhess.sparse_hessian_from_coloring(f, star)),
+            "asdex": jax.jit(asdex.hessian(f, x)),
+        }
+        values = {key: fn(x).todense() for key, fn in fns.items()}
+        assert np.allclose(values["ours"], values["asdex"], rtol=1e-8, atol=1e-8)
+        best = interleaved({key: (lambda fn=fn, x=x: fn(x).data) for key, fn in fns.items()})
+        a_colors = asdex.hessian_coloring(f, x).num_colors
+        cells = [name, str(x.size)]
+        cells.append(f"{colored.num_colors} ({colored.method}) / {star.num_colors} / {a_colors}")
+        cells += [fmt(best["ours"]), fmt(best["ours star"]), fmt(best["asdex"])]
+        cells.append(f"{best['ours'] / best['asdex']:.2f}x")
+        lines.append("| " + " | ".join(cells) + " |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    return "\n".join(lines)
+
+
+def accuracy(names, n):
+    """Float32 errors of whole Hessians, relative to the largest entry of the float64 one.
+
+    ``B`` is computed in float32 (one jitted HVP per color); entries are recovered from it
+    directly (star) or by substitution, on the host (sequential loop) and under jit
+    (prefix sum). Errors are ``max |H32 - H64| / max |H64|`` over the pattern's entries.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.problems import PROBLEMS
+
+    jax.config.update("jax_enable_x64", True)
+    head = ["problem", "n", "star", "acyclic, host", "acyclic, jit"]
+    head += ["acyclic jit, entrywise (entries >= 1e-3 max)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        f, x = PROBLEMS[name].make(n)
+        x = x + 0.1 * jnp.sin(jnp.arange(x.size))  # off the start point's round values
+        star = lazyhess.hessian_coloring(f, x, method="star")
+        acyclic = lazyhess.hessian_coloring(f, x, method="acyclic")
+
+        def compressed(colored, dtype, f=f, x=x):
+            z = x.astype(dtype)
+            hvp = jax.vmap(lambda s: jax.jvp(jax.grad(f), (z,), (s,))[1])
+            return jax.jit(hvp)(jnp.asarray(colored.seeds(dtype)))
+
+        exact = np.asarray(star.decompress_data(np.asarray(compressed(star, np.float64))))
+        reference = exact[star.entry_index(acyclic.rows, acyclic.cols)]
+        scale = np.abs(exact).max()
+        B_star, B_acyclic = compressed(star, np.float32), compressed(acyclic, np.float32)
+        star_values = np.asarray(star.decompress_data(np.asarray(B_star)), np.float64)
+        host = np.asarray(acyclic.decompress_data(np.asarray(B_acyclic)), np.float64)
+        jit = np.asarray(jax.jit(acyclic.decompress_data)(B_acyclic), np.float64)
+        big = np.abs(reference) >= 1e-3 * scale
+        cells = [name, str(x.size), f"{np.abs(star_values - exact).max() / scale:.1e}"]
+        cells += [f"{np.abs(v - reference).max() / scale:.1e}" for v in (host, jit)]
+        entrywise = np.abs(jit - reference)[big] / np.abs(reference[big])
+        cells.append(f"{entrywise.max():.1e}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-asdex", action="store_true")
     parser.add_argument("--no-1e6", action="store_true", help="skip the n = 1e6 banded row")
+    parser.add_argument(
+        "--steady",
+        type=int,
+        metavar="N",
+        help="instead: jitted whole-Hessian steady state against asdex at size N",
+    )
+    parser.add_argument(
+        "--accuracy",
+        type=int,
+        metavar="N",
+        help="instead: float32 errors of star and acyclic recovery at size N",
+    )
     args = parser.parse_args()
+    if args.accuracy:
+        print(accuracy(ACCURACY_PROBLEMS, args.accuracy))
+        return
+    if args.steady:
+        print(steady(STEADY_PROBLEMS, args.steady))
+        return
     # Warm up numba's compiled kernels (loaded from its cache or compiled) outside timings.
     lazyhess.hessian_coloring_from_sparsity(grid9(100))
     rows = run(PATTERNS, args.sizes, args.repeats, not args.no_asdex)

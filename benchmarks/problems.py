@@ -309,6 +309,28 @@ def _arrow(k):
     return build, cliques
 
 
+# ----------------------------------------------------------------- PENTADIAG, BAND9
+
+
+def _band(w):
+    """Band of half-width w: Σ(x_i − 1)² + Σ_{i<n−w}(Σ_{t≤w} (t+1) x_{i+t}²)²."""
+
+    def build(n):
+        weights = np.arange(1, w + 2, dtype=np.float64)
+
+        def f(x):
+            m = n - w
+            inner = sum(weights[t] * x[t : t + m] ** 2 for t in range(w + 1))
+            return jnp.sum((x - 1.0) ** 2) + jnp.sum(inner**2)
+
+        return f, jnp.linspace(-1.0, 1.0, n)
+
+    def cliques(n):
+        return [np.arange(n - w)[:, None] + np.arange(w + 1)]
+
+    return build, cliques
+
+
 def _multiple(q, lo):
     def size(n):
         return max(n // q * q, lo)
@@ -319,6 +341,8 @@ def _multiple(q, lo):
 _randsp2, _randsp2_cliques = _randsp(2)
 _randsp8, _randsp8_cliques = _randsp(8)
 _arrow2, _arrow2_cliques = _arrow(2)
+_band2, _band2_cliques = _band(2)
+_band4, _band4_cliques = _band(4)
 
 
 PROBLEMS: dict[str, Problem] = {
@@ -343,5 +367,7 @@ PROBLEMS: dict[str, Problem] = {
         ),
         Problem("DIXMAANE", _multiple(3, 3), _dixmaane, _dixmaane_cliques, "long-range pairs"),
         Problem("ARROW2", lambda n: max(n, 3), _arrow2, _arrow2_cliques, "band 2 + 2 dense rows"),
+        Problem("PENTADIAG", lambda n: max(n, 3), _band2, _band2_cliques, "pentadiagonal"),
+        Problem("BAND9", lambda n: max(n, 5), _band4, _band4_cliques, "9-band (half-width 4)"),
     ]
 }

@@ -2,6 +2,7 @@
 
 from importlib.metadata import version as _version
 
+from . import ipopt as ipopt  # the lazyhess.ipopt namespace (not in __all__)
 from . import scipy as scipy  # the lazyhess.scipy namespace (not in __all__)
 from ._arguments import Mode
 from ._cache import CacheInfo

@@ -68,13 +68,20 @@ def _check_coloring(coloring: Any) -> None:
 
 
 def hessian_coloring(
-    fun, *args, argnums=0, method: MethodOption = "auto", order: OrderOption = "auto", **kwargs
+    fun,
+    *args,
+    argnums=0,
+    method: MethodOption = "auto",
+    order: OrderOption = "auto",
+    whole: bool = False,
+    **kwargs,
 ) -> ColoredPattern:
     """A coloring of the Hessian sparsity pattern of ``fun`` with respect to ``argnums``.
 
     ``lazyhess.hessian_sparsity(fun, *args, argnums=argnums, **kwargs)`` followed by
-    ``hessian_coloring_from_sparsity(pattern, method, order)``; only shapes and dtypes
-    of ``args`` matter. ``method`` and ``order`` are checked before the detection's cost.
+    ``hessian_coloring_from_sparsity(pattern, method, order, whole=whole)``; only shapes
+    and dtypes of ``args`` matter. ``method`` and ``order`` are checked before the
+    detection's cost.
 
     Args:
         fun: scalar function of JAX arrays.
@@ -82,6 +89,8 @@ def hessian_coloring(
         argnums: which positional argument(s) to differentiate, as in ``jax.hessian``.
         method: see ``hessian_coloring_from_sparsity``.
         order: see ``hessian_coloring_from_sparsity``.
+        whole: the coloring serves whole Hessians only (it may recover by substitution);
+            see ``hessian_coloring_from_sparsity``.
         **kwargs: forwarded to ``lazyhess.hessian_sparsity``: its options (such as
             ``has_aux``) and keyword arguments of ``fun``.
 
@@ -91,7 +100,7 @@ def hessian_coloring(
     """
     check_coloring_options(method, order)
     pattern = hessian_sparsity(fun, *args, argnums=argnums, **kwargs)
-    colored = hessian_coloring_from_sparsity(pattern, method=method, order=order)
+    colored = hessian_coloring_from_sparsity(pattern, method=method, order=order, whole=whole)
     colored.argnums = argnums_key(argnums)
     colored.inputs = input_avals(args, argnums)
     return colored
@@ -290,7 +299,8 @@ def _detected(
         *sample_args,
         argnums=argnums,
         has_aux=has_aux,
-        method="star" if symmetric else "column",
+        method="auto" if symmetric else "column",
+        whole=True,
         **sample_kwargs,
     )
     coloring.mode = mode
@@ -367,8 +377,10 @@ def sparse_hessian(
 
     Detection and coloring run once here, from the shapes of ``sample_args`` (values are
     not used). Each call of the result costs ``num_colors`` HVPs; see
-    :func:`sparse_hessian_from_coloring`. ``symmetric=True`` uses a star coloring,
-    ``False`` a column (distance-2) coloring.
+    :func:`sparse_hessian_from_coloring`. ``symmetric=True`` uses the cheapest coloring
+    for whole Hessians (``hessian_coloring(..., whole=True)``: acyclic with substitution
+    when its fewer colors pay, else star or column), ``False`` a column (distance-2)
+    coloring.
 
     Example:
         >>> import jax, jax.numpy as jnp, lazyhess

@@ -24,33 +24,48 @@ ORDER_OPTIONS: tuple[str, ...] = ("auto", *ORDERS)
 # Orders tried by order="auto", best first on the benchmark suite; "random" is left out
 # because it is never better there and its scattered memory access is slow.
 AUTO_ORDERS: tuple[Order, ...] = ("largest_first", "smallest_last", "incidence_degree", "natural")
+# The modelled cost of one HVP per input element, in steps of substitution (a gather, a
+# term of a scan, a gather, all compiled): (nnz / n)**2 / HVP_STEPS_SCALE. Fitted to the
+# jitted steady state of the seven problems whose colors drop (benchmarks/bench_coloring.py
+# --steady 10000, CPU): acyclic was faster on BAND9 and FMINSRF2 (it wins in the model
+# below scales of 80), star on CLPLATEA, PENTADIAG, WOODS and GENROSE (acyclic wins in
+# the model below 33, 25, 13 and 9); 50 sits between.
+HVP_STEPS_SCALE = 50.0
 
 
 def hessian_coloring_from_sparsity(
-    pattern, method: MethodOption = "auto", order: OrderOption = "auto"
+    pattern, method: MethodOption = "auto", order: OrderOption = "auto", *, whole: bool = False
 ) -> ColoredPattern:
     """A coloring of the columns of a symmetric sparsity pattern, with recovery data.
 
     ``num_colors`` Hessian-vector products with the seeds of the result give every entry
-    of the Hessian (``"star"``, ``"column"``) or its diagonal (``"diagonal"``); see
-    ``ColoredPattern``. ``method="auto"`` colors with ``"star"`` and ``"column"`` and keeps
-    the fewest colors (ties go to ``"star"``); ``order="auto"`` tries several greedy
-    orders and keeps the fewest colors. Star colorings are post-processed: color classes
-    that are only ever read from the other side of their entries become neutral (-1).
+    of the Hessian (``"star"``, ``"column"``, ``"acyclic"``) or its diagonal
+    (``"diagonal"``); see ``ColoredPattern``. ``method="auto"`` colors with ``"star"`` and
+    ``"column"`` and keeps the fewest colors (ties go to ``"star"``): every entry is then
+    read from one color, which lazy, partial use of the seeds needs. With
+    ``whole=True`` it also tries ``"acyclic"`` (fewer colors, entries recovered by
+    substitution from all of ``B`` at once) and keeps it when ``whole_cost`` says its
+    fewer HVPs outweigh the substitution. ``order="auto"`` tries several greedy orders and
+    keeps the fewest colors. Star colorings are post-processed: color classes that are
+    only ever read from the other side of their entries become neutral (-1).
 
     Cost: per method and order O(nnz) for star and diagonal colorings, O(sum of squared
     row counts) for column colorings, plus O(nnz log nnz) to normalise the pattern. The
     portfolio stops early once a lower bound is reached, skips column colorings that
     cannot beat the best star coloring (they need at least the largest row count), and
-    abandons a candidate as soon as it needs as many colors as the best so far.
+    abandons a candidate as soon as it needs as many colors as the best so far. Acyclic
+    colorings cost O(sum of squared degrees) union-find steps per order, and O(nnz) to
+    root their two-colored forests.
 
     Args:
         pattern: symmetric sparsity pattern: a scipy sparse matrix or array, a dense
             boolean numpy array, or an object with ``to_scipy(format)`` such as
             ``lazyhess.SparsityPattern``.
-        method: ``"auto"``, ``"star"``, ``"column"`` or ``"diagonal"``.
+        method: ``"auto"``, ``"star"``, ``"column"``, ``"diagonal"`` or ``"acyclic"``.
         order: ``"auto"``, ``"natural"``, ``"largest_first"``, ``"smallest_last"``,
             ``"incidence_degree"`` or ``"random"`` (fixed seed, deterministic).
+        whole: whether the coloring is only ever used for the whole Hessian (all of
+            ``B`` at once); lets ``method="auto"`` choose ``"acyclic"``.
 
     Returns:
         A ``ColoredPattern``.
@@ -60,10 +75,16 @@ def hessian_coloring_from_sparsity(
         >>> tridiagonal = sp.diags_array([np.ones(9), np.ones(10), np.ones(9)], offsets=[-1, 0, 1])
         >>> lazyhess.hessian_coloring_from_sparsity(tridiagonal).num_colors
         3
+        >>> offsets = range(-4, 5)
+        >>> band = sp.diags_array([np.ones(20 - abs(k)) for k in offsets], offsets=offsets)
+        >>> lazyhess.hessian_coloring_from_sparsity(band).num_colors
+        9
+        >>> lazyhess.hessian_coloring_from_sparsity(band, whole=True).num_colors
+        5
     """
     check_options(method, order)
     csr = symmetric_csr(pattern)
-    return _color(csr, method, order, pattern if hasattr(pattern, "to_scipy") else None)
+    return _color(csr, method, order, pattern if hasattr(pattern, "to_scipy") else None, whole)
 
 
 def input_avals(args: tuple, argnums) -> Any:
@@ -171,16 +192,54 @@ def _check_indices(name: str, index, n: int) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _color(csr: sp.csr_array, method: str, order: str, pattern) -> ColoredPattern:
-    """Run the portfolio for the resolved options and build the best ``ColoredPattern``."""
+def _color(csr: sp.csr_array, method: str, order: str, pattern, whole: bool) -> ColoredPattern:
+    """Run the portfolio for the resolved options and build the cheapest ``ColoredPattern``."""
     graph = _Graph.of(csr)
-    methods: tuple[Method, ...] = ("star", "column") if method == "auto" else (method,)
     orders: tuple[Order, ...] = AUTO_ORDERS if order == "auto" else (order,)
+    if method != "auto":
+        _, method, order, colors = _portfolio(graph, (method,), orders)
+        return ColoredPattern(csr, colors, method, order, pattern=pattern)
+    best = _portfolio(graph, ("star", "column"), orders)
+    direct = ColoredPattern(csr, best[3], best[1], best[2], pattern=pattern)
+    if not whole:
+        return direct
+    # Substitution only pays with fewer colors: the acyclic search stops at best - 1.
+    _, method, order, colors = _portfolio(graph, ("acyclic",), orders, best)
+    if method != "acyclic":
+        return direct
+    acyclic = ColoredPattern(csr, colors, "acyclic", order, pattern=pattern)
+    return acyclic if whole_cost(acyclic) < whole_cost(direct) else direct
+
+
+def whole_cost(colored: ColoredPattern) -> float:
+    """The modelled cost of a whole Hessian with ``colored``, in substitution steps.
+
+    ``num_colors`` HVPs at ``(nnz / n)**2 / HVP_STEPS_SCALE`` steps per input element each
+    (an HVP's work grows with the variables each one is coupled to), plus one step per
+    edge solved by substitution (none for direct recovery; the final gather of ``nnz``
+    entries is common to all methods and left out). A model of the pattern alone: how
+    costly the function's HVPs really are is not known here.
+    """
+    n = max(colored.n, 1)
+    hvp_steps = (colored.nnz / n) ** 2 / HVP_STEPS_SCALE
+    solved = 0
+    if colored.substitution is not None:
+        solved = int(np.count_nonzero(~colored.substitution.direct)) // 2
+    return colored.num_colors * n * hvp_steps + solved
+
+
+def _portfolio(
+    graph: "_Graph", methods: tuple[Method, ...], orders: tuple[Order, ...], best=None
+) -> tuple[int, Method, Order, np.ndarray]:
+    """The fewest colors over ``methods`` x ``orders``: ``(count, method, order, colors)``.
+
+    With ``best`` given, a candidate must beat it; ``best`` is returned if none does.
+    """
+    csr = graph.csr
     column_bound = int(np.diff(csr.indptr).max(initial=0))
-    best = None
     for candidate in methods:
-        if best is not None and column_bound >= best[0]:
-            break
+        if candidate == "column" and best is not None and column_bound >= best[0]:
+            continue
         bound = column_bound if candidate == "column" else int(csr.nnz > 0)
         for name in orders:
             # A later candidate only matters if it needs fewer colors: stop it early.
@@ -190,10 +249,10 @@ def _color(csr: sp.csr_array, method: str, order: str, pattern) -> ColoredPatter
             num_colors = int(colors.max(initial=-1)) + 1
             if num_colors <= limit and (best is None or num_colors < best[0]):
                 best = (num_colors, candidate, name, colors)
-            if best[0] <= bound:
+            if best is not None and best[0] <= bound:
                 break
-    _, method, order, colors = best
-    return ColoredPattern(csr, colors, method, order, pattern=pattern)
+    assert best is not None
+    return best
 
 
 class _Graph(NamedTuple):
@@ -231,6 +290,14 @@ class _Graph(NamedTuple):
             return _greedy.bipartite_distance2(indptr, indices, indptr, indices, order, limit)
         if method == "diagonal":
             return _greedy.distance1(self.indptr, self.indices, order[self.has_diagonal[order]])
+        if method == "acyclic":
+            positions = np.arange(len(self.indices), dtype=np.int64)
+            shape = (len(self.indptr) - 1,) * 2
+            mirror = sp.csr_array((positions, self.indices, self.indptr), shape=shape).tocsc().data
+            edge = np.minimum(positions, mirror)
+            return _greedy.acyclic(
+                self.indptr, self.indices, edge, order[self.has_entry[order]], limit
+            )
         colors = _greedy.star(self.indptr, self.indices, order[self.has_entry[order]], limit)
         if colors.max(initial=-1) >= limit:
             return colors

@@ -12,8 +12,9 @@ import scipy.sparse as sp
 from .._csr import entry_rows, lookup
 from .._formats import Format, pattern_output
 from . import _greedy
+from ._substitution import Substitution, take
 
-Method = Literal["star", "column", "diagonal"]
+Method = Literal["star", "column", "diagonal", "acyclic"]
 METHODS: tuple[str, ...] = get_args(Method)
 _FILE_VERSION = 1
 
@@ -35,6 +36,13 @@ class ColoredPattern:
     * ``"column"``: every entry is recoverable as ``B[colors[j], i]``.
     * ``"diagonal"``: only diagonal entries are recoverable, as ``B[colors[i], i]``;
       ``recover_color`` and ``recover_index`` are ``-1`` on off-diagonal entries.
+    * ``"acyclic"``: every entry is recoverable from the whole of ``B``, not color by
+      color: the colors of every cycle of the pattern's graph number at least three, so
+      the entries between two colors form a forest, solved leaves first (substitution,
+      see ``decompress_data``). Diagonal entries and leaf edges are read directly and
+      have ``recover_color``/``recover_index``; the others have ``-1`` there. Fewer
+      colors than a star coloring (a band of half-width w: w + 1 instead of 2w + 1), for
+      whole Hessians only; ``substitution`` holds the solve's index arrays.
 
     Columns without any entry are neutral (``-1``) in every method. ``entry_index``
     finds ``k`` for requested ``(i, j)`` pairs.
@@ -42,7 +50,7 @@ class ColoredPattern:
     Attributes:
         pattern: the pattern as given if it had a ``to_scipy`` method, else ``csr``.
         csr: the pattern as a boolean ``scipy.sparse.csr_array`` with sorted indices.
-        method: ``"star"``, ``"column"`` or ``"diagonal"``.
+        method: ``"star"``, ``"column"``, ``"diagonal"`` or ``"acyclic"``.
         order: the vertex order that produced ``colors``.
         colors: int32 array of shape ``(n,)``, values in ``-1 .. num_colors - 1``.
         num_colors: number of seeds (HVPs) needed.
@@ -84,9 +92,14 @@ class ColoredPattern:
         self.num_colors = int(self.colors.max(initial=-1)) + 1
         self.rows = entry_rows(csr.indptr)
         self.cols = csr.indices
-        if recovery is None:
+        self.substitution = None
+        if method == "acyclic":
+            self.substitution = Substitution.build(csr, self.colors, self.num_colors)
+            recovery = _direct_part(self.substitution, self.n)
+        elif recovery is None:
             recovery = _recovery(csr, self.rows, self.colors, method)
         self.recover_color, self.recover_index = recovery
+        self._flat_index = self.recover_color.astype(np.int64) * self.n + self.recover_index
         for array in (self.colors, self.rows, self.recover_color, self.recover_index):
             array.flags.writeable = False
         self._keys = None
@@ -130,7 +143,11 @@ class ColoredPattern:
         """The Hessian's stored entries in pattern order, read from the compressed matrix.
 
         A gather with constant index arrays: jit-able and differentiable in
-        ``compressed``. Cost O(nnz).
+        ``compressed``. Cost O(nnz). For an ``"acyclic"`` coloring the off-diagonal
+        entries are solved by substitution, also O(nnz): on a numpy ``B`` a host loop
+        over the forest edges leaves first; on a jax ``B`` (traced or not) a gather, one
+        cumulative sum and two gathers, with rounding errors that grow with the size of
+        the trees (see the coloring guide for float32).
 
         Args:
             compressed: ``B``, shape ``(num_colors, n)``, ``B[c] = H @ s_c``.
@@ -141,7 +158,11 @@ class ColoredPattern:
         """
         self._require_full_recovery("decompress_data")
         compressed = self._check_compressed(compressed)
-        return compressed[self.recover_color, self.recover_index]
+        if self.substitution is not None:
+            return self.substitution.solve(compressed)
+        if isinstance(compressed, np.ndarray):
+            return compressed.reshape(-1)[self._flat_index]
+        return take(compressed.reshape(-1), self._flat_index)
 
     def decompress_diagonal(self, compressed):
         """The Hessian's diagonal, read from the compressed matrix (any method).
@@ -256,6 +277,14 @@ class ColoredPattern:
                 f"{(self.num_colors, self.n)}; got {compressed.shape}"
             )
         return compressed
+
+
+def _direct_part(substitution: Substitution, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``recover_color`` and ``recover_index`` of an acyclic coloring: -1 where solved."""
+    direct = substitution.direct
+    color = np.where(direct, substitution.source // max(n, 1), -1).astype(np.int32)
+    index = np.where(direct, substitution.source % max(n, 1), -1).astype(np.int32)
+    return color, index
 
 
 def _encode_inputs(tree: Any) -> Any:

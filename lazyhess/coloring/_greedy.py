@@ -211,3 +211,118 @@ def unique_in_row(indptr, indices, colors):
             if c >= 0:
                 count[c] = 0
     return out
+
+
+@kernel
+def _find(parent, e):
+    root = e
+    while parent[root] != root:
+        root = parent[root]
+    while parent[e] != root:
+        up = parent[e]
+        parent[e] = root
+        e = up
+    return root
+
+
+@kernel
+def _union(parent, a, b):
+    ra, rb = _find(parent, a), _find(parent, b)
+    if ra != rb:
+        parent[ra] = rb
+
+
+@kernel
+def _tree_edge(indptr, length, list_color, list_edge, w, c):
+    """An edge joining w to its neighbours colored c, or -1 if it has none yet."""
+    for k in range(indptr[w], indptr[w] + length[w]):
+        if list_color[k] == c:
+            return list_edge[k]
+    return -1
+
+
+@kernel
+def _join(indptr, length, list_color, list_edge, parent, w, c, e):
+    """Put edge e (between w and a vertex colored c) into w's tree towards color c."""
+    known = _tree_edge(indptr, length, list_color, list_edge, w, c)
+    if known >= 0:
+        _union(parent, e, known)
+        return
+    k = indptr[w] + length[w]
+    list_color[k] = c
+    list_edge[k] = e
+    length[w] += 1
+
+
+@kernel
+def acyclic(indptr, indices, edge, order, limit):
+    """Greedy acyclic coloring: every cycle gets at least three colors.
+
+    An acyclic coloring is a distance-1 coloring whose two-colored subgraphs are all
+    forests. The trees of those forests are kept as disjoint sets of edges (union-find
+    with path compression). A colored vertex w lies in one tree per color among its
+    colored neighbours; w keeps one edge of each (a short list, at most one entry per
+    color). A vertex v may not take
+
+    * a color of a neighbour (distance-1);
+    * a color c such that two colored neighbours w1 != w2 of v, both of one color, lie
+      in one tree of the forest of that color and c: v would close a two-colored cycle.
+      Every colored neighbour w of v visits its trees; the first neighbour of v to reach
+      a tree is remembered in the tree, and a second one forbids the tree's other color.
+
+    After v takes color c, each edge (v, w) joins v's tree towards w's color and w's
+    tree towards c.
+
+    Args:
+        indptr: CSR row pointers of an undirected graph without self-loops.
+        indices: CSR column indices of that graph.
+        edge: for each CSR position, an id shared with its mirror position (an int in
+            ``0 .. len(indices) - 1``).
+        order: the vertices to color, in visiting order; others stay -1.
+        limit: stop as soon as a vertex needs color ``limit`` (the result then has
+            ``limit + 1`` colors and is incomplete); pass ``len(order)`` for no limit.
+
+    Returns:
+        int32 colors. Cost O(sum over vertices of degree times colors) union-find steps.
+    """
+    n = len(indptr) - 1
+    colors = np.full(n, -1, np.int32)
+    parent = np.arange(len(indices))
+    first_v = np.full(len(indices), -1, np.int64)
+    first_w = np.full(len(indices), -1, np.int64)
+    mark = np.full(n + 1, -1, np.int64)
+    length = np.zeros(n, np.int64)
+    list_color = np.empty(len(indices), np.int64)
+    list_edge = np.empty(len(indices), np.int64)
+    for v in order:
+        for p in range(indptr[v], indptr[v + 1]):
+            c = colors[indices[p]]
+            if c >= 0:
+                mark[c] = v
+        for p in range(indptr[v], indptr[v + 1]):
+            w = indices[p]
+            if colors[w] < 0:
+                continue
+            for k in range(indptr[w], indptr[w] + length[w]):
+                cx = list_color[k]
+                if mark[cx] == v:
+                    continue
+                t = _find(parent, list_edge[k])
+                if first_v[t] != v:
+                    first_v[t] = v
+                    first_w[t] = w
+                elif first_w[t] != w:
+                    mark[cx] = v
+        c = 0
+        while mark[c] == v:
+            c += 1
+        colors[v] = c
+        if c >= limit:
+            break
+        for p in range(indptr[v], indptr[v + 1]):
+            w = indices[p]
+            cw = colors[w]
+            if cw >= 0:
+                _join(indptr, length, list_color, list_edge, parent, v, cw, edge[p])
+                _join(indptr, length, list_color, list_edge, parent, w, c, edge[p])
+    return colors

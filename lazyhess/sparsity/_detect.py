@@ -34,7 +34,6 @@ from ._graph import (
 from ._maps import identity_rows
 from ._pattern import SparsityPattern
 
-
 #: A pattern whose largest single block already covers this fraction of the N² entries is
 #: returned as dense: its colorings need at least sqrt(fraction) N colors, so dense
 #: evaluation costs about as many HVPs with none of the pattern's overhead, and assembling
