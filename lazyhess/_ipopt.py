@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._hessian import Hessian, hessian
-from ._hvp import Mode
+from ._arguments import Mode
 
 
 class IpoptProblem:
