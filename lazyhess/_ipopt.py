@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from ._hessian import Hessian, hessian
 from ._arguments import Mode
+from ._hessian import Hessian, hessian
 
 
 class IpoptProblem:
