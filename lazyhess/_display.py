@@ -146,7 +146,10 @@ def hessian_html(H: Hessian) -> str:
     if not known:
         pattern = "not detected yet"
     elif csr is None:
-        pattern = "dense (every entry may be nonzero)"
+        detected = structure.pattern is not None
+        pattern = (
+            "dense (detected: every entry)" if detected else "dense (every entry may be nonzero)"
+        )
     else:
         pattern = f"{csr.nnz:,} nonzeros ({csr.nnz / max(n * n, 1):.2e} of the entries)"
     cost = _cost_line(H, known)

@@ -1050,6 +1050,8 @@ class Hessian(_ArrayOps):
             return "auto (pattern not detected yet)"
         if structure.pattern is None:
             return "dense"
+        if structure.dense:
+            return "dense (detected: every entry may be nonzero)"
         return f"sparse (nnz={structure.pattern.nnz})"
 
     # --- cost ----------------------------------------------------------------------------

@@ -109,8 +109,15 @@ class Structure:
 
     @cached_property
     def csr(self) -> sp.csr_array | None:
-        """The pattern as a boolean CSR array, or ``None`` when dense."""
-        return None if self.pattern is None else sp.csr_array(self.pattern.to_scipy("csr"))
+        """The pattern as a boolean CSR array, or ``None`` when dense.
+
+        A pattern with every entry (detection returns one when the Hessian is dense, in
+        O(1)) is served by the dense engine: rows and columns of unit seeds, no planning.
+        """
+        pattern = self.pattern
+        if pattern is None or pattern.is_dense:
+            return None
+        return sp.csr_array(pattern.to_scipy("csr"))
 
     @property
     def dense(self) -> bool:

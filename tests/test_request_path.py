@@ -107,3 +107,17 @@ def test_threads_share_one_hessian_with_a_small_cache():
         thread.join()
     assert not errors
     assert H.cache_info().entries <= 3
+
+
+def test_a_detected_dense_pattern_switches_to_the_dense_engine():
+    n = 400
+    A = jax.random.normal(jax.random.PRNGKey(0), (n, n)) / n
+    f = lambda x: jnp.sum(jnp.tanh(A @ x))  # noqa: E731
+    x = jnp.linspace(-1.0, 1.0, n)
+    H = lazyhess.hessian(f, x)
+    assert H.cost(3).new_hvps == 1
+    assert H.sparsity.is_dense and "dense (detected" in repr(H)
+    ref = np.asarray(jax.hessian(f)(x))
+    np.testing.assert_allclose(H[3], ref[3], rtol=1e-10)
+    np.testing.assert_allclose(H[:, [5, 9]], ref[:, [5, 9]], rtol=1e-10)
+    assert H.cache_info().hvps == 3
