@@ -82,6 +82,13 @@ class DirectionCache:
                 self.hits += 1
             return value
 
+    def take(self, key: Hashable) -> np.ndarray:
+        """The cached result for ``key``, which a plan made under this lock found held."""
+        value = self.get(key)
+        if value is None:
+            raise RuntimeError(f"internal error: planned cache entry {key!r} is missing")
+        return value
+
     def put(self, key: tuple[Any, int], value: np.ndarray) -> None:
         """Keep ``value`` if the budget allows; evicts least recently used results."""
         if self._lru is None or value.nbytes > self.max_bytes:

@@ -28,3 +28,9 @@ def lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np
         return np.zeros(queries.shape, dtype=bool), np.zeros(queries.shape, dtype=np.intp)
     at = np.minimum(np.searchsorted(sorted_keys, queries), sorted_keys.size - 1)
     return sorted_keys[at] == queries, at
+
+
+def shape_of(matrix: Any) -> tuple[int, int]:
+    """The ``(rows, columns)`` of a scipy sparse matrix (its stubs leave ``shape`` optional)."""
+    rows, cols = matrix.shape
+    return int(rows), int(cols)

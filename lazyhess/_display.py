@@ -90,7 +90,7 @@ def _png(rgb: np.ndarray) -> bytes:
     )
 
 
-def _bytes(n: float) -> str:
+def format_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB"):
         if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -105,7 +105,7 @@ def _cost_line(H: Hessian, known: bool) -> str:
     cost = H.cost()
     return (
         f"{cost.new_hvps:,} new HVPs, {cost.cached_hvps:,} from the cache; result "
-        f"{_bytes(cost.result_bytes)}"
+        f"{format_bytes(cost.result_bytes)}"
     )
 
 
@@ -169,7 +169,8 @@ def hessian_html(H: Hessian) -> str:
         ("HVPs spent", f"{info.hvps:,} (cache hits {info.hits:,})"),
         (
             "cache",
-            f"{info.entries:,} HVP results, {_bytes(info.bytes)} of {_bytes(info.max_bytes)}",
+            f"{info.entries:,} HVP results, {format_bytes(info.bytes)} of "
+            f"{format_bytes(info.max_bytes)}",
         ),
         ("seeded", f"{int(seeded.sum()):,} of {n:,} columns (and rows) in cached HVP seeds"),
     ]
@@ -237,11 +238,12 @@ def _spy_source(obj: Any) -> tuple[sp.csr_array | None, int, np.ndarray | None, 
             "spy needs a Hessian, a SparsityPattern, a ColoredPattern, a scipy sparse matrix "
             f"or a 2-D numpy array; got {type(obj).__name__}."
         )
-    if csr.shape[0] != csr.shape[1]:
-        raise ValueError(f"spy needs a square pattern; got shape {csr.shape}.")
     csr = sp.csr_array(csr)
+    shape: tuple[int, int] = csr.shape  # pyright: ignore[reportAssignmentType]
+    if shape[0] != shape[1]:
+        raise ValueError(f"spy needs a square pattern; got shape {shape}.")
     csr.sum_duplicates()
-    n = csr.shape[0]
+    n = shape[0]
     return csr, n, colors, np.zeros(n, dtype=bool)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jax._src import core as jax_core  # trace_state_clean: is a trace active?
@@ -221,7 +222,7 @@ class Engine:
         """
         structure = self.structure
         at, counts = structure.row_entries(rows)
-        found = structure.csr.indices[at].astype(np.int64)
+        found = structure.stored_csr.indices[at].astype(np.int64)
         i = np.repeat(np.arange(rows.size), counts)
         if cols.size and cols[-1] - cols[0] + 1 == cols.size:
             keep = (found >= cols[0]) & (found <= cols[-1])
@@ -298,15 +299,13 @@ class Engine:
                 groups.append((s, s))
             groups[-1] = (groups[-1][0], s + 1)
         bounds = starts + [start for start, _ in groups] + [len(seeds)]
-        if len(bounds) > 2:
-            order = np.argsort(plan.slot, kind="stable")
-            edges = np.searchsorted(plan.slot[order], bounds)
+        order = np.argsort(plan.slot, kind="stable")
+        edges = np.searchsorted(plan.slot[order], bounds)
         for g, s in enumerate(starts):
-            sel = order[edges[g] : edges[g + 1]] if len(bounds) > 2 else np.arange(plan.slot.size)
-            block = self.cache.get(seeds[s])[None]
-            yield sel, block, plan.slot[sel] - s
+            sel = order[edges[g] : edges[g + 1]]
+            yield sel, self.cache.take(seeds[s])[None], plan.slot[sel] - s
         for g, (start, stop) in enumerate(groups, len(starts)):
-            sel = order[edges[g] : edges[g + 1]] if len(bounds) > 2 else np.arange(plan.slot.size)
+            sel = order[edges[g] : edges[g + 1]]
             family = seeds[start][0]
             labels = np.array([label for _, label in seeds[start:stop]], dtype=np.int64)
             local = plan.slot[sel] - start
@@ -350,7 +349,7 @@ class Engine:
             return block if whole_p else block[:, P]
 
         labels = np.union1d(ucols[slabs.cached_cols], urows[slabs.cached_rows])
-        held = {int(label): self.cache.get((unit, int(label))) for label in labels}
+        held = {int(label): self.cache.take((unit, int(label))) for label in labels}
         for t in slabs.cached_cols:
             out[:, :, t] = part(held[int(ucols[t])][None])[0][:, urows]
         if slabs.cached_rows.size:
@@ -380,9 +379,9 @@ class Engine:
             unit = structure.unit
             held = cache.held(unit)
             if held is not None and held[col]:
-                return cache.get((unit, col))[p, row]
+                return cache.take((unit, col))[p, row]
             if held is not None and held[row]:
-                return cache.get((unit, row))[p, col]
+                return cache.take((unit, row))[p, col]
             if not structure.known or structure.dense:
                 return None
             at = structure.position(row, col)
@@ -395,7 +394,7 @@ class Engine:
             color = structure.colored.recover_color[at]
             if held is None or not held[color]:
                 return None
-            return cache.get((family, int(color)))[p, structure.colored.recover_index[at]]
+            return cache.take((family, int(color)))[p, structure.colored.recover_index[at]]
 
     def entries(
         self, p: np.ndarray, rows: np.ndarray, cols: np.ndarray, diagonal: bool = False
@@ -494,7 +493,7 @@ class Engine:
             # Cached colors are read first, before computing the others can evict them.
             for c in np.flatnonzero(held):
                 sel = order[bounds[c] : bounds[c + 1]]
-                out[:, sel] = self.cache.get((family, int(c)))[:, index[sel]]
+                out[:, sel] = self.cache.take((family, int(c)))[:, index[sel]]
             missing = np.flatnonzero(~held)
             offset = 0
             for block in self._computed(family, missing):

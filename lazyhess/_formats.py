@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 from jax.experimental.sparse import BCOO
 
-from ._csr import entry_rows
+from ._csr import entry_rows, shape_of
 
 Format = Literal[
     "bcoo",
@@ -51,7 +51,7 @@ def pattern_output(
     ``"bcoo"`` a batched BCOO; scipy formats need no leading axes.
     """
     name = check_format(format)
-    n = csr.shape[0]
+    n = shape_of(csr)[0]
     rows, cols = entry_rows(csr.indptr), csr.indices
     if name == "dense":
         data = jnp.asarray(data)
@@ -64,7 +64,7 @@ def pattern_output(
             data = data.reshape((size, -1))
             indices = np.broadcast_to(indices, (size,) + indices.shape)
         matrix = BCOO(
-            (data, indices),
+            (data, jnp.asarray(indices)),
             shape=(int(np.prod(lead)),) * bool(lead) + (n, n),
             indices_sorted=True,
             unique_indices=True,

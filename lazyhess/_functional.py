@@ -285,7 +285,7 @@ class Program:
 
         return per_seed, None
 
-    def decompress(self, compressed: jax.Array, format: str) -> Any:
+    def decompress(self, compressed: jax.Array, format: Format) -> Any:
         """The flat ``n x n`` Hessian from ``B`` in ``format`` (lazyhess's format names)."""
         coloring = self.coloring
         return pattern_output(coloring.decompress_data(compressed), coloring.csr, format)
@@ -449,7 +449,7 @@ def compressed_hessian(
         point = program(args, kwargs)
         return (point.compressed, point.aux) if has_aux else point.compressed
 
-    compute.coloring = coloring
+    compute.coloring = coloring  # pyright: ignore[reportFunctionMemberAccess] - asdex's API
     return compute
 
 
@@ -505,17 +505,19 @@ def check_hessian_correctness(
 
     if method == "dense":
         reference = jax.jit(jax.hessian(scalar))(flat)
-        tol = dict(rtol=1e-7 if rtol is None else rtol, atol=1e-7 if atol is None else atol)
+        default = 1e-7
         problem = "differs from jax.hessian"
     else:
         rng = np.random.default_rng(seed)
         probes = jnp.asarray(rng.standard_normal((num_probes, flat.size)), flat.dtype)
         hvp = jax.jit(jax.vmap(lambda v: jax.jvp(jax.grad(scalar), (flat,), (v,))[1]))
         reference, sparse = hvp(probes), probes @ sparse
-        tol = dict(rtol=1e-5 if rtol is None else rtol, atol=1e-5 if atol is None else atol)
+        default = 1e-5
         problem = f"gives other products than exact HVPs on {num_probes} random probes"
+    rtol = default if rtol is None else rtol
+    atol = default if atol is None else atol
     try:
-        np.testing.assert_allclose(np.asarray(sparse), np.asarray(reference), **tol)
+        np.testing.assert_allclose(np.asarray(sparse), np.asarray(reference), rtol=rtol, atol=atol)
     except AssertionError as err:
         raise VerificationError(
             f"the sparse Hessian from this coloring {problem}; the coloring or its pattern "

@@ -100,8 +100,18 @@ def _probed(
 class _ArrayOps:
     """Arithmetic on a block: it is evaluated densely and behaves as the array would.
 
-    Subclasses define ``_dense()``, the block as one array.
+    Subclasses define ``_dense()``, the block as one array, ``shape`` and indexing.
     """
+
+    @property
+    def shape(self) -> Any:
+        raise NotImplementedError
+
+    def _dense(self) -> Any:
+        raise NotImplementedError
+
+    def __getitem__(self, key: Any) -> Any:
+        raise NotImplementedError
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return np.asarray(self._dense(), dtype=dtype)
@@ -115,7 +125,7 @@ class _ArrayOps:
     def __iter__(self) -> Iterator[jax.Array]:
         return (self[i] for i in range(len(self)))
 
-    __hash__ = None
+    __hash__ = None  # pyright: ignore[reportAssignmentType] - unhashable, as arrays are
 
 
 def _binary(op: Callable, reflected: bool = False) -> Callable:
@@ -595,7 +605,7 @@ class Hessian(_ArrayOps):
         argnums_t, sequence = check_argnums(argnums, len(args))
         check_kwargs(fun, kwargs)
         self._fun = fun
-        self._options = dict(
+        self._options: dict[str, Any] = dict(
             argnums=argnums,
             has_aux=has_aux,
             holomorphic=holomorphic,
@@ -697,6 +707,7 @@ class Hessian(_ArrayOps):
         blocks = []
         for spec in specs:
             block = self._view(spec, "")
+            assert isinstance(block, HessianBlock)  # a BlockSpec views as a block
             rows, cols = lay.inputs[spec.row], lay.inputs[spec.col]
             start = p_where[block._p_offset]
             part = values[
@@ -1015,19 +1026,7 @@ class Hessian(_ArrayOps):
         ``matvec`` costs one HVP, ``matmat`` one per column; nothing is cached.
         """
         self._scalar("as_linear_operator()")
-        flat, n = self.flat, self._layout.n
-
-        def product(v: np.ndarray) -> np.ndarray:
-            return np.asarray(flat @ jnp.asarray(v))
-
-        return LinearOperator(
-            (n, n),
-            matvec=product,
-            rmatvec=product,
-            matmat=product,
-            rmatmat=product,
-            dtype=self._layout.dtype,
-        )
+        return _FlatOperator(self.flat, self._layout.n, self._layout.dtype)
 
     def _scalar(self, what: str) -> None:
         if self.flat._prefix:
@@ -1087,16 +1086,8 @@ class Hessian(_ArrayOps):
             what = f"blocks={count}, flat={self.flat.shape}, dtype={self._layout.dtype}"
         return (
             f"Hessian({what}, engine={self._engine_name()}, hvps={info.hvps}, "
-            f"cache={_bytes(info.bytes)}/{_bytes(info.max_bytes)})"
+            f"cache={_display.format_bytes(info.bytes)}/{_display.format_bytes(info.max_bytes)})"
         )
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def _check_strict(H: Hessian, strict: Any) -> None:
@@ -1202,3 +1193,23 @@ def hessian(
         return Hessian(fun, *args, **options, **kwargs)
 
     return hessian_at
+
+
+class _FlatOperator(LinearOperator):
+    """The flat Hessian as a symmetric scipy operator: every product is HVPs."""
+
+    def __init__(self, flat: HessianBlock, n: int, dtype: np.dtype):
+        super().__init__(dtype=dtype, shape=(n, n))
+        self._flat = flat
+
+    def _matvec(self, x: Any) -> Any:
+        return np.asarray(self._flat @ jnp.asarray(x))
+
+    def _rmatvec(self, x: Any) -> Any:
+        return self._matvec(x)
+
+    def _matmat(self, X: Any) -> Any:
+        return self._matvec(X)
+
+    def _rmatmat(self, X: Any) -> Any:
+        return self._matvec(X)

@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._arguments import Mode
 from ._tree import Layout
@@ -148,13 +149,13 @@ class Kernels:
             v = jnp.broadcast_to(v[:, None, :], (v.shape[0], lay.batch, lay.n))
         return self._apply_impl(tree, leaves, x, dyn, v.reshape(v.shape[0], lay.d))
 
-    def apply(self, state: tuple, x: jax.Array, dyn: Any, v: jax.Array) -> jax.Array:
+    def apply(self, state: tuple, x: jax.Array, dyn: Any, v: jax.Array | np.ndarray) -> jax.Array:
         """HVP results ``(k, p, n)`` for explicit directions ``v`` of shape ``(k, d)``."""
         tree, leaves = state
         return self._apply(tree, leaves, x, dyn, v)
 
     def seeded(
-        self, state: tuple, x, dyn, labels: jax.Array, ids: jax.Array, exact_nan: bool
+        self, state: tuple, x, dyn, labels: jax.Array, ids: jax.Array | np.ndarray, exact_nan: bool
     ) -> jax.Array:
         """HVP results ``(k, p, n)`` for seeds ``labels == ids[t]`` (one per sample).
 

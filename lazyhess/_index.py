@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import jax
+import jax.core
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -52,10 +53,11 @@ def resolve(
     shape = prefix + rows + cols
     a, b = len(prefix), len(prefix) + len(rows)
     key = normalize_key(key)
-    return tuple(
+    p, r, c = (
         np.asarray(_axis_group(shape, start, stop)[key])
         for start, stop in ((0, a), (a, b), (b, len(shape)))
     )
+    return p, r, c
 
 
 def _advanced(part: Any) -> bool:

@@ -38,7 +38,11 @@ class Plan:
 
 
 def _readings(
-    family: SeedFamily, structure: Structure, r: np.ndarray, c: np.ndarray, pos: np.ndarray
+    family: SeedFamily,
+    structure: Structure,
+    r: np.ndarray,
+    c: np.ndarray,
+    pos: np.ndarray | None,
 ) -> list[tuple[np.ndarray | None, np.ndarray, np.ndarray]]:
     """``(valid, label, read)`` ways to read entries ``(r, c)`` from ``family``'s seeds.
 
@@ -46,7 +50,7 @@ def _readings(
     """
     if family.unit:
         return [(None, c, r), (None, r, c)]
-    if family is structure.__dict__.get("global_family"):
+    if pos is not None and family is structure.__dict__.get("global_family"):
         colored = structure.colored
         return [(None, colored.recover_color[pos], colored.recover_index[pos])]
     if family.rows is None:  # the diagonal family: distance-1 colors recover H[k, k]

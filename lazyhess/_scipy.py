@@ -42,21 +42,28 @@ class _Points:
                 f"x must be a 1-D array, as scipy.optimize passes it; got shape {x.shape}. "
                 "Ravel a structured input first (jax.flatten_util.ravel_pytree)."
             )
-        if self._hessian is None:
-            self._hessian = hessian(
+        current = self._hessian
+        if current is not None and self._at(x, args):
+            return current
+        if current is None:
+            current = hessian(
                 self._fun, jnp.asarray(x), *args, argnums=0, **self._options, **self._kwargs
             )
-        elif not self._at(x, args):
-            self._hessian = self._hessian.at(jnp.asarray(x), *args, **self._kwargs)
         else:
-            return self._hessian
-        self._x, self._args = x.copy(), args
-        return self._hessian
+            current = current.at(jnp.asarray(x), *args, **self._kwargs)
+        self._hessian, self._x, self._args = current, x.copy(), args
+        return current
 
     def _at(self, x: np.ndarray, args: tuple) -> bool:
         """Whether ``(x, args)`` is the current point (``args`` compared by identity)."""
         same_args = len(args) == len(self._args) and all(map(operator.is_, args, self._args))
-        return same_args and x.shape == self._x.shape and bool(np.array_equal(x, self._x))
+        last = self._x
+        return (
+            same_args
+            and last is not None
+            and x.shape == last.shape
+            and bool(np.array_equal(x, last))
+        )
 
 
 def hess(

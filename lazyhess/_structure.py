@@ -124,13 +124,21 @@ class Structure:
         """Whether every entry may be nonzero."""
         return self.csr is None
 
+    @property
+    def stored_csr(self) -> sp.csr_array:
+        """The CSR pattern of a sparse structure (only sparse structures store entries)."""
+        csr = self.csr
+        if csr is None:
+            raise RuntimeError("internal error: a dense structure has no stored entries")
+        return csr
+
     @cached_property
     def _indptr(self) -> np.ndarray:
-        return self.csr.indptr.astype(np.int64)
+        return self.stored_csr.indptr.astype(np.int64)
 
     @cached_property
     def _keys(self) -> np.ndarray:
-        csr = self.csr
+        csr = self.stored_csr
         return entry_rows(csr.indptr, np.int64) * self.n + csr.indices.astype(np.int64)
 
     def row_entries(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +156,7 @@ class Structure:
         if few.size * self.n <= 8 * rows.size:
             table = np.full((few.size, self.n), -1, dtype=np.int64)
             at, counts = self.row_entries(few)
-            table[np.repeat(np.arange(few.size), counts), self.csr.indices[at]] = at
+            table[np.repeat(np.arange(few.size), counts), self.stored_csr.indices[at]] = at
             return table[np.searchsorted(few, rows), cols]
         keys = self._keys
         if keys.size == 0:
@@ -160,13 +168,13 @@ class Structure:
     def position(self, row: int, col: int) -> int:
         """The pattern position of the entry ``(row, col)``; ``-1`` outside the pattern."""
         lo, hi = self._indptr[row], self._indptr[row + 1]
-        at = lo + int(np.searchsorted(self.csr.indices[lo:hi], col))
-        return at if at < hi and self.csr.indices[at] == col else -1
+        at = lo + int(np.searchsorted(self.stored_csr.indices[lo:hi], col))
+        return at if at < hi and self.stored_csr.indices[at] == col else -1
 
     @cached_property
     def diagonal_positions(self) -> np.ndarray:
         """The pattern position of each diagonal entry ``(k, k)``; ``-1`` where it is absent."""
-        csr = self.csr
+        csr = self.stored_csr
         rows = entry_rows(csr.indptr, np.int64)
         on = np.flatnonzero(rows == csr.indices)
         out = np.full(self.n, -1, dtype=np.int64)
@@ -179,7 +187,7 @@ class Structure:
         A column coloring of the block ``rows x cols`` needs at least this many colors.
         """
         at, counts = self.row_entries(rows)
-        found = self.csr.indices[at]
+        found = self.stored_csr.indices[at]
         if cols.size and cols[-1] - cols[0] + 1 == cols.size:  # a range of columns
             inside = (found >= cols[0]) & (found <= cols[-1])
         else:
@@ -206,7 +214,7 @@ class Structure:
         from .coloring import hessian_coloring_from_sparsity
 
         with stage("coloring", self.progress):
-            return hessian_coloring_from_sparsity(self.csr)
+            return hessian_coloring_from_sparsity(self.stored_csr)
 
     @cached_property
     def global_family(self) -> SeedFamily:
@@ -230,7 +238,7 @@ class Structure:
         from .coloring import hessian_coloring_from_sparsity
 
         with stage("coloring the diagonal", self.progress):
-            colors = hessian_coloring_from_sparsity(self.csr, method="diagonal").colors
+            colors = hessian_coloring_from_sparsity(self.stored_csr, method="diagonal").colors
         return SeedFamily("diagonal", np.asarray(colors, dtype=np.int64), fixed=True)
 
     def partial(self, rows: np.ndarray, cols: np.ndarray) -> SeedFamily:

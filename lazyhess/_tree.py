@@ -11,7 +11,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.tree_util import PyTreeDef
 
 from ._arguments import is_array
 
@@ -152,9 +151,9 @@ class Layout:
 
     def __init__(
         self,
-        in_tree: PyTreeDef,
+        in_tree: Any,
         inputs: tuple[LeafInfo, ...],
-        out_tree: PyTreeDef,
+        out_tree: Any,
         outputs: tuple[LeafInfo, ...],
         batch: int | None,
     ):

@@ -3,7 +3,7 @@
 Whole patterns are colored by a portfolio of methods and greedy orders.
 """
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._arguments import argnums_key
-from .._csr import entry_rows
+from .._csr import entry_rows, shape_of
 from . import _greedy
 from ._colored import METHODS, ColoredPattern, Method
 from ._normalize import square_csr, symmetric_csr
@@ -128,7 +128,7 @@ def partial_coloring(pattern, rows, cols) -> np.ndarray:
         [0, 1, 2, -1]
     """
     csr = pattern.csr if isinstance(pattern, ColoredPattern) else square_csr(pattern)
-    n = csr.shape[0]
+    n = shape_of(csr)[0]
     rows = _check_indices("rows", rows, n)
     cols = _check_indices("cols", cols, n)
     unique_cols, position = np.unique(cols, return_inverse=True)
@@ -195,9 +195,9 @@ def _check_indices(name: str, index, n: int) -> np.ndarray:
 def _color(csr: sp.csr_array, method: str, order: str, pattern, whole: bool) -> ColoredPattern:
     """Run the portfolio for the resolved options and build the cheapest ``ColoredPattern``."""
     graph = _Graph.of(csr)
-    orders: tuple[Order, ...] = AUTO_ORDERS if order == "auto" else (order,)
+    orders: tuple[Order, ...] = AUTO_ORDERS if order == "auto" else (cast(Order, order),)
     if method != "auto":
-        _, method, order, colors = _portfolio(graph, (method,), orders)
+        _, method, order, colors = _portfolio(graph, (cast(Method, method),), orders)
         return ColoredPattern(csr, colors, method, order, pattern=pattern)
     best = _portfolio(graph, ("star", "column"), orders)
     direct = ColoredPattern(csr, best[3], best[1], best[2], pattern=pattern)
@@ -243,7 +243,7 @@ def _portfolio(
         bound = column_bound if candidate == "column" else int(csr.nnz > 0)
         for name in orders:
             # A later candidate only matters if it needs fewer colors: stop it early.
-            limit = csr.shape[0] + 1 if best is None else best[0] - 1
+            limit = shape_of(csr)[0] + 1 if best is None else best[0] - 1
             ordered = vertex_order(name, graph.indptr, graph.indices)
             colors = graph.color(candidate, ordered, limit)
             num_colors = int(colors.max(initial=-1)) + 1
@@ -268,7 +268,7 @@ class _Graph(NamedTuple):
     @classmethod
     def of(cls, csr: sp.csr_array) -> "_Graph":
         """The pattern's graph (entries minus the diagonal, int64 CSR) and vertex flags."""
-        n = csr.shape[0]
+        n = shape_of(csr)[0]
         rows = entry_rows(csr.indptr)
         on_diagonal = rows == csr.indices
         indptr = np.zeros(n + 1, dtype=np.int64)
@@ -318,7 +318,7 @@ class _Graph(NamedTuple):
         num_colors = int(colors.max()) + 1
         csr, rows = self.csr, self.rows
         alone = _greedy.unique_in_row(csr.indptr, csr.indices, colors)
-        shared = np.bincount(rows[~alone], minlength=csr.shape[0]) > 0
+        shared = np.bincount(rows[~alone], minlength=shape_of(csr)[0]) > 0
         leaf_only = colored & ~self.has_diagonal & ~shared
         candidate = np.bincount(colors[colored & ~leaf_only], minlength=num_colors) == 0
         if not candidate.any():

@@ -2,14 +2,14 @@
 
 import json
 import os
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from .._csr import entry_rows, lookup
+from .._csr import entry_rows, lookup, shape_of
 from .._formats import Format, pattern_output
 from . import _greedy
 from ._substitution import Substitution, take
@@ -87,7 +87,7 @@ class ColoredPattern:
         self.method = method
         self.order = order
         self.colors = np.asarray(colors, dtype=np.int32)
-        self.n = csr.shape[0]
+        self.n = shape_of(csr)[0]
         self.nnz = csr.nnz
         self.num_colors = int(self.colors.max(initial=-1)) + 1
         self.rows = entry_rows(csr.indptr)
@@ -245,7 +245,7 @@ class ColoredPattern:
             return cls(
                 csr,
                 file["colors"],
-                str(file["method"]),
+                cast(Method, str(file["method"])),
                 str(file["order"]),
                 recovery=(file["recover_color"], file["recover_index"]),
                 argnums=tuple(argnums) if isinstance(argnums, list) else argnums,

@@ -3,6 +3,8 @@
 import numpy as np
 import scipy.sparse as sp
 
+from .._csr import shape_of
+
 
 def square_csr(pattern) -> sp.csr_array:
     """The sparsity pattern as a boolean CSR array with sorted, unique indices.
@@ -36,7 +38,7 @@ def square_csr(pattern) -> sp.csr_array:
             f"array, or an object with a to_scipy(format) method); got "
             f"{type(pattern).__name__}"
         )
-    if matrix.shape[0] != matrix.shape[1]:
+    if shape_of(matrix)[0] != shape_of(matrix)[1]:
         raise ValueError(f"a Hessian sparsity pattern must be square; got shape {matrix.shape}")
     if not (matrix.dtype == bool and matrix.has_canonical_format and matrix.data.all()):
         matrix = sp.csr_array(matrix != 0, dtype=bool)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from .._csr import shape_of
 from ._jit import kernel
 
 
@@ -162,7 +163,7 @@ class Substitution(NamedTuple):
             RuntimeError: if ``colors`` is not an acyclic coloring of ``csr`` (a bug in
                 the coloring, never a user error).
         """
-        n = csr.shape[0]
+        n = shape_of(csr)[0]
         indptr, indices = csr.indptr.astype(np.int64), csr.indices.astype(np.int64)
         vertex, other, down, up, first, depth, count = _forests(indptr, indices, colors)
         vertex, other, down, up, first, depth = (

@@ -166,7 +166,7 @@ def hessian_sparsity(
         if indptr is None or indices is None:
             return SparsityPattern.dense(int(offsets[-1]), leaf_offsets=offsets.tolist())
         return SparsityPattern(
-            indptr, indices, int(offsets[-1]), leaf_offsets=offsets, _trusted=True
+            indptr, indices, int(offsets[-1]), leaf_offsets=offsets.tolist(), _trusted=True
         )
     return _batched(closed, b, sizes, len(dynamic))
 
@@ -214,5 +214,5 @@ def _batched(closed, b: int, sizes, n_dynamic) -> SparsityPattern:
     n = int(local_off[-1])
     pattern = SparsityPattern.from_coordinates(local[rows], local[indices], n)
     return SparsityPattern(
-        pattern.indptr, pattern.indices, n, leaf_offsets=local_off, _trusted=True
+        pattern.indptr, pattern.indices, n, leaf_offsets=local_off.tolist(), _trusted=True
     )

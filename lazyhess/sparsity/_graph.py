@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 from jax.extend import core as jcore
@@ -30,12 +31,12 @@ MAX_FIXED_POINT_SWEEPS = 32
 
 def is_float(dtype) -> bool:
     """Whether values of ``dtype`` can carry derivatives (bfloat16 included, keys not)."""
-    return jax.dtypes.issubdtype(dtype, np.inexact)
+    return jnp.issubdtype(dtype, np.inexact)
 
 
 def _numeric(dtype) -> bool:
     """Whether values of ``dtype`` are plain NumPy arrays (not PRNG keys or tokens)."""
-    return not jax.dtypes.issubdtype(dtype, jax.dtypes.extended)
+    return not jnp.issubdtype(dtype, jax.dtypes.extended)
 
 
 class Node:
@@ -218,7 +219,7 @@ class Interpreter:
         avals = [v.aval for v in eqn.outvars]
         numeric = all(_numeric(getattr(a, "dtype", bool)) for a in avals)
         if numeric and all(i.value is not None for i in ins):
-            values = _const.evaluate(eqn, [i.value for i in ins])
+            values = _const.evaluate(eqn, [i.value for i in ins if i.value is not None])
             return [Node.of(a, value=v) for a, v in zip(avals, values, strict=True)]
         return [Node.of(a) for a in avals]
 

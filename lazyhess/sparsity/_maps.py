@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .._csr import shape_of
+
 
 def csr(indptr: np.ndarray, indices: np.ndarray, shape: tuple[int, int]) -> sp.csr_array:
     """A boolean CSR array from its index arrays, without copies or checks."""
@@ -41,9 +43,9 @@ def take_rows(d: sp.csr_array, idx: np.ndarray | None) -> sp.csr_array:
     np.cumsum(lens, out=new_indptr[1:])
     total = int(new_indptr[-1])
     if total == 0:
-        return csr(new_indptr, np.zeros(0, np.int64), (idx.size, d.shape[1]))
+        return csr(new_indptr, np.zeros(0, np.int64), (idx.size, shape_of(d)[1]))
     offs = np.repeat(starts - new_indptr[:-1], lens) + np.arange(total, dtype=np.int64)
-    return csr(new_indptr, d.indices[offs], (idx.size, d.shape[1]))
+    return csr(new_indptr, d.indices[offs], (idx.size, shape_of(d)[1]))
 
 
 def union(mats: list[sp.csr_array | None]) -> sp.csr_array | None:

@@ -331,11 +331,12 @@ class SparsityPattern:
 
     def to_bcoo(self) -> Any:
         """The pattern as a boolean ``jax.experimental.sparse.BCOO`` (sorted, unique)."""
+        import jax.numpy as jnp
         from jax.experimental import sparse as jsparse
 
         idx = np.stack([self.rows, self.indices], axis=1)
         return jsparse.BCOO(
-            (np.ones(self.nnz, bool), idx),
+            (jnp.ones(self.nnz, bool), jnp.asarray(idx)),
             shape=self.shape,
             indices_sorted=True,
             unique_indices=True,

@@ -194,4 +194,4 @@ def gather(
     offset_axis = {d: nbd + k for k, d in enumerate(sorted(offset_dims))}
     for j in range(nbd + len(offset_sizes)):
         src.append(offset_axis[j] if j in offset_axis else next(batch_iter))
-    return arr.transpose(src).ravel()
+    return arr.transpose(tuple(src)).ravel()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .._graph import Interpreter, Node, is_float
@@ -53,7 +53,7 @@ def _linear_elementwise(ctx: Interpreter, eqn, ins):
     for k, v in enumerate(eqn.outvars):
         srcs = [ins[k]] if multi else [i for i in ins if is_float(i.dtype)]
         out = ctx.link(v.aval, [(i, IndexMap(bidx(i, v.aval.shape))) for i in srcs])
-        if eqn.primitive.name == "abs" and jax.dtypes.issubdtype(ins[0].dtype, np.complexfloating):
+        if eqn.primitive.name == "abs" and jnp.issubdtype(ins[0].dtype, np.complexfloating):
             ctx.nonlinear(out)
         outs.append(out)
     return outs
