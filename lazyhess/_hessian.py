@@ -628,7 +628,7 @@ class Hessian(_ArrayOps):
             return split_aux(signature.call(fun, prims, dyn), has_aux)
 
         dyn = signature.dynamic(args, kwargs)
-        out_shape, _ = jax.eval_shape(call, primals, dyn)
+        out_shape = jax.eval_shape(lambda prims, d: call(prims, d)[0], primals, dyn)
         check_outputs(out_shape, holomorphic, batch)
         out_paths, out_tree = jax.tree_util.tree_flatten_with_path(out_shape)
         layout = Layout(in_tree, inputs, out_tree, leaf_infos(out_paths, False), batch)

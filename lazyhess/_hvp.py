@@ -46,7 +46,7 @@ class Kernels:
         self._apply = jax.jit(self._apply_impl, static_argnums=0)
         self._seeded = jax.jit(self._seeded_impl, static_argnums=(0, 1))
         self._linearize_seeded = jax.jit(self._linearize_seeded_impl, static_argnums=0)
-        self.first_order = jax.jit(self._first_order)
+        self._first_order_jit = jax.jit(self._first_order)
 
     def _flat(self, x: jax.Array, dyn: Any) -> jax.Array:
         out, _ = self._call(self.layout.unravel(x), dyn)
@@ -65,6 +65,24 @@ class Kernels:
 
         jac = jax.jacrev(target, has_aux=True, holomorphic=self.holomorphic)
         grad, (out, aux) = jac(self.layout.unravel(x))
+        leaves, treedef = jax.tree_util.tree_flatten(aux)
+        traced = [isinstance(leaf, jax.Array) for leaf in leaves]
+        static = [None if t else (leaf,) for t, leaf in zip(traced, leaves, strict=True)]
+        self._trees["aux", _signature(x, dyn)] = (treedef, static)
+        return out, grad, [leaf for t, leaf in zip(traced, leaves, strict=True) if t]
+
+    def first_order(self, x: jax.Array, dyn: Any) -> tuple[Any, Any, Any]:
+        """``(output, gradient, aux)`` in one compiled call.
+
+        Leaves of ``aux`` that are not arrays (a string, a Python number computed from
+        no input) are kept as ``fun`` returned them, as ``jax.hessian``'s ``has_aux`` does.
+        """
+        out, grad, arrays = self._first_order_jit(x, dyn)
+        treedef, static = self._trees["aux", _signature(x, dyn)]
+        rest = iter(arrays)
+        aux = jax.tree_util.tree_unflatten(
+            treedef, [next(rest) if kept is None else kept[0] for kept in static]
+        )
         return out, grad, aux
 
     def _q(self) -> int:

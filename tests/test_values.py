@@ -231,3 +231,16 @@ def test_size_zero_input():
     H = lazyhess.hessian(lambda z: jnp.sum(z**2), x)
     assert H.shape == (0, 0)
     assert H[:].shape == (0, 0)
+
+
+def test_aux_keeps_leaves_that_are_not_arrays():
+    def f(x):
+        return jnp.sum(x**3), {"note": "cubic", "scale": 3, "twice": 2 * x}
+
+    x = jnp.arange(3.0)
+    H = lazyhess.hessian(f, x, has_aux=True)
+    assert H.aux["note"] == "cubic" and H.aux["scale"] == 3
+    np.testing.assert_allclose(H.aux["twice"], 2 * x)
+    np.testing.assert_allclose(H[:], jax.hessian(lambda z: f(z)[0])(x))
+    traced = jax.jit(lambda z: lazyhess.hessian(f, z, has_aux=True).aux["twice"])(x + 1)
+    np.testing.assert_allclose(traced, 2 * (x + 1))
