@@ -186,5 +186,7 @@ class Kernels:
 
 
 def _signature(x: jax.Array, dyn: Any) -> tuple:
-    avals = [(tuple(a.shape), str(a.dtype)) for a in jax.tree_util.tree_leaves((x, dyn))]
-    return tuple(avals)
+    """The shapes and dtypes a compiled kernel was traced for (dtypes compare as objects)."""
+    if not dyn:
+        return ((x.shape, x.dtype),)
+    return tuple((np.shape(a), np.result_type(a)) for a in jax.tree_util.tree_leaves((x, dyn)))
