@@ -328,19 +328,43 @@ class Engine:
         out = np.zeros((P.size, urows.size, ucols.size), dtype=self.layout.dtype)
         whole_p = P.size == self.layout.p and bool(np.all(P == np.arange(P.size)))
         with self.cache.lock:
-            request, cells = self._plan_grid(urows, ucols)
-            if cells is None:
-                self._fill_slabs(out, request, P, urows, ucols, whole_p)
-            else:
-                i, j = cells
-                for sel, block, local in self._chunks(request):
-                    part = block[:, P] if not whole_p else block
-                    out[:, i[sel], j[sel]] = part[local, :, request.read[sel]].T
+            if not self._cached_line(out, P, urows, ucols, whole_p):
+                self._fill_grid(out, P, urows, ucols, whole_p)
         if inv_i is not None:
             out = out[:, inv_i]
         if inv_j is not None:
             out = out[:, :, inv_j]
         return out
+
+    def _fill_grid(self, out, P, urows, ucols, whole_p) -> None:
+        request, cells = self._plan_grid(urows, ucols)
+        if cells is None:
+            self._fill_slabs(out, request, P, urows, ucols, whole_p)
+            return
+        i, j = cells
+        for sel, block, local in self._chunks(request):
+            part = block[:, P] if not whole_p else block
+            out[:, i[sel], j[sel]] = part[local, :, request.read[sel]].T
+
+    def _cached_line(self, out, P, urows, ucols, whole_p) -> bool:
+        """Fill a one-row (or one-column) grid from its cached unit seed, without planning.
+
+        The unit seed of row ``i`` holds the whole column ``i``, which is row ``i`` by
+        symmetry: a notebook's second look at a row costs one read of the cache.
+        """
+        held = self.cache.held(self.structure.unit)
+        if held is None:
+            return False
+        for line, other, axis in ((urows, ucols, 1), (ucols, urows, 2)):
+            if line.size == 1 and held[line[0]]:
+                value = self.cache.take((self.structure.unit, int(line[0])))
+                part = value if whole_p else value[P]
+                if axis == 1:
+                    out[:, 0, :] = part[:, other]
+                else:
+                    out[:, :, 0] = part[:, other]
+                return True
+        return False
 
     def _fill_slabs(self, out, slabs: _Slabs, P, urows, ucols, whole_p) -> None:
         unit = self.structure.unit

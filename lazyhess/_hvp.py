@@ -189,4 +189,5 @@ def _signature(x: jax.Array, dyn: Any) -> tuple:
     """The shapes and dtypes a compiled kernel was traced for (dtypes compare as objects)."""
     if not dyn:
         return ((x.shape, x.dtype),)
-    return tuple((np.shape(a), np.result_type(a)) for a in jax.tree_util.tree_leaves((x, dyn)))
+    leaves = jax.tree_util.tree_leaves((x, dyn))
+    return tuple((np.shape(a), getattr(a, "dtype", type(a))) for a in leaves)
