@@ -160,8 +160,11 @@ def _cover(open_, r, c, pos, structure, diagonal, assign) -> None:
             (c, r, distinct_cols, distinct_rows),
         ):
             # A partial coloring for every row is a coloring of the whole matrix: the
-            # global one (fewest of star and column) already is no worse.
-            if rows_i.size < n and structure.block_degree(rows_i, cols_j) < best:
+            # global one (fewest of star and column) already is no worse. For the diagonal
+            # a distance-1 coloring needs no more colors than a partial (distance-2) one.
+            if diagonal or rows_i.size == n:
+                continue
+            if structure.block_degree(rows_i, cols_j) < best:
                 partial = structure.partial(rows_i, cols_j)
                 options.append(
                     (
