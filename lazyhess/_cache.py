@@ -146,3 +146,12 @@ class DirectionCache:
             max_bytes=self.max_bytes,
             entries=0 if lru is None else len(lru),
         )
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes for people: ``512 B``, ``1.5 KiB``, ``3.2 GiB``, ``7.3 TiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

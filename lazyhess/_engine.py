@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax._src import core as jax_core  # trace_state_clean: is a trace active?
 
-from ._cache import CacheInfo, DirectionCache
+from ._cache import CacheInfo, DirectionCache, format_bytes
 from ._hvp import Kernels
 from ._plan import Plan, plan
 from ._progress import bar
@@ -42,6 +43,14 @@ def concretely() -> contextlib.AbstractContextManager:
     if clean is not None and clean():
         return contextlib.nullcontext()
     return jax.ensure_compile_time_eval()
+
+
+def _memory_bytes() -> int:
+    """The machine's physical memory (a bound no single result may exceed)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**63 - 1
 
 
 # Largest seed chunk embedded in a traced program as a constant (see Engine._constant).
@@ -323,6 +332,7 @@ class Engine:
         if self.traced:
             p, r, c = (a.reshape(-1) for a in np.meshgrid(P, rows, cols, indexing="ij"))
             return self.entries(p, r, c).reshape(P.size, rows.size, cols.size)
+        self._check_size(P.size * rows.size * cols.size)
         urows, inv_i = _sorted_distinct(rows)
         ucols, inv_j = _sorted_distinct(cols)
         out = np.zeros((P.size, urows.size, ucols.size), dtype=self.layout.dtype)
@@ -335,6 +345,18 @@ class Engine:
         if inv_j is not None:
             out = out[:, :, inv_j]
         return out
+
+    def _check_size(self, count: int) -> None:
+        """Refuse a result larger than this machine's memory, before building anything."""
+        size = count * self.layout.dtype.itemsize
+        if size > _memory_bytes():
+            raise ValueError(
+                f"this request returns {count:,} entries ({format_bytes(size)} of "
+                f"{self.layout.dtype}), more than this machine's memory "
+                f"({format_bytes(_memory_bytes())}). Ask for rows (H[i]), columns or a "
+                "block (H[a:b, c:d]); H.to_sparse() for a sparse Hessian; H.cost(key) "
+                "prices a request without computing it."
+            )
 
     def _fill_grid(self, out, P, urows, ucols, whole_p) -> None:
         request, cells = self._plan_grid(urows, ucols)
@@ -429,6 +451,7 @@ class Engine:
         """
         if self.traced:
             return self._traced_entries(p, rows, cols, diagonal)
+        self._check_size(p.size)
         out = np.zeros(p.shape, dtype=self.layout.dtype)
         with self.cache.lock:
             request, inside = self._plan_entries(rows, cols, diagonal)

@@ -30,7 +30,7 @@ from ._arguments import (
     other_inputs_hint,
     split_aux,
 )
-from ._cache import CacheInfo, DirectionCache
+from ._cache import CacheInfo, DirectionCache, format_bytes
 from ._csr import entry_rows
 from ._engine import Cost, Engine, concretely, is_traced
 from ._estimators import (
@@ -1086,7 +1086,7 @@ class Hessian(_ArrayOps):
             what = f"blocks={count}, flat={self.flat.shape}, dtype={self._layout.dtype}"
         return (
             f"Hessian({what}, engine={self._engine_name()}, hvps={info.hvps}, "
-            f"cache={_display.format_bytes(info.bytes)}/{_display.format_bytes(info.max_bytes)})"
+            f"cache={format_bytes(info.bytes)}/{format_bytes(info.max_bytes)})"
         )
 
 

@@ -121,3 +121,14 @@ def test_a_detected_dense_pattern_switches_to_the_dense_engine():
     np.testing.assert_allclose(H[3], ref[3], rtol=1e-10)
     np.testing.assert_allclose(H[:, [5, 9]], ref[:, [5, 9]], rtol=1e-10)
     assert H.cache_info().hvps == 3
+
+
+def test_a_request_larger_than_memory_is_refused_before_anything_is_built():
+    n = 1_000_000
+    H = lazyhess.hessian(lambda x: jnp.sum(jnp.sin(x)) ** 2, jnp.ones(n), sparsity=None)
+    assert H.cost().result_bytes == 8 * n * n  # pricing it is fine
+    for request in (lambda: H[:], lambda: np.asarray(H), lambda: H.to_dense()):
+        with pytest.raises(ValueError, match=r"7\.3 TiB.*H\[i\].*to_sparse.*cost"):
+            request()
+    assert H.cache_info().hvps == 0
+    assert H[5].shape == (n,)  # a row is fine
