@@ -109,6 +109,10 @@ class DirectionCache:
         """Mask over ``family``'s labels of the seeds held now (``None``: none held)."""
         return self._held.get(family)
 
+    def empty(self) -> bool:
+        """Whether no result is held."""
+        return not self._held
+
     def families(self, limit: int | None = RECENT_PARTIALS) -> list[tuple[Any, np.ndarray]]:
         """``(family, held mask)`` for families with results held.
 

@@ -369,24 +369,41 @@ class Engine:
             out[:, i[sel], j[sel]] = part[local, :, request.read[sel]].T
 
     def _cached_line(self, out, P, urows, ucols, whole_p) -> bool:
-        """Fill a one-row (or one-column) grid from its cached unit seed, without planning.
+        """Fill a one-row (or one-column) grid from its unit seed, without planning.
 
         The unit seed of row ``i`` holds the whole column ``i``, which is row ``i`` by
-        symmetry: a notebook's second look at a row costs one read of the cache.
+        symmetry. It is read from the cache when held (a notebook's second look at a row),
+        or computed when nothing is cached (a fresh point's first row costs one HVP and no
+        planning); otherwise the planner decides.
         """
-        held = self.cache.held(self.structure.unit)
-        if held is None:
-            return False
+        unit = self.structure.unit
+        held = self.cache.held(unit)
+        # Only once the pattern is known: detection is where batches are checked.
+        nothing_cached = self.structure.known and self.cache.empty()
         for line, other, axis in ((urows, ucols, 1), (ucols, urows, 2)):
-            if line.size == 1 and held[line[0]]:
-                value = self.cache.take((self.structure.unit, int(line[0])))
-                part = value if whole_p else value[P]
-                if axis == 1:
-                    out[:, 0, :] = part[:, other]
-                else:
-                    out[:, :, 0] = part[:, other]
-                return True
+            if line.size != 1:
+                continue
+            if held is not None and held[line[0]]:
+                value = self.cache.take((unit, int(line[0])))
+            elif nothing_cached and self._needs_its_seed(line[0], other):
+                # Nothing cached could serve it, and one unit seed is the fewest: no plan.
+                value = next(self._computed(unit, line))[0]
+            else:
+                continue
+            part = value if whole_p else value[P]
+            if axis == 1:
+                out[:, 0, :] = part[:, other]
+            else:
+                out[:, :, 0] = part[:, other]
+            return True
         return False
+
+    def _needs_its_seed(self, line: int, other: np.ndarray) -> bool:
+        """Whether the whole row (or column) ``line`` has a possibly nonzero entry."""
+        structure = self.structure
+        if structure.dense:
+            return other.size > 0
+        return other.size == structure.n and structure.row_entries(np.array([line]))[1][0] > 0
 
     def _fill_slabs(self, out, slabs: _Slabs, P, urows, ucols, whole_p) -> None:
         unit = self.structure.unit
