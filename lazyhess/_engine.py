@@ -22,10 +22,11 @@ import numpy as np
 from jax._src import core as jax_core  # trace_state_clean: is a trace active?
 
 from ._cache import CacheInfo, DirectionCache, format_bytes
+from ._csr import lookup
 from ._hvp import Kernels
 from ._plan import Plan, plan
 from ._progress import bar
-from ._structure import SeedFamily, Structure, member
+from ._structure import SeedFamily, Structure
 
 
 def is_traced(tree: Any) -> bool:
@@ -237,7 +238,7 @@ class Engine:
             keep = (found >= cols[0]) & (found <= cols[-1])
             j = found[keep] - cols[0]
         elif cols.size * 16 < structure.n:
-            keep = member(cols, found)
+            keep = lookup(cols, found)[0]
             j = np.searchsorted(cols, found[keep])
         else:
             where = np.full(structure.n, -1, dtype=np.int64)

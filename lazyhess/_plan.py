@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ._structure import SeedFamily, Structure, distinct, member
+from ._csr import lookup
+from ._structure import SeedFamily, Structure, distinct
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +59,7 @@ def _readings(
     out = []
     for i, j in ((r, c), (c, r)):
         label = family.labels[j]
-        out.append((member(family.rows, i) & (label >= 0), label, i))
+        out.append((lookup(family.rows, i)[0] & (label >= 0), label, i))
     return out
 
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from ._csr import entry_rows
+from ._csr import entry_rows, lookup
 from ._progress import stage
 
 
@@ -65,14 +65,6 @@ def distinct(values: np.ndarray, n: int) -> np.ndarray:
     mark = np.zeros(n, dtype=bool)
     mark[values] = True
     return np.flatnonzero(mark)
-
-
-def member(sorted_values: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Whether each query is among ``sorted_values`` (sorted, distinct)."""
-    if sorted_values.size == 0:
-        return np.zeros(queries.shape, dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_values, queries), sorted_values.size - 1)
-    return sorted_values[at] == queries
 
 
 class Structure:
@@ -158,12 +150,8 @@ class Structure:
             at, counts = self.row_entries(few)
             table[np.repeat(np.arange(few.size), counts), self.stored_csr.indices[at]] = at
             return table[np.searchsorted(few, rows), cols]
-        keys = self._keys
-        if keys.size == 0:
-            return np.full(rows.shape, -1, dtype=np.int64)
-        query = rows.astype(np.int64) * self.n + cols
-        at = np.minimum(np.searchsorted(keys, query), keys.size - 1)
-        return np.where(keys[at] == query, at, -1)
+        found, at = lookup(self._keys, rows.astype(np.int64) * self.n + cols)
+        return np.where(found, at, -1)
 
     def position(self, row: int, col: int) -> int:
         """The pattern position of the entry ``(row, col)``; ``-1`` outside the pattern."""
@@ -191,7 +179,7 @@ class Structure:
         if cols.size and cols[-1] - cols[0] + 1 == cols.size:  # a range of columns
             inside = (found >= cols[0]) & (found <= cols[-1])
         else:
-            inside = member(cols, found)
+            inside = lookup(cols, found)[0]
         ends = np.cumsum(counts)
         per_row = np.diff(np.concatenate(([0], np.cumsum(inside)))[np.concatenate(([0], ends))])
         return int(per_row.max(initial=0))
