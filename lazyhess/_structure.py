@@ -116,13 +116,18 @@ class Structure:
         """Whether every entry may be nonzero."""
         return self.csr is None
 
-    @property
+    @cached_property
     def stored_csr(self) -> sp.csr_array:
-        """The CSR pattern of a sparse structure (only sparse structures store entries)."""
+        """The pattern's CSR array, built also for a detected dense pattern when asked.
+
+        Only a pattern stores entries: ``sparsity=None`` has none to color.
+        """
         csr = self.csr
-        if csr is None:
-            raise RuntimeError("internal error: a dense structure has no stored entries")
-        return csr
+        if csr is not None:
+            return csr
+        if self.pattern is None:
+            raise ValueError("sparsity=None has no pattern to color; pass a pattern or 'auto'.")
+        return sp.csr_array(self.pattern.to_scipy("csr"))
 
     @cached_property
     def _indptr(self) -> np.ndarray:
