@@ -154,13 +154,10 @@ class Engine:
         Concrete points give a numpy array, traced ones a traced value. The chunk is padded
         to a power-of-two bucket so varied requests share compiled kernels, except when it
         is a whole fixed family (a global coloring, evaluated whole again and again): that
-        one shape is compiled exactly. A fixed family asked for all at once (``to_sparse``,
-        a diagonal) runs one program with its seeds as constants, up to
-        ``CONSTANT_SEED_BYTES``, which XLA folds through the derivative; larger ones are
-        computed with the point's linearisation in one compiled call when they are its
-        first request. Inside a trace, colorings' seeds enter the caller's program as
-        constants (see ``_constant``) up to ``CONSTANT_SEED_BYTES`` per chunk; larger ones
-        are built from labels on the device.
+        one shape is compiled exactly, and when it is a point's first request it is computed
+        together with the point's linearisation, in one compiled call. Inside a trace,
+        colorings' seeds enter the caller's program as constants (see ``_constant``) up to
+        ``CONSTANT_SEED_BYTES`` per chunk; larger ones are built from labels on the device.
         """
         lay = self.layout
         k = len(labels)
@@ -182,13 +179,6 @@ class Engine:
                 exact_nan=family.unit,
             )
             return out[:k]
-        everything = k == family.size and bool(np.all(np.asarray(labels) == np.arange(k)))
-        if family.fixed and everything and constant_bytes <= CONSTANT_SEED_BYTES:
-            program = self.kernels.constant_program(
-                family, lambda: self._constant(family, np.arange(k))
-            )
-            with concretely():
-                return np.asarray(program(self.x, self.dyn))
         with concretely():
             device_labels = self._device_labels(family)
             if self._point_state is None and whole:

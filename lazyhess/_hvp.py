@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +42,6 @@ class Kernels:
         self.mode = mode
         self.holomorphic = holomorphic
         self._trees: dict[Any, Any] = {}
-        self._constant_programs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._linearize = jax.jit(self._linearize_impl)
         self._apply = jax.jit(self._apply_impl, static_argnums=0)
         self._seeded = jax.jit(self._seeded_impl, static_argnums=(0, 1))
@@ -168,24 +166,6 @@ class Kernels:
         if lay.batch is not None:
             v = jnp.broadcast_to(v[:, None, :], (v.shape[0], lay.batch, lay.n))
         return self._apply_impl(tree, leaves, x, dyn, v.reshape(v.shape[0], lay.d))
-
-    def constant_program(self, family: Any, seeds: Callable[[], np.ndarray]) -> Callable:
-        """``(x, dyn) -> (k, p, n)`` HVP results for ``family``'s whole seed matrix.
-
-        The seeds (``seeds()``, a host ``(k, d)`` matrix, built once) are constants of the
-        program, so XLA folds them through the derivative as it does for a jitted functional
-        sparse Hessian. Compiled once per family and shared by every point.
-        """
-        program = self._constant_programs.get(family)
-        if program is None:
-            matrix = seeds()
-
-            def run(x: jax.Array, dyn: Any) -> jax.Array:
-                tree, leaves = self._state_impl(x, dyn)
-                return self._apply_impl(tree, leaves, x, dyn, jnp.asarray(matrix))
-
-            program = self._constant_programs[family] = jax.jit(run)
-        return program
 
     def apply(self, state: tuple, x: jax.Array, dyn: Any, v: jax.Array | np.ndarray) -> jax.Array:
         """HVP results ``(k, p, n)`` for explicit directions ``v`` of shape ``(k, d)``."""
