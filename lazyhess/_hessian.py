@@ -1071,7 +1071,7 @@ class Hessian(_ArrayOps):
 
     def cache_info(self) -> CacheInfo:
         """HVP directions spent, cache hits and misses, and the cache's use."""
-        return self._engine.cache.info()
+        return self._engine.info()
 
     def clear_cache(self) -> None:
         """Drop every cached HVP result (counters are kept)."""
