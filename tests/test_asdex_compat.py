@@ -193,6 +193,7 @@ def _aux_fun(x):
     return _vector(x), {"norm": jnp.sum(x**2), "label": "run-1", "count": 3}
 
 
+@pytest.mark.slow
 def test_has_aux_everywhere():
     x = jnp.linspace(0.1, 0.9, 5)
     reference = jax.jit(jax.hessian(_vector))(x)
@@ -243,6 +244,7 @@ def _transplant(coloring):
 @pytest.mark.parametrize(
     ("name", "symmetric"), [("vector", True), ("tree", False), ("pair", True)]
 )
+@pytest.mark.slow
 def test_from_coloring_with_asdex_colors(name, symmetric):
     f, args, argnums = PROBLEMS[name]
     theirs = asdex.hessian_coloring(f, *args, argnums=argnums, symmetric=symmetric)

@@ -71,6 +71,7 @@ def assert_substitution_recovers(colored, hessian, rtol=1e-12, traced=True):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SMALL_SUITE))
 def test_suite_every_order(name):
     pattern = SMALL_SUITE[name]

@@ -85,6 +85,7 @@ def test_colored_trace_exact(method):
     assert _spent(H, H.diagonal)[1] == 0
 
 
+@pytest.mark.slow
 def test_below_the_colors_is_random_within_its_stderr():
     a = _banded(N_BAND, 10)  # 11 colors
     H = lazyhess.hessian(_quadratic(a), jnp.zeros(N_BAND))
@@ -132,6 +133,7 @@ def _w1_block(dense):
     return dense[10:50, 10:50]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["hutch++", "hutchinson"])
 def test_trace_of_a_network_block_within_4_stderr(network, method):
     H, dense = network
@@ -222,6 +224,7 @@ def test_eigh_through_a_repeated_eigenvalue():
 # --- spectral density ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_spectral_density_against_the_dense_spectrum(network):
     H, dense = network
     n = dense.shape[0]

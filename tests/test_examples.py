@@ -69,6 +69,7 @@ def test_eigenvalues(capsys):
     assert _number(out, "max difference from dense eigvalsh:") < 1e-8
 
 
+@pytest.mark.slow
 def test_network_curvature(capsys, tmp_path):
     path = tmp_path / "spectrum.png"
     out = _run("network_curvature.py", capsys, width=4, samples=16, budget=12, out=str(path))

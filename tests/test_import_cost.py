@@ -19,6 +19,7 @@ def _modules_after(code: str) -> set[str]:
     return set(json.loads(result.stdout.splitlines()[-1]))
 
 
+@pytest.mark.slow
 def test_import_lazyhess_skips_heavy_and_optional_packages():
     loaded = _modules_after("import lazyhess")
     assert "lazyhess._hessian" in loaded

@@ -109,6 +109,7 @@ def test_threads_share_one_hessian_with_a_small_cache():
     assert H.cache_info().entries <= 3
 
 
+@pytest.mark.slow
 def test_a_detected_dense_pattern_switches_to_the_dense_engine():
     n = 400
     A = jax.random.normal(jax.random.PRNGKey(0), (n, n)) / n

@@ -114,6 +114,7 @@ def test_newton_cg_genrose_1e4(form):
     np.testing.assert_allclose(res.x, np.ones(n), atol=1e-8)
 
 
+@pytest.mark.slow
 def test_hessp_is_one_hvp_and_exact():
     f, x0 = PROBLEMS["ARWHEAD"].make(30)
     hessp = lazyhess.scipy.hessp(f)
@@ -203,6 +204,7 @@ def test_jax_cg_accepts_a_flat_pytree_hessian():
     np.testing.assert_allclose(jitted(b), np.linalg.solve(dense, b), rtol=1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True])
 def test_jax_cg_as_first_use(jit):
     f = lambda x: jnp.sum(x**4 + x**2)  # noqa: E731

@@ -57,6 +57,7 @@ def test_hundred_random_rows_of_a_banded_hessian(banded):
     np.testing.assert_allclose(got, dense)
 
 
+@pytest.mark.slow
 def test_full_sparse_hessian_costs_the_colors():
     f, x = tridiagonal_problem(200)
     H = lazyhess.hessian(f, x)
@@ -66,6 +67,7 @@ def test_full_sparse_hessian_costs_the_colors():
     assert hvps(H) == 3  # the colors are cached
 
 
+@pytest.mark.slow
 def test_full_sparse_hessian_reuses_each_cached_color():
     f, x = tridiagonal_problem(500)
     ref = sp.csr_array(np.asarray(jax.hessian(f)(x)))
@@ -78,6 +80,7 @@ def test_full_sparse_hessian_reuses_each_cached_color():
         np.testing.assert_allclose(M.toarray(), ref.toarray(), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_whole_hessians_at_new_points_compile_once():
     traces = []
 
@@ -99,6 +102,7 @@ def test_whole_hessians_at_new_points_compile_once():
     assert len(traces) == first + 1  # row requests trace their own linearisation, once
 
 
+@pytest.mark.slow
 def test_tridiagonal_diagonal_costs_two():
     f, x = tridiagonal_problem(300)
     H = lazyhess.hessian(f, x)

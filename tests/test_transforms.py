@@ -50,6 +50,7 @@ def test_traced_point_caches_nothing():
     assert info.entries == 0 and info.bytes == 0 and info.hvps == 3
 
 
+@pytest.mark.slow
 def test_concrete_hessian_used_inside_jit():
     H = lazyhess.hessian(mixed, X)
     out = jax.jit(lambda v: H @ v)(jnp.ones(5))
@@ -73,6 +74,7 @@ def test_traced_non_differentiated_argument():
     np.testing.assert_allclose(got, jax.hessian(f)(X, X))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_sparse_batch_under_jit(mode):
     def f(x):

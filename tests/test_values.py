@@ -200,6 +200,7 @@ def test_finite_differences_of_gradient():
     np.testing.assert_allclose(H[:], fd, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_mixed_dtypes_follow_jax():
     def f(a, b):
         return jnp.sum(a**2) * jnp.sum(b**3)
