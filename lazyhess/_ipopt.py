@@ -128,7 +128,7 @@ class IpoptProblem:
         (``cl = cu`` makes an equality constraint).
         """
         try:
-            import cyipopt
+            import cyipopt  # pyright: ignore[reportMissingImports] - the optional ipopt extra
         except ImportError as err:
             raise ImportError(
                 "IpoptProblem.problem needs cyipopt: pip install 'lazyhess[ipopt]' (Ipopt's "
