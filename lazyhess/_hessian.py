@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import math
 import operator
 from collections.abc import Callable, Iterator, Sequence
@@ -97,21 +98,24 @@ def _probed(
     return source
 
 
-class _ArrayOps:
+class _ArrayOps(abc.ABC):
     """Arithmetic on a block: it is evaluated densely and behaves as the array would.
 
     Subclasses define ``_dense()``, the block as one array, ``shape`` and indexing.
     """
 
     @property
+    @abc.abstractmethod
     def shape(self) -> Any:
-        raise NotImplementedError
+        """The array's shape."""
 
+    @abc.abstractmethod
     def _dense(self) -> Any:
-        raise NotImplementedError
+        """The block as one array."""
 
+    @abc.abstractmethod
     def __getitem__(self, key: Any) -> Any:
-        raise NotImplementedError
+        """``array[key]`` with numpy's semantics."""
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return np.asarray(self._dense(), dtype=dtype)
