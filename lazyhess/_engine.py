@@ -180,7 +180,7 @@ class Engine:
             )
             return out[:k]
         with concretely():
-            device_labels = self._device_labels(family)
+            device_labels = self.structure.device_labels(family)
             if self._point_state is None and whole:
                 self._point_state, out = self.kernels.linearize_seeded(
                     self.x, self.dyn, device_labels, ids, exact_nan=family.unit
