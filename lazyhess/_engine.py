@@ -132,6 +132,7 @@ class Engine:
         self.progress = progress
         self.traced = is_traced((x, dyn))
         self._point_state: tuple | None = None
+        self._first = True  # no HVP computed at this point yet
 
     # --- HVPs ----------------------------------------------------------------------------
 
@@ -148,14 +149,16 @@ class Engine:
     def _bucket(self, k: int) -> int:
         return min(self.chunk_size, 1 << max(k - 1, 0).bit_length())
 
-    def _seeded(self, family: SeedFamily, labels: list[int] | np.ndarray) -> Any:
+    def _seeded(self, family: SeedFamily, labels: list[int] | np.ndarray, only=False) -> Any:
         """HVP results ``(len(labels), p, n)`` for seeds of one family (one chunk).
 
         Concrete points give a numpy array, traced ones a traced value. The chunk is padded
         to a power-of-two bucket so varied requests share compiled kernels, except when it
         is a whole fixed family (a global coloring, evaluated whole again and again): that
-        one shape is compiled exactly, and when it is a point's first request it is computed
-        together with the point's linearisation, in one compiled call. Inside a trace,
+        one shape is compiled exactly. When the chunk is the ``only`` one of a point's first
+        request, it is computed with ``Kernels.once`` (one program, no state kept: a point
+        asked once, as in an optimisation loop, never writes its linearisation out); the
+        point's later requests linearise it once and reuse the state. Inside a trace,
         colorings' seeds enter the caller's program as constants (see ``_constant``) up to
         ``CONSTANT_SEED_BYTES`` per chunk; larger ones are built from labels on the device.
         """
@@ -181,10 +184,8 @@ class Engine:
             return out[:k]
         with concretely():
             device_labels = self.structure.device_labels(family)
-            if self._point_state is None and whole:
-                self._point_state, out = self.kernels.linearize_seeded(
-                    self.x, self.dyn, device_labels, ids, exact_nan=family.unit
-                )
+            if self._first and only:
+                out = self.kernels.once(self.x, self.dyn, device_labels, ids, family.unit)
             else:
                 out = self.kernels.seeded(
                     self._state(), self.x, self.dyn, device_labels, ids, exact_nan=family.unit
@@ -211,12 +212,19 @@ class Engine:
             seeds = np.broadcast_to(seeds[:, None, :], (len(labels), lay.batch, lay.n))
         return seeds.reshape(len(labels), lay.d)
 
-    def _computed(self, family: SeedFamily, labels: np.ndarray) -> Iterator[np.ndarray]:
-        """HVP results of ``family``'s seeds ``labels``, chunk by chunk, cached as they come."""
+    def _computed(
+        self, family: SeedFamily, labels: np.ndarray, alone: bool = True
+    ) -> Iterator[np.ndarray]:
+        """HVP results of ``family``'s seeds ``labels``, chunk by chunk, cached as they come.
+
+        ``alone``: no other family is computed for the same request.
+        """
         starts = range(0, len(labels), self.chunk_size)
+        only = alone and len(starts) == 1
         for s in bar(list(starts), "HVP chunks", self.progress and len(starts) > 1):
             chunk = labels[s : s + self.chunk_size]
-            block = self._seeded(family, chunk)
+            block = self._seeded(family, chunk, only)
+            self._first = False
             self.cache.record(len(chunk))
             for t, label in enumerate(chunk):
                 self.cache.put((family, int(label)), block[t])
@@ -320,7 +328,7 @@ class Engine:
             labels = np.array([label for _, label in seeds[start:stop]], dtype=np.int64)
             local = plan.slot[sel] - start
             offset = 0
-            for block in self._computed(family, labels):
+            for block in self._computed(family, labels, alone=len(groups) == 1):
                 k = block.shape[0]
                 mine = (local >= offset) & (local < offset + k)
                 yield sel[mine], block, local[mine] - offset
@@ -339,13 +347,28 @@ class Engine:
         out = np.zeros((P.size, urows.size, ucols.size), dtype=self.layout.dtype)
         whole_p = P.size == self.layout.p and bool(np.all(P == np.arange(P.size)))
         with self.cache.lock:
-            if not self._cached_line(out, P, urows, ucols, whole_p):
+            if self._every_entry(urows, ucols):
+                colored = self.structure.colored
+                out[:, colored.rows, colored.cols] = self.pattern_values()[P]
+            elif not self._cached_line(out, P, urows, ucols, whole_p):
                 self._fill_grid(out, P, urows, ucols, whole_p)
         if inv_i is not None:
             out = out[:, inv_i]
         if inv_j is not None:
             out = out[:, :, inv_j]
         return out
+
+    def _every_entry(self, urows: np.ndarray, ucols: np.ndarray) -> bool:
+        """Whether a grid asks for every entry of a sparse pattern, with no unit seed cached.
+
+        It is then served like ``to_sparse`` (``pattern_values``: whole colorings, no
+        planning); cached unit seeds are left to the planner, which reuses them.
+        """
+        structure = self.structure
+        if urows.size != structure.n or ucols.size != structure.n or structure.dense:
+            return False
+        held = self.cache.held(structure.unit)
+        return held is None or not held.any()
 
     def _check_size(self, count: int) -> None:
         """Refuse a result larger than this machine's memory, before building anything."""
@@ -460,6 +483,20 @@ class Engine:
                 return None
             return cache.take((family, int(color)))[p, structure.colored.recover_index[at]]
 
+    def cached_row(self, p: int, row: int, start: int, stop: int) -> np.ndarray | None:
+        """``H[p, row, start:stop]`` when its unit seed is cached (a view), else ``None``.
+
+        A notebook's second look at a row: no index array, no planning.
+        """
+        if self.traced:
+            return None
+        cache, unit = self.cache, self.structure.unit
+        with cache.lock:
+            held = cache.held(unit)
+            if held is None or not held[row]:
+                return None
+            return cache.take((unit, row))[p, start:stop]
+
     def entries(
         self, p: np.ndarray, rows: np.ndarray, cols: np.ndarray, diagonal: bool = False
     ) -> Any:
@@ -515,7 +552,6 @@ class Engine:
         Plans the request (detecting the pattern and coloring it if that is needed to
         plan) and computes no HVP.
         """
-        lay = self.layout
         with self.cache.lock:
             if P is None:
                 request, _ = self._plan_entries(rows, cols, diagonal)
@@ -523,12 +559,20 @@ class Engine:
             else:
                 size = P.size * rows.size * cols.size
                 rows, cols = _sorted_distinct(rows)[0], _sorted_distinct(cols)[0]
+                if self._every_entry(rows, cols):
+                    family, missing = self._whole()
+                    return self._priced(size, missing.size, family.size - missing.size)
                 request, _ = self._plan_grid(rows, cols)
         if isinstance(request, _Slabs):
             new = request.new.size
             cached = np.union1d(cols[request.cached_cols], rows[request.cached_rows]).size
         else:
             new, cached = len(request.new), request.reused
+        return self._priced(size, new, cached)
+
+    def _priced(self, size: int, new: int, cached: int) -> Cost:
+        """The ``Cost`` of a result of ``size`` entries needing ``new`` and ``cached`` HVPs."""
+        lay = self.layout
         per_seed = lay.p * lay.n * lay.dtype.itemsize
         return Cost(
             new_hvps=new,
@@ -540,33 +584,67 @@ class Engine:
     def pattern_values(self) -> Any:
         """Every stored entry of the sparse pattern, shaped ``(p, nnz)`` in row-major order.
 
-        Read from the global coloring's seeds, one HVP per color: cached colors are reused,
-        the others computed in chunks and cached. Costs O(nnz) beyond the HVPs, with no
-        planning: the coloring already says where each entry is read.
+        One HVP per color, with no planning: the global coloring says where each entry is
+        read, or, when the structure's whole-Hessian coloring is acyclic (fewer colors),
+        entries are solved from all its colors by substitution. Of the two, the one with
+        fewer colors still to compute is used, so colors already cached are reused. Costs
+        O(nnz) beyond the HVPs.
         """
         structure = self.structure
-        family, colored = structure.global_family, structure.colored
-        index = colored.recover_index
         if self.traced:
+            family = structure.whole_family
             compressed = self.compressed(family)
-            return compressed[colored.recover_color, :, index].T
-        out = np.zeros((self.layout.p, colored.nnz), dtype=self.layout.dtype)
-        order, bounds = structure.entries_by_color
-        with self.cache.lock:
-            held = self.cache.held(family)
-            held = np.zeros(family.size, dtype=bool) if held is None else held[: family.size]
-            # Cached colors are read first, before computing the others can evict them.
-            for c in np.flatnonzero(held):
-                sel = order[bounds[c] : bounds[c + 1]]
-                out[:, sel] = self.cache.take((family, int(c)))[:, index[sel]]
-            missing = np.flatnonzero(~held)
-            offset = 0
-            for block in self._computed(family, missing):
-                for t, c in enumerate(missing[offset : offset + block.shape[0]]):
-                    sel = order[bounds[c] : bounds[c + 1]]
-                    out[:, sel] = block[t][:, index[sel]]
-                offset += block.shape[0]
-        return out
+        else:
+            with self.cache.lock:
+                family, missing = self._whole()
+                compressed = self._gathered(family, missing)
+        if family is structure.global_family:
+            colored = structure.colored
+        else:
+            colored = structure.whole_colored
+        if self.traced:
+            return jax.vmap(colored.decompress_data, in_axes=1)(compressed)
+        return np.stack([colored.decompress_data(compressed[:, q]) for q in range(self.layout.p)])
+
+    def _whole(self) -> tuple[SeedFamily, np.ndarray]:
+        """The family that serves every stored entry, and its labels not cached.
+
+        The global coloring unless the whole-Hessian coloring leaves fewer HVPs to compute.
+        """
+        direct = self.structure.global_family
+        missing = self._missing(direct)
+        if missing.size:
+            whole = self.structure.whole_family
+            left = self._missing(whole)
+            if left.size < missing.size:
+                return whole, left
+        return direct, missing
+
+    def _missing(self, family: SeedFamily) -> np.ndarray:
+        """The labels of ``family`` whose HVPs are not cached."""
+        held = self.cache.held(family)
+        if held is None:
+            return np.arange(family.size)
+        return np.flatnonzero(~held[: family.size])
+
+    def _gathered(self, family: SeedFamily, missing: np.ndarray) -> np.ndarray:
+        """``B``, shaped ``(size, p, n)``: every seed of ``family``, cached or computed now.
+
+        Cached seeds are read first, before computing the others can evict them.
+        """
+        if 0 < missing.size == family.size <= self.chunk_size:
+            return next(self._computed(family, missing))
+        lay = self.layout
+        compressed = np.empty((family.size, lay.p, lay.n), dtype=lay.dtype)
+        held = np.ones(family.size, dtype=bool)
+        held[missing] = False
+        for c in np.flatnonzero(held):
+            compressed[c] = self.cache.take((family, int(c)))
+        offset = 0
+        for block in self._computed(family, missing):
+            compressed[missing[offset : offset + block.shape[0]]] = block
+            offset += block.shape[0]
+        return compressed
 
     def compressed(self, family: SeedFamily) -> Any:
         """``B[t] = H @ s_t`` for every seed ``t`` of ``family``, shaped ``(size, p, n)``.

@@ -52,6 +52,10 @@ def pattern_output(
     """
     name = check_format(format)
     n = shape_of(csr)[0]
+    if name in ("csr", "csc") and not lead:
+        data = np.asarray(data)
+        matrix = sp.csr_array((data, csr.indices.copy(), csr.indptr.copy()), shape=(n, n))
+        return matrix if name == "csr" else matrix.tocsc()
     rows, cols = entry_rows(csr.indptr), csr.indices
     if name == "dense":
         data = jnp.asarray(data)
@@ -81,8 +85,4 @@ def pattern_output(
             "(output elements or samples); use 'bcoo', 'dense' or 'numpy', or select one "
             "output first."
         )
-    if name == "coo":
-        return sp.coo_array((data, (rows.copy(), cols.copy())), shape=(n, n))
-    if name == "csr":
-        return sp.csr_array((data, csr.indices.copy(), csr.indptr.copy()), shape=(n, n))
-    return sp.csr_array((data, csr.indices.copy(), csr.indptr.copy()), shape=(n, n)).tocsc()
+    return sp.coo_array((data, (rows.copy(), cols.copy())), shape=(n, n))

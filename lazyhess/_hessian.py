@@ -46,7 +46,7 @@ from ._estimators import (
 )
 from ._formats import Format, check_format, pattern_output
 from ._hvp import Kernels
-from ._index import entry, grid, resolve
+from ._index import entry, grid, line, resolve
 from ._progress import resolve as resolve_progress
 from ._structure import Structure
 from ._tree import BlockSpec, Layout, LeafInfo, Signature, leaf_infos
@@ -249,7 +249,16 @@ class HessianBlock(_ArrayOps):
                 self._p_offset + p, self._rows.offset + r, self._cols.offset + c
             )
             if value is not None:
-                return jnp.asarray(value, dtype=self.dtype)
+                # On the host first: jnp.asarray with a dtype costs a second dispatch.
+                return jnp.asarray(np.asarray(value, dtype=self.dtype))
+        row = line(key, self._prefix, self._rows.shape)
+        if row is not None:
+            start = self._cols.offset
+            values = engine.cached_row(
+                self._p_offset + row[0], self._rows.offset + row[1], start, self._cols.stop
+            )
+            if values is not None:
+                return jnp.asarray(values.reshape(self._cols.shape).astype(self.dtype, copy=False))
         kind, p, r, c, shape = self._request(key)
         values = engine.grid(p, r, c) if kind == "grid" else engine.entries(p, r, c)
         return self._answer(values, shape)
@@ -990,7 +999,7 @@ class Hessian(_ArrayOps):
             values = self._engine.grid(np.arange(self._layout.p), everything, everything)
         else:
             values = self._engine.pattern_values()
-        return csr, jnp.asarray(values.reshape(lead + (csr.nnz,)))
+        return csr, values.reshape(lead + (csr.nnz,))
 
     def to_sparse(self, format: Format = "bcoo") -> Any:
         """The flat Hessian (``H.flat``) in a sparse or dense format.

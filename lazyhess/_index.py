@@ -115,18 +115,31 @@ def grid(
 
 def entry(
     key: Any, prefix: tuple[int, ...], rows: tuple[int, ...], cols: tuple[int, ...]
-) -> tuple[int, int, int] | None:
+) -> tuple[int, ...] | None:
     """``(p, i, j)`` raveled, when ``key`` is one int per axis and all are in bounds.
 
     The fast path of ``H[i, j]``: plain Python, no array built. Other keys give ``None``.
     """
+    return _ints(key, (prefix, rows, cols))
+
+
+def line(key: Any, prefix: tuple[int, ...], rows: tuple[int, ...]) -> tuple[int, ...] | None:
+    """``(p, i)`` raveled, when ``key`` is one int per prefix and row axis, all in bounds.
+
+    The fast path of ``H[i]``: the whole row ``i``, no index array built.
+    """
+    return _ints(key, (prefix, rows))
+
+
+def _ints(key: Any, groups: tuple[tuple[int, ...], ...]) -> tuple[int, ...] | None:
+    """Each group of axes' raveled index, when ``key`` is one in-bounds int per axis."""
     if not isinstance(key, tuple):
         key = (key,)
-    if len(key) != len(prefix) + len(rows) + len(cols):
+    if len(key) != sum(len(dims) for dims in groups):
         return None
     out = []
     parts = iter(key)
-    for dims in (prefix, rows, cols):
+    for dims in groups:
         flat = 0
         for size in dims:
             k = next(parts)
@@ -134,4 +147,4 @@ def entry(
                 return None
             flat = flat * size + int(k) % size
         out.append(flat)
-    return out[0], out[1], out[2]
+    return tuple(out)

@@ -215,15 +215,23 @@ class Structure:
         return SeedFamily("global", np.asarray(self.colored.colors, dtype=np.int64), fixed=True)
 
     @cached_property
-    def entries_by_color(self) -> tuple[np.ndarray, np.ndarray]:
-        """The pattern's stored entries grouped by the global color they are read from.
+    def whole_colored(self) -> Any:
+        """The coloring for whole-Hessian requests: acyclic when it pays, else ``colored``.
 
-        ``order[bounds[c]:bounds[c + 1]]`` are the entries read from color ``c``.
+        Acyclic colorings need fewer HVPs but recover entries from all of ``B`` at once
+        (substitution), so they serve only requests for every stored entry.
         """
-        color = self.colored.recover_color
-        order = np.argsort(color, kind="stable")
-        bounds = np.searchsorted(color[order], np.arange(self.colored.num_colors + 1))
-        return order, bounds
+        from .coloring import whole_coloring
+
+        with stage("coloring for the whole Hessian", self.progress):
+            return whole_coloring(self.colored)
+
+    @cached_property
+    def whole_family(self) -> SeedFamily:
+        """``whole_colored`` as a seed family: ``global_family`` when they are the same."""
+        if self.whole_colored is self.colored:
+            return self.global_family
+        return SeedFamily("whole", np.asarray(self.whole_colored.colors, np.int64), fixed=True)
 
     @cached_property
     def diagonal_family(self) -> SeedFamily:

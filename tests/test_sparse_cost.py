@@ -80,6 +80,42 @@ def test_full_sparse_hessian_reuses_each_cached_color():
         np.testing.assert_allclose(M.toarray(), ref.toarray(), rtol=1e-12, atol=1e-12)
 
 
+def test_whole_hessian_is_solved_from_fewer_acyclic_colors():
+    f, x = PROBLEMS["BAND9"].make(40)
+    ref = np.asarray(jax.hessian(f)(x))
+    H = lazyhess.hessian(f, x)
+    np.testing.assert_allclose(H.to_sparse("csr").toarray(), ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(H.tril().toarray(), np.tril(ref), rtol=1e-12, atol=1e-12)
+    structure = H._structure
+    assert (structure.colored.num_colors, structure.whole_colored.num_colors) == (9, 5)
+    assert hvps(H) == 5  # acyclic colors: a 9-band needs 5, star 9
+    traced = jax.jit(lambda y: lazyhess.hessian(f, y).to_sparse("dense"))(x)
+    np.testing.assert_allclose(traced, ref, rtol=1e-12, atol=1e-12)
+    # H[:] is the whole Hessian too, priced and served the same way.
+    G = H.at(x + 0.1)
+    assert G.cost(slice(None)).new_hvps == 5
+    np.testing.assert_allclose(G[:], jax.hessian(f)(x + 0.1), rtol=1e-12, atol=1e-12)
+    assert hvps(G) == 5
+    # Once the star colors are cached (a block needed them), they serve the whole Hessian.
+    K = H.at(x + 0.2)
+    K[1:39]
+    assert hvps(K) == 9 and K.cost(slice(None)) == (0, 9, 8 * 40 * 40, 0)
+    ref = np.asarray(jax.hessian(f)(x + 0.2))
+    np.testing.assert_allclose(K.to_sparse("numpy"), ref, rtol=1e-12, atol=1e-12)
+    assert hvps(K) == 9
+
+
+def test_whole_hessian_of_several_outputs_by_substitution():
+    band, x = PROBLEMS["BAND9"].make(30)
+
+    def f(y):
+        return jnp.stack([band(y), band(y**2)])
+
+    H = lazyhess.hessian(f, x)
+    np.testing.assert_allclose(H.to_sparse("dense"), jax.hessian(f)(x), rtol=1e-12, atol=1e-12)
+    assert hvps(H) == H._structure.whole_colored.num_colors == 5
+
+
 @pytest.mark.slow
 def test_whole_hessians_at_new_points_compile_once():
     traces = []

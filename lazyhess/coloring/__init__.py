@@ -3,8 +3,8 @@
 ``hessian_coloring_from_sparsity`` (also exported at the top level) colors a whole pattern
 and returns a ``ColoredPattern`` that knows how to read every entry back from the
 compressed Hessian; ``partial_coloring`` colors just the columns a requested block needs.
-``whole_cost`` is the model by which whole-Hessian colorings (``whole=True``) weigh colors
-against recovery by substitution.
+``whole_cost`` is the model by which whole-Hessian colorings (``whole=True``,
+``whole_coloring``) weigh colors against recovery by substitution.
 
 A leaf package: it imports only the bottom layer of lazyhess (``_csr``, ``_formats``), never
 sparsity detection; ``lazyhess.hessian_coloring(fun, *args)``, which detects and then
@@ -18,6 +18,7 @@ from ._api import (
     hessian_coloring_from_sparsity,
     input_avals,
     partial_coloring,
+    whole_coloring,
     whole_cost,
 )
 from ._colored import ColoredPattern
@@ -30,5 +31,6 @@ __all__ = [
     "hessian_coloring_from_sparsity",
     "input_avals",
     "partial_coloring",
+    "whole_coloring",
     "whole_cost",
 ]

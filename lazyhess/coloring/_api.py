@@ -201,13 +201,29 @@ def _color(csr: sp.csr_array, method: str, order: str, pattern, whole: bool) -> 
         return ColoredPattern(csr, colors, method, order, pattern=pattern)
     best = _portfolio(graph, ("star", "column"), orders)
     direct = ColoredPattern(csr, best[3], best[1], best[2], pattern=pattern)
-    if not whole:
-        return direct
+    return _cheapest_whole(graph, direct, orders) if whole else direct
+
+
+def whole_coloring(direct: ColoredPattern) -> ColoredPattern:
+    """The coloring a whole Hessian should use, given the direct one partial requests use.
+
+    An acyclic coloring with fewer colors than ``direct`` when ``whole_cost`` says its
+    fewer HVPs outweigh recovery by substitution, else ``direct`` itself (so its seeds,
+    and any HVPs already computed with them, serve the whole Hessian too). Cost: the
+    acyclic part of ``hessian_coloring_from_sparsity(..., whole=True)``.
+    """
+    return _cheapest_whole(_Graph.of(direct.csr), direct, AUTO_ORDERS)
+
+
+def _cheapest_whole(
+    graph: "_Graph", direct: ColoredPattern, orders: tuple[Order, ...]
+) -> ColoredPattern:
     # Substitution only pays with fewer colors: the acyclic search stops at best - 1.
+    best = (direct.num_colors, direct.method, direct.order, direct.colors)
     _, method, order, colors = _portfolio(graph, ("acyclic",), orders, best)
     if method != "acyclic":
         return direct
-    acyclic = ColoredPattern(csr, colors, "acyclic", order, pattern=pattern)
+    acyclic = ColoredPattern(graph.csr, colors, "acyclic", order, pattern=direct.pattern)
     return acyclic if whole_cost(acyclic) < whole_cost(direct) else direct
 
 
