@@ -44,7 +44,7 @@ from ._estimators import (
     Which,
     check_choice,
 )
-from ._formats import Format, check_format, pattern_output
+from ._formats import Format, check_format, pattern_output, to_device
 from ._hvp import Kernels
 from ._index import entry, grid, line, resolve
 from ._progress import resolve as resolve_progress
@@ -215,7 +215,7 @@ class HessianBlock(_ArrayOps):
 
     def _answer(self, values: Any, shape: tuple[int, ...]) -> jax.Array:
         if isinstance(values, np.ndarray):
-            return jnp.asarray(values.reshape(shape).astype(self.dtype, copy=False))
+            return to_device(values.reshape(shape).astype(self.dtype, copy=False))
         return values.reshape(shape).astype(self.dtype)
 
     def _request(self, key: Any) -> tuple:
@@ -258,7 +258,7 @@ class HessianBlock(_ArrayOps):
                 self._p_offset + row[0], self._rows.offset + row[1], start, self._cols.stop
             )
             if values is not None:
-                return jnp.asarray(values.reshape(self._cols.shape).astype(self.dtype, copy=False))
+                return to_device(values.reshape(self._cols.shape).astype(self.dtype, copy=False))
         kind, p, r, c, shape = self._request(key)
         values = engine.grid(p, r, c) if kind == "grid" else engine.entries(p, r, c)
         return self._answer(values, shape)
