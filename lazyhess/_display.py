@@ -25,12 +25,6 @@ _PALETTE = np.array([[255, 255, 255], [170, 178, 189], [228, 87, 46]], dtype=np.
 _BLOCK_LINE = np.array([40, 70, 160], dtype=np.uint8)
 
 
-def _is_hessian(obj: Any) -> bool:
-    from ._hessian import Hessian
-
-    return isinstance(obj, Hessian)
-
-
 def _known_csr(H: Hessian) -> tuple[bool, sp.csr_array | None]:
     """``(known, csr)``: the pattern if already detected (``None`` when dense), without work."""
     structure = H._engine.structure
@@ -207,17 +201,9 @@ def _spy_source(obj: Any) -> tuple[sp.csr_array | None, int, np.ndarray | None, 
     from .coloring import ColoredPattern
     from .sparsity import SparsityPattern
 
-    if _is_hessian(obj):
-        pattern = obj.sparsity
-        csr = None if pattern is None else obj._engine.structure.csr
-        structure = obj._engine.structure
-        colored = structure.colored if structure.colored_known else None
-        return (
-            csr,
-            obj._layout.n,
-            None if colored is None else colored.colors,
-            computed_columns(obj),
-        )
+    own = getattr(obj, "_spy_source", None)  # a Hessian draws itself
+    if own is not None:
+        return own()
     if isinstance(obj, ColoredPattern):
         csr, colors = obj.csr, obj.colors
     elif isinstance(obj, SparsityPattern):

@@ -926,6 +926,22 @@ class Hessian(_ArrayOps):
 
     # --- the point -----------------------------------------------------------------------
 
+    def _spy_source(self) -> tuple[sp.csr_array | None, int, np.ndarray | None, np.ndarray]:
+        """``(csr, n, colors, seeded)`` for ``spy``.
+
+        The pattern (detected if not yet), the global coloring's colors if known, and the
+        columns whose seed is cached.
+        """
+        pattern = self.sparsity
+        structure = self._structure
+        colored = structure.colored if structure.colored_known else None
+        return (
+            None if pattern is None else structure.csr,
+            self._layout.n,
+            None if colored is None else colored.colors,
+            self._engine.computed_columns(),
+        )
+
     @cached_property
     def _first_order(self) -> tuple[Any, Any, Any]:
         engine = self._engine
