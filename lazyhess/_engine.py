@@ -22,7 +22,6 @@ import numpy as np
 from jax._src import core as jax_core  # trace_state_clean: is a trace active?
 
 from ._cache import CacheInfo, DirectionCache, format_bytes
-from ._csr import lookup
 from ._hvp import Kernels
 from ._plan import Plan, plan
 from ._progress import bar
@@ -232,30 +231,6 @@ class Engine:
 
     # --- planning ------------------------------------------------------------------------
 
-    def _cells(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, ...]:
-        """The stored entries of the grid ``rows x cols`` (both distinct and sorted).
-
-        Returns ``(i, j, pos)``: indices into ``rows`` and ``cols`` and pattern positions.
-        Cost O(stored entries of ``rows`` + ``len(cols)``), or O(n) for scattered columns.
-        """
-        structure = self.structure
-        at, counts = structure.row_entries(rows)
-        found = structure.stored_csr.indices[at].astype(np.int64)
-        i = np.repeat(np.arange(rows.size), counts)
-        if cols.size and cols[-1] - cols[0] + 1 == cols.size:
-            keep = (found >= cols[0]) & (found <= cols[-1])
-            j = found[keep] - cols[0]
-        elif cols.size * 16 < structure.n:
-            keep = lookup(cols, found)[0]
-            j = np.searchsorted(cols, found[keep])
-        else:
-            where = np.full(structure.n, -1, dtype=np.int64)
-            where[cols] = np.arange(cols.size)
-            j = where[found]
-            keep = j >= 0
-            j = j[keep]
-        return i[keep], j, at[keep]
-
     def _slabs(self, rows: np.ndarray, cols: np.ndarray) -> _Slabs:
         unit = self.structure.unit
         held = self.cache.held(unit)
@@ -284,7 +259,7 @@ class Engine:
         """The plan of the grid ``rows x cols`` (distinct, sorted), and its cells."""
         if self.structure.dense:
             return self._slabs(rows, cols), None
-        i, j, pos = self._cells(rows, cols)
+        i, j, pos = self.structure.cells(rows, cols)
         return plan(rows[i], cols[j], pos, self.structure, self.cache.families()), (i, j)
 
     def _plan_entries(

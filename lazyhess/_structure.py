@@ -174,20 +174,35 @@ class Structure:
         out[rows[on]] = on
         return out
 
+    def cells(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The stored entries of the grid ``rows x cols`` (both distinct and sorted).
+
+        Returns ``(i, j, pos)``: indices into ``rows`` and ``cols`` and pattern positions.
+        Cost O(stored entries of ``rows`` + ``len(cols)``), or O(n) for scattered columns.
+        """
+        at, counts = self.row_entries(rows)
+        found = self.stored_csr.indices[at].astype(np.int64)
+        i = np.repeat(np.arange(rows.size), counts)
+        if cols.size and cols[-1] - cols[0] + 1 == cols.size:  # a range of columns
+            keep = (found >= cols[0]) & (found <= cols[-1])
+            j = found[keep] - cols[0]
+        elif cols.size * 16 < self.n:
+            keep = lookup(cols, found)[0]
+            j = np.searchsorted(cols, found[keep])
+        else:
+            where = np.full(self.n, -1, dtype=np.int64)
+            where[cols] = np.arange(cols.size)
+            j = where[found]
+            keep = j >= 0
+            j = j[keep]
+        return i[keep], j, at[keep]
+
     def block_degree(self, rows: np.ndarray, cols: np.ndarray) -> int:
         """The most stored entries any of ``rows`` has among ``cols`` (distinct, sorted).
 
         A column coloring of the block ``rows x cols`` needs at least this many colors.
         """
-        at, counts = self.row_entries(rows)
-        found = self.stored_csr.indices[at]
-        if cols.size and cols[-1] - cols[0] + 1 == cols.size:  # a range of columns
-            inside = (found >= cols[0]) & (found <= cols[-1])
-        else:
-            inside = lookup(cols, found)[0]
-        ends = np.cumsum(counts)
-        per_row = np.diff(np.concatenate(([0], np.cumsum(inside)))[np.concatenate(([0], ends))])
-        return int(per_row.max(initial=0))
+        return int(np.bincount(self.cells(rows, cols)[0]).max(initial=0))
 
     def device_labels(self, family: SeedFamily) -> jax.Array:
         """``family.labels`` on the device (int32), sent once and shared by every point."""
