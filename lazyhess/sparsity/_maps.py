@@ -59,6 +59,11 @@ def union(mats: list[sp.csr_array | None]) -> sp.csr_array | None:
     return out
 
 
+def row_counts(d: sp.csr_array) -> np.ndarray:
+    """The number of inputs each row of ``d`` depends on (int64)."""
+    return np.diff(d.indptr).astype(np.int64)
+
+
 def row_union(d: sp.csr_array) -> np.ndarray:
     """The sorted set of columns used by any row of ``d``."""
     return np.unique(d.indices)
@@ -79,6 +84,13 @@ class IndexMap:
     def apply(self, d: sp.csr_array) -> sp.csr_array:
         return take_rows(d, self.idx)
 
+    def bound(self, d: sp.csr_array) -> int:
+        """The stored entries of ``apply(d)``, from the row counts alone. O(len(idx))."""
+        counts = row_counts(d)
+        if self.idx is None:
+            return int(counts.sum())
+        return int(counts[self.idx[self.idx >= 0]].sum())
+
     def pull(self, live_out: np.ndarray, live_in: np.ndarray) -> None:
         if self.idx is None:
             live_in |= live_out
@@ -97,6 +109,14 @@ class MatrixMap:
 
     def apply(self, d: sp.csr_array) -> sp.csr_array:
         return self.mat @ d
+
+    def bound(self, d: sp.csr_array) -> int:
+        """An upper bound on the stored entries of ``apply(d)`` (rows counted with repeats).
+
+        O(entries of ``mat``), computing no product.
+        """
+        uses = np.bincount(self.mat.indices, minlength=shape_of(self.mat)[1])
+        return int(uses @ row_counts(d))
 
     def pull(self, live_out: np.ndarray, live_in: np.ndarray) -> None:
         live_in[take_rows(self.mat, np.flatnonzero(live_out)).indices] = True
@@ -128,6 +148,14 @@ class GroupMap:
             shape=(self.ngroups, self.g_in.size),
         )
         return take_rows(gather @ d, self.g_out)
+
+    def bound(self, d: sp.csr_array) -> int:
+        """An upper bound on the stored entries of ``apply(d)``. O(operand + output size)."""
+        keep = self.g_in >= 0
+        per_group = np.bincount(
+            self.g_in[keep], weights=row_counts(d)[keep], minlength=self.ngroups
+        )
+        return int(per_group[self.g_out[self.g_out >= 0]].sum())
 
     def pull(self, live_out: np.ndarray, live_in: np.ndarray) -> None:
         hit = np.zeros(self.ngroups + 1, bool)
