@@ -217,8 +217,20 @@ class Engine:
     ) -> Iterator[np.ndarray]:
         """HVP results of ``family``'s seeds ``labels``, chunk by chunk, cached as they come.
 
-        ``alone``: no other family is computed for the same request.
+        ``alone``: no other family is computed for the same request. Every unit seed of a
+        concrete point in order (a dense ``H[:]``) is one compiled call instead, chunked on
+        the device (see `_all_units`), unless a progress bar shows the chunks.
         """
+        n = self.layout.n
+        if (
+            family.unit
+            and not self.traced
+            and not self.progress
+            and n > self.chunk_size
+            and np.array_equal(labels, np.arange(n))
+        ):
+            yield self._all_units(family)
+            return
         starts = range(0, len(labels), self.chunk_size)
         only = alone and len(starts) == 1
         for s in bar(list(starts), "HVP chunks", self.progress and len(starts) > 1):
@@ -229,6 +241,28 @@ class Engine:
             for t, label in enumerate(chunk):
                 self.cache.put((family, int(label)), block[t])
             yield block
+
+    def _all_units(self, family: SeedFamily) -> np.ndarray:
+        """``H e_j`` for every unit seed ``j``, ``(n, p, n)``, from one compiled call.
+
+        Counted as n HVPs and cached: as views of the result when all of it fits the
+        budget, otherwise as copies of the last seeds that fit (views would keep the whole
+        result alive beyond ``cache_bytes``).
+        """
+        with concretely():
+            state, out = self.kernels.units(
+                self.x, self.dyn, self.structure.device_labels(family), self.chunk_size
+            )
+            block = np.asarray(out)
+        self._first = False
+        if self._point_state is None:
+            self._point_state = state
+        n = block.shape[0]
+        self.cache.record(n)
+        fits = self.cache.max_bytes // max(block[0].nbytes, 1)
+        for label in range(max(n - fits, 0), n):
+            self.cache.put((family, label), block[label] if fits >= n else block[label].copy())
+        return block
 
     # --- planning ------------------------------------------------------------------------
 
@@ -444,6 +478,15 @@ class Engine:
             for t in slabs.cached_rows:
                 value = part(held[int(urows[t])][None])[0]
                 out[:, t, slabs.open_cols] = value[:, open_j]
+        n = self.layout.n
+        if slabs.new.size == n and urows.size == n and ucols.size == n:
+            # The whole matrix from every unit seed (a dense H[:]): copies of whole slabs.
+            offset = 0
+            for block in self._computed(unit, slabs.new):
+                k = block.shape[0]
+                out[:, :, offset : offset + k] = np.moveaxis(part(block), 0, -1)
+                offset += k
+            return
         offset = 0
         for block in self._computed(unit, slabs.new):
             at = slabs.at[offset : offset + block.shape[0]]

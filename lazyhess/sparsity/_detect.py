@@ -59,14 +59,19 @@ def _interpret(
     n_dynamic: int,
     seeded: np.ndarray | None = None,
     budget: int | None = None,
+    shared: Interpreter | None = None,
 ) -> tuple[Interpreter, list[Node]]:
     """The forward and backward passes; returns the interpreter and the float outputs.
 
     ``seeded`` (sorted flat inputs) restricts the dependency rows to those inputs: every
-    other input counts as an unknown non-differentiated value.
+    other input counts as an unknown non-differentiated value. A ``shared`` interpreter
+    of an earlier pass lends its warnings given and traced rules.
     """
     n = int(sum(leaf_sizes))
-    interp = Interpreter(n, budget=budget)
+    if shared is None:
+        interp = Interpreter(n, budget=budget)
+    else:
+        interp = Interpreter(n, shared.warned, memo=shared.memo, budget=budget)
     args, off = [], 0
     invars = closed.jaxpr.invars
     for v, size in zip(invars, leaf_sizes, strict=False):
@@ -84,18 +89,22 @@ def _interpret(
     return interp, outs
 
 
-def probe_density(closed, leaf_sizes: Sequence[int], n_dynamic: int) -> float:
-    """The density of the pattern's principal submatrix over `PROBE_SIZE` sampled inputs.
+def probe_density(
+    closed,
+    leaf_sizes: Sequence[int],
+    n_dynamic: int,
+    seeded: np.ndarray,
+    shared: Interpreter | None = None,
+) -> float:
+    """The density of the pattern's principal submatrix over the inputs ``seeded``.
 
-    Exact for those inputs: the dependency rows restricted to them are the restrictions
-    of the full rows, so each pair term gives exactly its entries among them. Sampling is
-    seeded by N (the same answer every time). Cost: one pass over the jaxpr with
-    dependency rows of at most `PROBE_SIZE` entries.
+    Exact for those inputs (sorted, distinct): the dependency rows restricted to them are
+    the restrictions of the full rows, so each pair term gives exactly its entries among
+    them. Cost: one pass over the jaxpr with dependency rows of at most ``len(seeded)``
+    entries.
     """
     n = int(sum(leaf_sizes))
-    rng = np.random.default_rng(n)
-    seeded = np.sort(rng.choice(n, size=min(n, PROBE_SIZE), replace=False))
-    interp, _ = _interpret(closed, leaf_sizes, n_dynamic, seeded)
+    interp, _ = _interpret(closed, leaf_sizes, n_dynamic, seeded, shared=shared)
     indptr, indices = hessian_coordinates(interp.ops, n)
     rows = entry_rows(indptr, np.int64)
     inside = np.isin(rows, seeded) & np.isin(indices, seeded)
@@ -120,12 +129,15 @@ def detect(
     n = int(sum(leaf_sizes))
     early = allow_dense and n * n * DENSE_FRACTION >= DENSE_MIN_BLOCK
     budget = max(BUDGET_MIN, BUDGET_PER_INPUT * n) if early else None
+    context = Interpreter(n)  # warnings given and rules traced, shared by every pass
     try:
-        interp, outs = _interpret(closed, leaf_sizes, n_dynamic, budget=budget)
+        interp, outs = _interpret(closed, leaf_sizes, n_dynamic, budget=budget, shared=context)
     except OverBudget:
-        if probe_density(closed, leaf_sizes, n_dynamic) >= DENSE_FRACTION:
+        # Sampled inputs seeded by N: the same answer every time.
+        sample = np.sort(np.random.default_rng(n).choice(n, min(n, PROBE_SIZE), replace=False))
+        if probe_density(closed, leaf_sizes, n_dynamic, sample, context) >= DENSE_FRACTION:
             return None, None, None
-        interp, outs = _interpret(closed, leaf_sizes, n_dynamic)
+        interp, outs = _interpret(closed, leaf_sizes, n_dynamic, shared=context)
     release_unpaired(interp.ops, outs)
     if early and largest_block(interp.ops) >= DENSE_FRACTION * n * n:
         return None, None, (outs[0] if outs else None)

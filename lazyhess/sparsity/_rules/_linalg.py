@@ -42,10 +42,21 @@ def _dot_general(ctx, eqn, ins):
     (v,) = eqn.outvars
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
     lhs, rhs = ins
-    lp = _dot_layout(lhs.shape, lc, lb)
-    rp = _dot_layout(rhs.shape, rc, rb)
-    nb, ni, nc = lp.shape
-    nj = rp.shape[1]
+
+    def layout(node: Node, other: Node, contract, batch):
+        """Positions of an operand read by a rule: one that depends, or zeros of a constant."""
+        reads_zeros = other.dep is not None and node.value is not None and not np.all(node.value)
+        return (
+            _dot_layout(node.shape, contract, batch)
+            if node.dep is not None or reads_zeros
+            else None
+        )
+
+    lp = layout(lhs, rhs, lc, lb)
+    rp = layout(rhs, lhs, rc, rb)
+    nb = math.prod(lhs.shape[d] for d in lb)
+    ni = math.prod(n for d, n in enumerate(lhs.shape) if d not in lc and d not in lb)
+    nj = math.prod(n for d, n in enumerate(rhs.shape) if d not in rc and d not in rb)
     m = v.aval.size
 
     def jac(pos_self, other: Node, pos_other, self_is_lhs: bool):
