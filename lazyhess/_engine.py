@@ -219,14 +219,17 @@ class Engine:
 
         ``alone``: no other family is computed for the same request. Every unit seed of a
         concrete point in order (a dense ``H[:]``) is one compiled call instead, chunked on
-        the device (see `_all_units`), unless a progress bar shows the chunks.
+        the device (see `_all_units`), when all of its results fit the cache and no progress
+        bar shows the chunks.
         """
-        n = self.layout.n
+        lay = self.layout
+        n = lay.n
         if (
             family.unit
             and not self.traced
             and not self.progress
             and n > self.chunk_size
+            and n * lay.p * n * lay.dtype.itemsize <= self.cache.max_bytes
             and np.array_equal(labels, np.arange(n))
         ):
             yield self._all_units(family)
@@ -245,9 +248,8 @@ class Engine:
     def _all_units(self, family: SeedFamily) -> np.ndarray:
         """``H e_j`` for every unit seed ``j``, ``(n, p, n)``, from one compiled call.
 
-        Counted as n HVPs and cached: as views of the result when all of it fits the
-        budget, otherwise as copies of the last seeds that fit (views would keep the whole
-        result alive beyond ``cache_bytes``).
+        Counted as n HVPs and cached (all of it fits: the caller checks), so beyond the
+        result memory stays within ``cache_bytes`` plus the device's chunk.
         """
         with concretely():
             state, out = self.kernels.units(
@@ -257,11 +259,9 @@ class Engine:
         self._first = False
         if self._point_state is None:
             self._point_state = state
-        n = block.shape[0]
-        self.cache.record(n)
-        fits = self.cache.max_bytes // max(block[0].nbytes, 1)
-        for label in range(max(n - fits, 0), n):
-            self.cache.put((family, label), block[label] if fits >= n else block[label].copy())
+        self.cache.record(block.shape[0])
+        for label in range(block.shape[0]):
+            self.cache.put((family, label), block[label])
         return block
 
     # --- planning ------------------------------------------------------------------------
