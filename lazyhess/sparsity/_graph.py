@@ -113,7 +113,17 @@ class PairOp:
         ia = k if self.ia is None else self.ia[k]
         ib = k if self.ib is None else self.ib[k]
         same = self.a is self.b and (ia is ib or np.array_equal(ia, ib))
+        # Terms with an empty row add nothing: dropped before their rows are gathered.
+        both = _filled(self.a.dep, ia) & (True if same else _filled(self.b.dep, ib))
+        if not both.all():
+            ia, ib = ia[both], (ia[both] if same else ib[both])
         acc.append((take_rows(self.a.dep, ia), None if same else take_rows(self.b.dep, ib)))
+
+
+def _filled(d, idx: np.ndarray) -> np.ndarray:
+    """Whether row ``idx[k]`` of ``d`` holds an entry (``False`` for -1). O(len(idx))."""
+    safe = np.maximum(idx, 0)
+    return (idx >= 0) & (d.indptr[safe + 1] > d.indptr[safe])
 
 
 class LoopOp:

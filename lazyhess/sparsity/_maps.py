@@ -35,16 +35,21 @@ def take_rows(d: sp.csr_array, idx: np.ndarray | None) -> sp.csr_array:
     if idx is None:
         return d
     indptr = d.indptr
-    valid = idx >= 0
-    safe = np.where(valid, idx, 0)
-    starts = indptr[safe].astype(np.int64)
-    lens = np.where(valid, indptr[safe + 1] - starts, 0)
+    if idx.size >= indptr.size:  # many rows taken: one gather from a table of lengths
+        table = np.zeros(indptr.size, np.int64)  # its last entry answers for -1
+        table[:-1] = np.diff(indptr)
+        lens = table[idx]
+    else:
+        safe = np.maximum(idx, 0)
+        lens = np.where(idx >= 0, indptr[safe + 1] - indptr[safe], 0)
     new_indptr = np.zeros(idx.size + 1, np.int64)
     np.cumsum(lens, out=new_indptr[1:])
     total = int(new_indptr[-1])
     if total == 0:
         return csr(new_indptr, np.zeros(0, np.int64), (idx.size, shape_of(d)[1]))
-    offs = np.repeat(starts - new_indptr[:-1], lens) + np.arange(total, dtype=np.int64)
+    hit = np.flatnonzero(lens)  # often few: the rows with entries
+    starts = indptr[idx[hit]].astype(np.int64) - new_indptr[hit]
+    offs = np.repeat(starts, lens[hit]) + np.arange(total, dtype=np.int64)
     return csr(new_indptr, d.indices[offs], (idx.size, shape_of(d)[1]))
 
 
