@@ -170,8 +170,8 @@ def hessian_sparsity(
 
     A (nearly) dense Hessian is noticed before its N² entries are assembled: when one
     block of it already covers half of the matrix (and at least 2**16 entries), or when
-    an intermediate dependency matrix outgrows 32 entries per input and the pattern
-    restricted to 64 sampled inputs is at least half full, the result is
+    an intermediate dependency matrix outgrows 32 entries per input (and 2**18 in all)
+    and the pattern restricted to 64 sampled inputs is at least half full, the result is
     `SparsityPattern.dense` (``is_dense`` is true), which costs nothing until its arrays
     are read; dense evaluation is then the better way to compute it.
 
