@@ -216,8 +216,23 @@ class Engine:
     ) -> Iterator[np.ndarray]:
         """HVP results of ``family``'s seeds ``labels``, chunk by chunk, cached as they come.
 
-        ``alone``: no other family is computed for the same request.
+        ``alone``: no other family is computed for the same request. Every unit seed of a
+        concrete point in order (a dense ``H[:]``) is one compiled call instead, chunked on
+        the device (see `_all_units`), when all of its results fit the cache and no progress
+        bar shows the chunks.
         """
+        lay = self.layout
+        n = lay.n
+        if (
+            family.unit
+            and not self.traced
+            and not self.progress
+            and n > self.chunk_size
+            and n * lay.p * n * lay.dtype.itemsize <= self.cache.max_bytes
+            and np.array_equal(labels, np.arange(n))
+        ):
+            yield self._all_units(family)
+            return
         starts = range(0, len(labels), self.chunk_size)
         only = alone and len(starts) == 1
         for s in bar(list(starts), "HVP chunks", self.progress and len(starts) > 1):
@@ -228,6 +243,25 @@ class Engine:
             for t, label in enumerate(chunk):
                 self.cache.put((family, int(label)), block[t])
             yield block
+
+    def _all_units(self, family: SeedFamily) -> np.ndarray:
+        """``H e_j`` for every unit seed ``j``, ``(n, p, n)``, from one compiled call.
+
+        Counted as n HVPs and cached (all of it fits: the caller checks), so beyond the
+        result memory stays within ``cache_bytes`` plus the device's chunk.
+        """
+        with concretely():
+            state, out = self.kernels.units(
+                self.x, self.dyn, self.structure.device_labels(family), self.chunk_size
+            )
+            block = np.asarray(out)
+        self._first = False
+        if self._point_state is None:
+            self._point_state = state
+        self.cache.record(block.shape[0])
+        for label in range(block.shape[0]):
+            self.cache.put((family, label), block[label])
+        return block
 
     # --- planning ------------------------------------------------------------------------
 
@@ -419,6 +453,15 @@ class Engine:
             for t in slabs.cached_rows:
                 value = part(held[int(urows[t])][None])[0]
                 out[:, t, slabs.open_cols] = value[:, open_j]
+        n = self.layout.n
+        if slabs.new.size == n and urows.size == n and ucols.size == n:
+            # The whole matrix from every unit seed (a dense H[:]): copies of whole slabs.
+            offset = 0
+            for block in self._computed(unit, slabs.new):
+                k = block.shape[0]
+                out[:, :, offset : offset + k] = np.moveaxis(part(block), 0, -1)
+                offset += k
+            return
         offset = 0
         for block in self._computed(unit, slabs.new):
             at = slabs.at[offset : offset + block.shape[0]]

@@ -47,6 +47,7 @@ class Kernels:
         self._apply = jax.jit(self._apply_impl, static_argnums=0)
         self._seeded = jax.jit(self._seeded_impl, static_argnums=(0, 1))
         self._once = jax.jit(self._once_impl, static_argnums=0)
+        self._units = jax.jit(self._units_impl, static_argnums=0)
         self._first_order_jit = jax.jit(self._first_order)
 
     def _flat(self, x: jax.Array, dyn: Any) -> jax.Array:
@@ -133,6 +134,31 @@ class Kernels:
         ``H.at(x).to_sparse()`` with the colors in one chunk.
         """
         return self._once(exact_nan, x, dyn, labels, ids)
+
+    def _units_impl(self, chunk: int, x, dyn, labels):
+        # The jitted linearisation: its trace is shared with `linearize`, so ``fun`` is
+        # traced once per point shape however the point's seeds are then evaluated.
+        leaves = self._linearize(x, dyn)
+        tree = self._trees["state", _signature(x, dyn)]
+        n = self.layout.n
+        count = -(-n // chunk)
+        ids = jnp.arange(count * chunk, dtype=jnp.int32)
+        ids = jnp.where(ids < n, ids, -1).reshape(count, chunk)
+        out = jax.lax.map(
+            lambda at: self._seeded_impl(True, tree, leaves, x, dyn, labels, at), ids
+        )
+        return leaves, out.reshape((count * chunk,) + out.shape[2:])[:n]
+
+    def units(self, x, dyn, labels: jax.Array, chunk: int) -> tuple[tuple, jax.Array]:
+        """The per-point state and ``H e_j`` for every unit seed ``j``: ``(n, p, n)``.
+
+        The whole dense Hessian in one compiled call: the linearisation, then ``chunk``
+        unit seeds at a time in a loop on the device (``labels`` are ``arange(n)``), so
+        beyond the result the device holds one chunk. Seeds propagate NaNs as
+        ``jax.hessian`` does (see `seeded`).
+        """
+        leaves, out = self._units(chunk, x, dyn, labels)
+        return (self._trees.get(("state", _signature(x, dyn))), leaves), out
 
     def _hvp(self, tree: Any, leaves: list, x: jax.Array, dyn: Any, v: jax.Array) -> jax.Array:
         """H v for one direction ``v`` of shape ``(d,)``, as ``(p, n)``."""

@@ -7,6 +7,7 @@ import pytest
 
 from benchmarks.problems import PROBLEMS
 from lazyhess import SparsityPattern, hessian_sparsity
+from lazyhess.sparsity import _detect
 
 
 def mlp_loss(sizes=(8, 24, 24, 4), batch=16):
@@ -85,3 +86,79 @@ def test_large_sparse_function_is_not_dense():
     f, x = PROBLEMS["GENROSE"].make(2000)
     pattern = hessian_sparsity(f, x)
     assert not pattern.is_dense and pattern.nnz == 3 * 2000 - 2
+
+
+def _closed(f, x):
+    """The jaxpr detection interprets for ``f`` of one flat array ``x``."""
+    spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    return jax.make_jaxpr(lambda leaves, dyn: [f(leaves[0])])([spec], [])
+
+
+def test_probe_gives_the_exact_pattern_on_its_sampled_inputs():
+    n = 300
+    f = lambda x: jnp.sum(x[:120]) ** 2 + jnp.sum(x[1:] * x[:-1])  # noqa: E731
+    full = hessian_sparsity(f, jnp.zeros(n)).to_dense()
+    sample = np.sort(np.random.default_rng(3).choice(n, 40, replace=False))
+    density = _detect.probe_density(_closed(f, jnp.zeros(n)), [n], 0, sample)
+    assert density == full[np.ix_(sample, sample)].mean()
+
+
+def test_a_dense_function_stops_at_the_budget(monkeypatch):
+    # Its dependency matrices outgrow the budget: the probe answers, and the pattern is
+    # never assembled (the full pass never finishes).
+    probes = []
+    probe = _detect.probe_density
+    monkeypatch.setattr(
+        _detect, "probe_density", lambda *a: probes.append(probe(*a)) or probes[-1]
+    )
+    monkeypatch.setattr(_detect, "release_unpaired", lambda *a: pytest.fail("full pass ran"))
+    loss, params = mlp_loss(sizes=(8, 64, 64, 4))
+    pattern = hessian_sparsity(loss, params)
+    assert pattern.is_dense and pattern.n == 4996
+    assert len(probes) == 1 and probes[0] > 0.99  # the last layer's outputs never meet
+
+
+def test_a_sparse_function_over_the_budget_stays_exact(monkeypatch):
+    # cumsum over 1000 inputs has a dense (linear) dependency matrix, over the budget;
+    # the probe finds a sparse sample, so detection runs again, exactly.
+    probes = []
+    probe = _detect.probe_density
+    monkeypatch.setattr(
+        _detect, "probe_density", lambda *a: probes.append(probe(*a)) or probes[-1]
+    )
+    n = 1000
+    f = lambda x: jnp.sum(x[1:] * x[:-1]) + jnp.sum(jnp.cumsum(x))  # noqa: E731
+    pattern = hessian_sparsity(f, jnp.zeros(n))
+    assert len(probes) == 1 and probes[0] < 0.1
+    i = np.arange(n - 1)
+    assert pattern == SparsityPattern.from_coordinates(i, i + 1, n, symmetrize=True)
+
+
+@pytest.mark.parametrize("zeros", [False, True])
+def test_batched_contraction_with_a_constant(zeros):
+    # A dense constant makes each output read a whole fiber (a group map); a constant
+    # with zero columns keeps its exact entries. Pattern: one block per batch element,
+    # over the inputs its nonzero columns read.
+    b, i, j = 3, 4, 5
+    a = np.random.default_rng(0).normal(size=(b, i, j)) + 2.0
+    if zeros:
+        a[:, :, 1] = 0.0
+    f = lambda x: jnp.sum(jnp.tanh(jnp.einsum("bij,bj->bi", a, x.reshape(b, j))))  # noqa: E731
+    used = np.array([c != 1 or not zeros for c in range(j)])
+    block = np.outer(used, used)
+    expected = np.kron(np.eye(b, dtype=bool), block)
+    got = hessian_sparsity(f, jnp.zeros(b * j)).to_dense()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_product_of_two_dependent_matrices_pairs_their_entries():
+    # (X @ Y)[i, k] = Σ_c X[i, c] Y[c, k]: the bilinear terms pair X[i, c] with Y[c, k];
+    # tanh makes each output's row pair with itself. Compared with jax.hessian's nonzeros
+    # at a generic point.
+    def f(x):
+        xm, ym = x[:6].reshape(2, 3), x[6:].reshape(3, 2)
+        return jnp.sum(jnp.tanh(xm @ ym)[0]) + jnp.sum(xm[1] @ ym)
+
+    x = jnp.asarray(np.random.default_rng(1).normal(size=12))
+    numeric = np.asarray(jax.jit(jax.hessian(f))(x)) != 0
+    np.testing.assert_array_equal(hessian_sparsity(f, x).to_dense(), numeric)

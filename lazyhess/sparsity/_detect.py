@@ -25,13 +25,14 @@ from . import _rules  # noqa: F401  (registers the primitive rules)
 from ._graph import (
     Interpreter,
     Node,
+    OverBudget,
     backward,
     hessian_coordinates,
     is_float,
     largest_block,
     release_unpaired,
 )
-from ._maps import identity_rows
+from ._maps import csr, identity_rows
 from ._pattern import SparsityPattern
 
 #: A pattern whose largest single block already covers this fraction of the N² entries is
@@ -42,6 +43,72 @@ DENSE_FRACTION = 0.5
 #: ... but only from this many entries in that block on: below it the exact pattern costs
 #: next to nothing to assemble, and small Hessians keep their precise patterns.
 DENSE_MIN_BLOCK = 2**16
+#: With dense answers allowed, a dependency matrix that may hold more than this many
+#: entries per input (or `BUDGET_MIN` in all) stops the detection: the Hessian is then
+#: probed on `PROBE_SIZE` sampled inputs and, when dense there, reported dense; otherwise
+#: detection runs again without a budget.
+BUDGET_PER_INPUT = 32
+BUDGET_MIN = 2**18
+#: Sampled inputs of the probe: their principal submatrix of the pattern is exact.
+PROBE_SIZE = 64
+
+
+def _interpret(
+    closed,
+    leaf_sizes: Sequence[int],
+    n_dynamic: int,
+    seeded: np.ndarray | None = None,
+    budget: int | None = None,
+    shared: Interpreter | None = None,
+) -> tuple[Interpreter, list[Node]]:
+    """The forward and backward passes; returns the interpreter and the float outputs.
+
+    ``seeded`` (sorted flat inputs) restricts the dependency rows to those inputs: every
+    other input counts as an unknown non-differentiated value. A ``shared`` interpreter
+    of an earlier pass lends its warnings given and traced rules.
+    """
+    n = int(sum(leaf_sizes))
+    if shared is None:
+        interp = Interpreter(n, budget=budget)
+    else:
+        interp = Interpreter(n, shared.warned, memo=shared.memo, budget=budget)
+    args, off = [], 0
+    invars = closed.jaxpr.invars
+    for v, size in zip(invars, leaf_sizes, strict=False):
+        dep = identity_rows(n, off, size)
+        if seeded is not None:
+            keep = np.isin(dep.indices, seeded)
+            indptr = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+            dep = csr(indptr, dep.indices[keep], (size, n))
+        args.append(Node.of(v.aval, dep=dep))
+        off += size
+    args += [Node.of(v.aval) for v in invars[len(leaf_sizes) : len(leaf_sizes) + n_dynamic]]
+    outs = interp.run_closed(closed, args)
+    outs = [o for o in outs if is_float(o.dtype)]
+    backward(interp.ops, outs)
+    return interp, outs
+
+
+def probe_density(
+    closed,
+    leaf_sizes: Sequence[int],
+    n_dynamic: int,
+    seeded: np.ndarray,
+    shared: Interpreter | None = None,
+) -> float:
+    """The density of the pattern's principal submatrix over the inputs ``seeded``.
+
+    Exact for those inputs (sorted, distinct): the dependency rows restricted to them are
+    the restrictions of the full rows, so each pair term gives exactly its entries among
+    them. Cost: one pass over the jaxpr with dependency rows of at most ``len(seeded)``
+    entries.
+    """
+    n = int(sum(leaf_sizes))
+    interp, _ = _interpret(closed, leaf_sizes, n_dynamic, seeded, shared=shared)
+    indptr, indices = hessian_coordinates(interp.ops, n)
+    rows = entry_rows(indptr, np.int64)
+    inside = np.isin(rows, seeded) & np.isin(indices, seeded)
+    return int(inside.sum()) / seeded.size**2
 
 
 def detect(
@@ -52,25 +119,28 @@ def detect(
     The jaxpr's first ``len(leaf_sizes)`` inputs are the differentiated leaves (flat order
     concatenated); the next ``n_dynamic`` inputs are non-differentiated values, unknown.
     Returns the CSR arrays and the first output's node (for batch checks); with
-    ``allow_dense``, ``None`` arrays when the pattern is (nearly) dense (`DENSE_FRACTION`).
+    ``allow_dense``, ``None`` arrays when the pattern is (nearly) dense (`DENSE_FRACTION`):
+    one block of it covers that fraction, or, once a dependency matrix outgrows the
+    budget (`BUDGET_PER_INPUT`), a probe on sampled inputs finds that density.
     Cost: linear in the jaxpr size plus the nonzeros of the intermediate dependency
-    matrices, plus the pattern's assembly unless it is found dense.
+    matrices, plus the pattern's assembly unless it is found dense; a dense Hessian stops
+    at the budget, plus one probe.
     """
     n = int(sum(leaf_sizes))
-    interp = Interpreter(n)
-    args, off = [], 0
-    invars = closed.jaxpr.invars
-    for v, size in zip(invars, leaf_sizes, strict=False):
-        args.append(Node.of(v.aval, dep=identity_rows(n, off, size)))
-        off += size
-    args += [Node.of(v.aval) for v in invars[len(leaf_sizes) : len(leaf_sizes) + n_dynamic]]
-    outs = interp.run_closed(closed, args)
-    outs = [o for o in outs if is_float(o.dtype)]
-    backward(interp.ops, outs)
+    early = allow_dense and n * n * DENSE_FRACTION >= DENSE_MIN_BLOCK
+    budget = max(BUDGET_MIN, BUDGET_PER_INPUT * n) if early else None
+    context = Interpreter(n)  # warnings given and rules traced, shared by every pass
+    try:
+        interp, outs = _interpret(closed, leaf_sizes, n_dynamic, budget=budget, shared=context)
+    except OverBudget:
+        # Sampled inputs seeded by N: the same answer every time.
+        sample = np.sort(np.random.default_rng(n).choice(n, min(n, PROBE_SIZE), replace=False))
+        if probe_density(closed, leaf_sizes, n_dynamic, sample, context) >= DENSE_FRACTION:
+            return None, None, None
+        interp, outs = _interpret(closed, leaf_sizes, n_dynamic, shared=context)
     release_unpaired(interp.ops, outs)
-    if allow_dense and n * n * DENSE_FRACTION >= DENSE_MIN_BLOCK:
-        if largest_block(interp.ops) >= DENSE_FRACTION * n * n:
-            return None, None, (outs[0] if outs else None)
+    if early and largest_block(interp.ops) >= DENSE_FRACTION * n * n:
+        return None, None, (outs[0] if outs else None)
     indptr, indices = hessian_coordinates(interp.ops, n)
     return indptr, indices, (outs[0] if outs else None)
 
@@ -99,9 +169,11 @@ def hessian_sparsity(
     without a rule gets the conservative rule and a `SparsityWarning`.
 
     A (nearly) dense Hessian is noticed before its N² entries are assembled: when one
-    block of it already covers half of the matrix (and at least 2**16 entries), the
-    result is `SparsityPattern.dense` (``is_dense`` is true), which costs nothing until
-    its arrays are read; dense evaluation is then the better way to compute it.
+    block of it already covers half of the matrix (and at least 2**16 entries), or when
+    an intermediate dependency matrix outgrows 32 entries per input (and 2**18 in all)
+    and the pattern restricted to 64 sampled inputs is at least half full, the result is
+    `SparsityPattern.dense` (``is_dense`` is true), which costs nothing until its arrays
+    are read; dense evaluation is then the better way to compute it.
 
     Args:
         fun: function to differentiate.

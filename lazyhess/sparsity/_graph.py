@@ -113,7 +113,17 @@ class PairOp:
         ia = k if self.ia is None else self.ia[k]
         ib = k if self.ib is None else self.ib[k]
         same = self.a is self.b and (ia is ib or np.array_equal(ia, ib))
+        # Terms with an empty row add nothing: dropped before their rows are gathered.
+        both = _filled(self.a.dep, ia) & (True if same else _filled(self.b.dep, ib))
+        if not both.all():
+            ia, ib = ia[both], (ia[both] if same else ib[both])
         acc.append((take_rows(self.a.dep, ia), None if same else take_rows(self.b.dep, ib)))
+
+
+def _filled(d, idx: np.ndarray) -> np.ndarray:
+    """Whether row ``idx[k]`` of ``d`` holds an entry (``False`` for -1). O(len(idx))."""
+    safe = np.maximum(idx, 0)
+    return (idx >= 0) & (d.indptr[safe + 1] > d.indptr[safe])
 
 
 class LoopOp:
@@ -144,6 +154,10 @@ class LoopOp:
             op.pairs(acc)
 
 
+class OverBudget(Exception):  # noqa: N818  (a signal, caught by `detect`)
+    """A dependency matrix would exceed the interpreter's ``budget`` of stored entries."""
+
+
 Rule = Callable[["Interpreter", object, list[Node]], list[Node]]
 
 #: Rules by primitive name, filled in by the `_rules` package.
@@ -155,11 +169,16 @@ class Interpreter:
 
     ``warned`` (primitives already warned about), ``frames`` (the custom-derivative rules
     being analysed, innermost last) and ``memo`` (per-equation results worth keeping, such
-    as traced derivative rules) are shared with every child recorder.
+    as traced derivative rules) are shared with every child recorder. With a ``budget``,
+    a dependency matrix that could hold more stored entries than it raises `OverBudget`
+    before it is built.
     """
 
-    def __init__(self, n: int, warned: set[str] | None = None, frames=None, memo=None):
+    def __init__(
+        self, n: int, warned: set[str] | None = None, frames=None, memo=None, budget=None
+    ):
         self.n = n
+        self.budget = budget
         self.ops: list = []
         self.warned = set() if warned is None else warned
         self.frames: list = [] if frames is None else frames
@@ -167,7 +186,7 @@ class Interpreter:
 
     def child(self) -> Interpreter:
         """A fresh recorder (for a loop or rule body) sharing the detection's state."""
-        return Interpreter(self.n, self.warned, self.frames, self.memo)
+        return Interpreter(self.n, self.warned, self.frames, self.memo, self.budget)
 
     # ------------------------------------------------------------------ running
 
@@ -257,6 +276,10 @@ class Interpreter:
         else:
             shape = aval_or_shape
         sources = [(s, m) for s, m in sources if s.dep is not None]
+        if self.budget is not None:
+            bound = sum(m.bound(s.dep) for s, m in sources)
+            if bound > self.budget:
+                raise OverBudget(f"a dependency matrix of up to {bound} entries")
         out = Node(shape, dtype, union([m.apply(s.dep) for s, m in sources]))
         if out.dep is not None:
             for s, m in sources:

@@ -35,16 +35,21 @@ def take_rows(d: sp.csr_array, idx: np.ndarray | None) -> sp.csr_array:
     if idx is None:
         return d
     indptr = d.indptr
-    valid = idx >= 0
-    safe = np.where(valid, idx, 0)
-    starts = indptr[safe].astype(np.int64)
-    lens = np.where(valid, indptr[safe + 1] - starts, 0)
+    if idx.size >= indptr.size:  # many rows taken: one gather from a table of lengths
+        table = np.zeros(indptr.size, np.int64)  # its last entry answers for -1
+        table[:-1] = np.diff(indptr)
+        lens = table[idx]
+    else:
+        safe = np.maximum(idx, 0)
+        lens = np.where(idx >= 0, indptr[safe + 1] - indptr[safe], 0)
     new_indptr = np.zeros(idx.size + 1, np.int64)
     np.cumsum(lens, out=new_indptr[1:])
     total = int(new_indptr[-1])
     if total == 0:
         return csr(new_indptr, np.zeros(0, np.int64), (idx.size, shape_of(d)[1]))
-    offs = np.repeat(starts - new_indptr[:-1], lens) + np.arange(total, dtype=np.int64)
+    hit = np.flatnonzero(lens)  # often few: the rows with entries
+    starts = indptr[idx[hit]].astype(np.int64) - new_indptr[hit]
+    offs = np.repeat(starts, lens[hit]) + np.arange(total, dtype=np.int64)
     return csr(new_indptr, d.indices[offs], (idx.size, shape_of(d)[1]))
 
 
@@ -57,6 +62,11 @@ def union(mats: list[sp.csr_array | None]) -> sp.csr_array | None:
     for m in present[1:]:
         out = out + m
     return out
+
+
+def row_counts(d: sp.csr_array) -> np.ndarray:
+    """The number of inputs each row of ``d`` depends on (int64)."""
+    return np.diff(d.indptr).astype(np.int64)
 
 
 def row_union(d: sp.csr_array) -> np.ndarray:
@@ -79,6 +89,13 @@ class IndexMap:
     def apply(self, d: sp.csr_array) -> sp.csr_array:
         return take_rows(d, self.idx)
 
+    def bound(self, d: sp.csr_array) -> int:
+        """The stored entries of ``apply(d)``, from the row counts alone. O(len(idx))."""
+        counts = row_counts(d)
+        if self.idx is None:
+            return int(counts.sum())
+        return int(counts[self.idx[self.idx >= 0]].sum())
+
     def pull(self, live_out: np.ndarray, live_in: np.ndarray) -> None:
         if self.idx is None:
             live_in |= live_out
@@ -97,6 +114,14 @@ class MatrixMap:
 
     def apply(self, d: sp.csr_array) -> sp.csr_array:
         return self.mat @ d
+
+    def bound(self, d: sp.csr_array) -> int:
+        """An upper bound on the stored entries of ``apply(d)`` (rows counted with repeats).
+
+        O(entries of ``mat``), computing no product.
+        """
+        uses = np.bincount(self.mat.indices, minlength=shape_of(self.mat)[1])
+        return int(uses @ row_counts(d))
 
     def pull(self, live_out: np.ndarray, live_in: np.ndarray) -> None:
         live_in[take_rows(self.mat, np.flatnonzero(live_out)).indices] = True
@@ -128,6 +153,14 @@ class GroupMap:
             shape=(self.ngroups, self.g_in.size),
         )
         return take_rows(gather @ d, self.g_out)
+
+    def bound(self, d: sp.csr_array) -> int:
+        """An upper bound on the stored entries of ``apply(d)``. O(operand + output size)."""
+        keep = self.g_in >= 0
+        per_group = np.bincount(
+            self.g_in[keep], weights=row_counts(d)[keep], minlength=self.ngroups
+        )
+        return int(per_group[self.g_out[self.g_out >= 0]].sum())
 
     def pull(self, live_out: np.ndarray, live_in: np.ndarray) -> None:
         hit = np.zeros(self.ngroups + 1, bool)

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from .. import _structure as st
 from .._graph import Node
-from .._maps import MatrixMap
+from .._maps import GroupMap, MatrixMap
 from ._common import register
 
 
@@ -29,7 +29,9 @@ def _dot_general(ctx, eqn, ins):
 
     First order: ``out[b, i, j]`` depends on ``lhs[b, i, c]`` for every ``c`` where
     ``rhs[b, j, c]`` may be nonzero, and symmetrically; a constant operand's known zeros drop
-    dependencies, so ``A @ x`` follows the sparsity of ``A``.
+    dependencies, so ``A @ x`` follows the sparsity of ``A``. Without such zeros each output
+    reads a whole fiber of the operand, recorded as a group map in O(operand + output)
+    rather than one entry per product term.
 
     Second order: bilinear, so when both operands depend on the inputs each product term
     ``lhs[b, i, c] rhs[b, j, c]`` pairs the two rows; a constant operand contributes nothing.
@@ -40,23 +42,41 @@ def _dot_general(ctx, eqn, ins):
     (v,) = eqn.outvars
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
     lhs, rhs = ins
-    lp = _dot_layout(lhs.shape, lc, lb)
-    rp = _dot_layout(rhs.shape, rc, rb)
-    nb, ni, nc = lp.shape
-    nj = rp.shape[1]
+
+    def layout(node: Node, other: Node, contract, batch):
+        """Positions of an operand read by a rule: one that depends, or zeros of a constant."""
+        reads_zeros = other.dep is not None and node.value is not None and not np.all(node.value)
+        return (
+            _dot_layout(node.shape, contract, batch)
+            if node.dep is not None or reads_zeros
+            else None
+        )
+
+    lp = layout(lhs, rhs, lc, lb)
+    rp = layout(rhs, lhs, rc, rb)
+    nb = math.prod(lhs.shape[d] for d in lb)
+    ni = math.prod(n for d, n in enumerate(lhs.shape) if d not in lc and d not in lb)
+    nj = math.prod(n for d, n in enumerate(rhs.shape) if d not in rc and d not in rb)
     m = v.aval.size
 
     def jac(pos_self, other: Node, pos_other, self_is_lhs: bool):
         """Local Jacobian of the output with respect to one operand."""
         nz = (
             None
-            if other.dep is not None or other.value is None
+            if other.dep is not None or other.value is None or np.all(other.value)
             else (np.ravel(other.value)[pos_other] != 0)
         )
-        if nz is None:
-            nz = np.ones(pos_other.shape, bool)
-        b, k, c = np.nonzero(nz)
         n_self = pos_self.shape[1]
+        if nz is None or nz.all():
+            # Every product term may be nonzero: out[b, i, j] reads the whole fiber
+            # self[b, i or j, :], a group, in O(operand + output) instead of O(flops).
+            fiber = np.arange(nb)[:, None] * n_self + np.arange(n_self)[None, :]
+            g_in = np.empty(pos_self.size, np.int64)
+            g_in[pos_self.ravel()] = np.broadcast_to(fiber[:, :, None], pos_self.shape).ravel()
+            b, i, j = np.indices((nb, ni, nj), sparse=True)
+            g_out = b * n_self + (i if self_is_lhs else j)
+            return GroupMap(g_in, np.broadcast_to(g_out, (nb, ni, nj)), nb * n_self)
+        b, k, c = np.nonzero(nz)
         s = np.arange(n_self)
         b2, k2, c2, s2 = (
             np.repeat(b, n_self),
@@ -78,12 +98,33 @@ def _dot_general(ctx, eqn, ins):
         sources.append((rhs, jac(rp, lhs, lp, False)))
     out = ctx.link(v.aval, sources)
     if lhs.dep is not None and rhs.dep is not None:
-        b, i, j, c = np.meshgrid(
-            np.arange(nb), np.arange(ni), np.arange(nj), np.arange(nc), indexing="ij"
-        )
-        e = ((b * ni + i) * nj + j).ravel()
-        ctx.pair(out, lhs, lp[b, i, c].ravel(), rhs, rp[b, j, c].ravel(), e)
+        ia, ib, e = _product_terms(lhs.dep, lp, rhs.dep, rp, nj)
+        ctx.pair(out, lhs, ia, rhs, ib, e)
     return [out]
+
+
+def _product_terms(lhs: sp.csr_array, lp, rhs: sp.csr_array, rp, nj: int):
+    """``(ia, ib, e)``: the terms ``lhs[b, i, c] rhs[b, j, c]`` of ``out[b, i, j]``.
+
+    ``lhs`` and ``rhs`` are the operands' dependency matrices. Only terms whose two
+    operand elements both depend on the inputs: the others add no pair. Cost O(those
+    terms), which is the product's flops when every element depends.
+    """
+    _, ni, nc = lp.shape
+    bl, il, cl = np.nonzero(np.diff(lhs.indptr)[lp] > 0)
+    br, jr, cr = np.nonzero(np.diff(rhs.indptr)[rp] > 0)
+    key_r = br * nc + cr
+    order = np.argsort(key_r, kind="stable")
+    key_l = bl * nc + cl
+    start = np.searchsorted(key_r[order], key_l, side="left")
+    count = np.searchsorted(key_r[order], key_l, side="right") - start
+    left = np.repeat(np.arange(key_l.size), count)
+    first = np.repeat(start - (np.cumsum(count) - count), count)
+    right = order[first + np.arange(left.size)]
+    ia = lp[bl[left], il[left], cl[left]]
+    ib = rp[br[right], jr[right], cr[right]]
+    e = (bl[left] * ni + il[left]) * nj + jr[right]
+    return ia, ib, e
 
 
 @register(
