@@ -50,7 +50,7 @@ from ._index import entry, grid, line, resolve
 from ._progress import resolve as resolve_progress
 from ._structure import Structure
 from ._tree import BlockSpec, Layout, LeafInfo, Signature, leaf_infos
-from .sparsity import SparsityPattern, hessian_sparsity
+from .sparsity import SparsityPattern, call_sparsity
 
 _CHUNK_BYTES = 64 * 2**20
 _MAX_CHUNK = 128
@@ -646,14 +646,12 @@ class Hessian(_ArrayOps):
         out_paths, out_tree = jax.tree_util.tree_flatten_with_path(out_shape)
         layout = Layout(in_tree, inputs, out_tree, leaf_infos(out_paths, False), batch)
         kernels = Kernels(call, layout, mode, holomorphic)
+
+        def detect() -> SparsityPattern:
+            return call_sparsity(lambda p, d: call(p, d)[0], primals, dyn, batch)
+
         if isinstance(sparsity, str):
-            structure = Structure(
-                layout.n,
-                lambda: hessian_sparsity(
-                    fun, *args, argnums=argnums, has_aux=has_aux, batch_axis=batch_axis, **kwargs
-                ),
-                progress=show,
-            )
+            structure = Structure(layout.n, detect, progress=show)
         else:
             pattern = None if sparsity is None else _user_pattern(sparsity, layout.n)
             if batch is not None and not is_traced((args, kwargs)):
@@ -661,7 +659,7 @@ class Hessian(_ArrayOps):
             structure = Structure(layout.n, pattern, progress=show)
         self._init_point(signature, kernels, structure, args, kwargs)
         if strict is not False:
-            _check_strict(self, strict)
+            _check_strict(self, strict, detect)
 
     def _init_point(
         self,
@@ -1119,24 +1117,17 @@ class Hessian(_ArrayOps):
         )
 
 
-def _check_strict(H: Hessian, strict: Any) -> None:
+def _check_strict(H: Hessian, strict: Any, detect: Callable[[], SparsityPattern]) -> None:
     """Raise when a differentiated leaf does not affect the gradient (torch's ``strict``).
 
     A leaf whose rows of the sparsity pattern are all empty has an all-zero Hessian row and
-    column of blocks, whatever the point. Costs one detection when the Hessian has none.
+    column of blocks, whatever the point. Costs one detection (``detect``) when the
+    Hessian has no pattern.
     """
     check_flag("strict", strict)
-    options: dict[str, Any] = H._options
     pattern = H._structure.pattern
     if pattern is None:
-        pattern = hessian_sparsity(
-            H._fun,
-            *H._args,
-            argnums=options["argnums"],
-            has_aux=options["has_aux"],
-            batch_axis=options["batch_axis"],
-            **H._kwargs,
-        )
+        pattern = detect()
     indptr = pattern.indptr
     signature = H._signature
     paths = jax.tree_util.tree_flatten_with_path(signature.primals(H._args))[0]

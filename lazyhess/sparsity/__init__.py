@@ -1,7 +1,7 @@
 """Hessian sparsity detection from the jaxpr, and the sparsity pattern type."""
 
 from .._errors import SparsityWarning
-from ._detect import hessian_sparsity
+from ._detect import call_sparsity, hessian_sparsity
 from ._pattern import SparsityPattern
 
-__all__ = ["SparsityPattern", "SparsityWarning", "hessian_sparsity"]
+__all__ = ["SparsityPattern", "SparsityWarning", "call_sparsity", "hessian_sparsity"]

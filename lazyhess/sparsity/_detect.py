@@ -205,16 +205,13 @@ def hessian_sparsity(
     single = not sequence
     diff = args[nums[0]] if single else tuple(args[a] for a in nums)
     paths_leaves = check_inputs(diff, nums, sequence, holomorphic=None)
-    treedef = jax.tree_util.tree_structure(diff)
-    specs = [spec(leaf) for _, leaf in paths_leaves]
     b = None if batch_axis is None else batch_size(paths_leaves, nums, sequence)
 
     rest = ([a for k, a in enumerate(args) if k not in nums], kwargs)
     rest_leaves, rest_def = jax.tree_util.tree_flatten(rest)
     dynamic = [k for k, leaf in enumerate(rest_leaves) if is_array(leaf)]
 
-    def flat_fun(diff_leaves, dyn_leaves):
-        d = jax.tree_util.tree_unflatten(treedef, diff_leaves)
+    def call(d: Any, dyn_leaves: list) -> Any:
         filled = list(rest_leaves)
         for k, leaf in zip(dynamic, dyn_leaves, strict=True):
             filled[k] = leaf
@@ -224,23 +221,41 @@ def hessian_sparsity(
             (d if single else d[nums.index(k)]) if k in nums else next(others)
             for k in range(len(args))
         ]
-        out = split_aux(fun(*call_args, **kw), has_aux)[0]
-        if b is not None:
-            check_batch_output(out, b)
+        return split_aux(fun(*call_args, **kw), has_aux)[0]
+
+    return call_sparsity(call, diff, [rest_leaves[k] for k in dynamic], b)
+
+
+def call_sparsity(
+    call: Callable[[Any, list], Any], primals: Any, dyn: list, batch: int | None = None
+) -> SparsityPattern:
+    """The Hessian pattern of ``call(primals, dyn)``'s output over the leaves of ``primals``.
+
+    ``dyn`` are the non-differentiated array arguments (their values are not used). The
+    entry point for callers that have parsed ``fun``'s arguments already (a lazy
+    ``Hessian``); ``hessian_sparsity`` parses them and comes here. With ``batch``, the
+    per-sample pattern, checked as in ``hessian_sparsity``'s ``batch_axis=0``.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(primals)
+    specs = [spec(leaf) for leaf in leaves]
+
+    def flat_fun(diff_leaves, dyn_leaves):
+        out = call(jax.tree_util.tree_unflatten(treedef, diff_leaves), dyn_leaves)
+        if batch is not None:
+            check_batch_output(out, batch)
         return jax.tree_util.tree_leaves(out)
 
-    dyn_specs = [spec(rest_leaves[k]) for k in dynamic]
-    closed = jax.make_jaxpr(flat_fun)(specs, dyn_specs)
+    closed = jax.make_jaxpr(flat_fun)(specs, [spec(leaf) for leaf in dyn])
     sizes = [math.prod(s.shape) for s in specs]
-    if b is None:
-        indptr, indices, _ = detect(closed, sizes, len(dynamic), allow_dense=True)
+    if batch is None:
+        indptr, indices, _ = detect(closed, sizes, len(dyn), allow_dense=True)
         offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
         if indptr is None or indices is None:
             return SparsityPattern.dense(int(offsets[-1]), leaf_offsets=offsets.tolist())
         return SparsityPattern(
             indptr, indices, int(offsets[-1]), leaf_offsets=offsets.tolist(), _trusted=True
         )
-    return _batched(closed, b, sizes, len(dynamic))
+    return _batched(closed, batch, sizes, len(dyn))
 
 
 def _batched(closed, b: int, sizes, n_dynamic) -> SparsityPattern:
