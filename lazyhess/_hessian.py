@@ -1232,7 +1232,9 @@ class _FlatOperator(LinearOperator):
         self._flat = flat
 
     def _matvec(self, x: Any) -> Any:
-        return np.asarray(self._flat @ jnp.asarray(x))
+        # scipy hands numpy arrays: the product is evaluated now, even inside a trace.
+        with concretely():
+            return np.asarray(self._flat @ jnp.asarray(x))
 
     def _rmatvec(self, x: Any) -> Any:
         return self._matvec(x)
