@@ -33,6 +33,7 @@ OPTIONS = (
     "cache_bytes",
     "progress",
     "strict",
+    "verify",
     "symmetric",
     "output_format",
     "method",

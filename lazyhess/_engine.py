@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -26,6 +26,7 @@ from ._hvp import Kernels
 from ._plan import Plan, plan
 from ._progress import bar
 from ._structure import SeedFamily, Structure
+from ._verify import check_pattern, pattern_product
 
 
 def is_traced(tree: Any) -> bool:
@@ -327,6 +328,8 @@ class Engine:
                 out[:, colored.rows, colored.cols] = self.pattern_values()[P]
             elif not self._cached_line(out, P, urows, ucols, whole_p):
                 self._fill_grid(out, P, urows, ucols, whole_p)
+            if self.structure.unverified and whole_p and urows.size == ucols.size == self.layout.n:
+                self._check_pattern(lambda v: (out @ v, np.abs(out) @ np.abs(v)))
         if inv_i is not None:
             out = out[:, inv_i]
         if inv_j is not None:
@@ -579,7 +582,11 @@ class Engine:
             colored = structure.whole_colored
         if self.traced:
             return jax.vmap(colored.decompress_data, in_axes=1)(compressed)
-        return np.stack([colored.decompress_data(compressed[:, q]) for q in range(self.layout.p)])
+        out = np.stack([colored.decompress_data(compressed[:, q]) for q in range(self.layout.p)])
+        if structure.unverified:
+            with self.cache.lock:
+                self._check_pattern(pattern_product(structure.stored_csr, out))
+        return out
 
     def _whole(self) -> tuple[SeedFamily, np.ndarray]:
         """The family that serves every stored entry, and its labels not cached.
@@ -620,6 +627,18 @@ class Engine:
             compressed[missing[offset : offset + block.shape[0]]] = block
             offset += block.shape[0]
         return compressed
+
+    def _check_pattern(self, product: Callable[[np.ndarray], Any]) -> None:
+        """Check the user's pattern against exact HVPs; see :func:`check_pattern`."""
+        lay = self.layout
+
+        def hvps(v: np.ndarray) -> np.ndarray:
+            if lay.batch is not None:
+                v = np.broadcast_to(v[:, None, :], (len(v), lay.batch, lay.n))
+            with concretely():
+                return np.asarray(self.matvec(v.reshape(len(v), lay.d)))
+
+        check_pattern(self.structure, lay.dtype, hvps, product)
 
     def compressed(self, family: SeedFamily) -> Any:
         """``B[t] = H @ s_t`` for every seed ``t`` of ``family``, shaped ``(size, p, n)``.
