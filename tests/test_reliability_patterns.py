@@ -139,3 +139,19 @@ def test_batch_with_a_pattern_missing_an_entry():
 def test_verify_must_be_a_bool():
     with pytest.raises(TypeError, match="verify must be True or False"):
         lazyhess.hessian(product, jnp.arange(3.0), sparsity=EYE, verify="yes")
+
+
+def test_a_first_whole_request_under_jit_checks_the_pattern():
+    H = lazyhess.hessian(product, jnp.arange(3.0), sparsity=EYE)
+    with pytest.raises(ValueError, match=r"misses entry \(0, 1\)"):
+        jax.jit(lambda: H.to_sparse("dense"))()
+    good = EYE | np.eye(3, k=1, dtype=bool) | np.eye(3, k=-1, dtype=bool)
+    H = lazyhess.hessian(product, jnp.arange(3.0), sparsity=good)
+    with jax.check_tracer_leaks(True):
+        jax.jit(lambda: H.to_sparse("dense"))()
+    colors = lazyhess.hessian_coloring_from_sparsity(good).num_colors
+    assert not H._structure.unverified and hvps(H) == colors + 1
+    fresh = lazyhess.hessian(product, jnp.arange(3.0), sparsity=good)
+    moved = jax.jit(lambda y: fresh.at(y)[:])(jnp.ones(3))
+    np.testing.assert_allclose(moved, jax.hessian(product)(jnp.ones(3)))
+    assert fresh._structure.unverified  # a traced point's values cannot be checked
