@@ -142,6 +142,12 @@ def test_batch_with_a_correct_pattern():
     assert not H._structure.unverified
 
 
+def test_a_full_pattern_needs_no_check():
+    H = lazyhess.hessian(product, jnp.arange(3.0), sparsity=np.ones((3, 3), dtype=bool))
+    np.testing.assert_allclose(H[:], jax.hessian(product)(jnp.arange(3.0)))
+    assert hvps(H) == 3 and not H._structure.unverified
+
+
 def test_verify_must_be_a_bool():
     with pytest.raises(TypeError, match="verify must be True or False"):
         lazyhess.hessian(product, jnp.arange(3.0), sparsity=EYE, verify="yes")
