@@ -29,6 +29,9 @@ def cg(H):
 FIRST = {
     "hvp": lambda H: jax.jit(H.hvp)(B),
     "matmul": lambda H: jax.jit(lambda v: H @ v)(B),
+    "grad": lambda H: jax.grad(lambda v: v @ (H @ v))(B),
+    "vmap": lambda H: jax.vmap(lambda v: H @ v)(jnp.stack([B, 2 * B])),
+    "vmap row": lambda H: jax.vmap(lambda s: s * H[3])(jnp.arange(2.0)),
     "cg": cg,
     "cg under jit": lambda H: jax.jit(lambda: cg(H))(),
     "row": lambda H: jax.jit(lambda: H[3])(),
