@@ -480,6 +480,8 @@ class Engine:
             held = cache.held(unit)
             if held is None or not held[row]:
                 return None
+            if self._nonfinite is not None and self._nonfinite[row]:
+                return None  # by symmetry, which a non-finite product does not give
             return cache.take((unit, row))[p, start:stop]
 
     def entries(
