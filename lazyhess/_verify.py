@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
@@ -68,7 +69,7 @@ def check_pattern(
     mine, scale = product(probe)
     if not (np.isfinite(exact).all() and np.isfinite(mine).all()):
         return
-    eps = np.finfo(dtype).eps
+    eps = float(jnp.finfo(dtype).eps)  # jnp's: it knows bfloat16
     scale = scale + np.abs(exact)
     wrong = np.abs(exact - mine) > 1024 * eps * (scale + scale.max() / 1024)
     rows = np.flatnonzero(wrong.any(axis=0))
