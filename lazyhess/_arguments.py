@@ -33,6 +33,7 @@ OPTIONS = (
     "cache_bytes",
     "progress",
     "strict",
+    "verify",
     "symmetric",
     "output_format",
     "method",
@@ -365,13 +366,15 @@ def check_sample_independence(
     sides = np.concatenate([side, 1 - side]).astype(bool)
     n = x.size // batch
     noise = np.random.default_rng(0).standard_normal((len(sides), batch, n))
-    seeds = jnp.asarray((noise * sides[:, :, None]).reshape(len(sides), -1), x.dtype)
+    seeds = (noise * sides[:, :, None]).reshape(len(sides), -1)
 
     def both(z: jax.Array) -> tuple[jax.Array, jax.Array]:
         total = lambda w: jnp.sum(fun(w))  # noqa: E731
         return jnp.reshape(fun(z), (batch,)), jax.grad(total, holomorphic=holomorphic)(z)
 
+    # Evaluated now even inside someone else's trace (a first request under jax.jit).
     with jax.ensure_compile_time_eval():
+        seeds = jnp.asarray(seeds, x.dtype)
         _, pushed = jax.linearize(both, x)
         jv, hv = jax.vmap(pushed)(seeds)
     eps = np.finfo(np.dtype(x.dtype)).eps

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -26,6 +26,7 @@ from ._hvp import Kernels
 from ._plan import Plan, plan
 from ._progress import bar
 from ._structure import SeedFamily, Structure
+from ._verify import check_pattern, pattern_product
 
 
 def is_traced(tree: Any) -> bool:
@@ -132,6 +133,7 @@ class Engine:
         self.traced = is_traced((x, dyn))
         self._point_state: tuple | None = None
         self._first = True  # no HVP computed at this point yet
+        self._nonfinite: np.ndarray | None = None  # unit seeds whose product is not finite
 
     # --- HVPs ----------------------------------------------------------------------------
 
@@ -240,6 +242,8 @@ class Engine:
             block = self._seeded(family, chunk, only)
             self._first = False
             self.cache.record(len(chunk))
+            if family.unit:
+                self._mark_nonfinite(chunk, block)
             for t, label in enumerate(chunk):
                 self.cache.put((family, int(label)), block[t])
             yield block
@@ -361,6 +365,10 @@ class Engine:
                 out[:, colored.rows, colored.cols] = self.pattern_values()[P]
             elif not self._cached_line(out, P, urows, ucols, whole_p):
                 self._fill_grid(out, P, urows, ucols, whole_p)
+            if self._asymmetric(urows):
+                self._fill_slabs(out, self._column_slabs(ucols), P, urows, ucols, whole_p)
+            if self.structure.unverified and whole_p and urows.size == ucols.size == self.layout.n:
+                self._check_pattern(lambda v: (out @ v, np.abs(out) @ np.abs(v)))
         if inv_i is not None:
             out = out[:, inv_i]
         if inv_j is not None:
@@ -486,6 +494,8 @@ class Engine:
             if held is not None and held[col]:
                 return cache.take((unit, col))[p, row]
             if held is not None and held[row]:
+                if self._nonfinite is not None and self._nonfinite[row]:
+                    return None  # by symmetry, which a non-finite product does not give
                 return cache.take((unit, row))[p, col]
             if not structure.known or structure.dense:
                 return None
@@ -513,6 +523,8 @@ class Engine:
             held = cache.held(unit)
             if held is None or not held[row]:
                 return None
+            if self._nonfinite is not None and self._nonfinite[row]:
+                return None  # by symmetry, which a non-finite product does not give
             return cache.take((unit, row))[p, start:stop]
 
     def entries(
@@ -532,7 +544,56 @@ class Engine:
             for sel, block, local in self._chunks(request):
                 at = where[sel]
                 out[at] = block[local, p[at], request.read[sel]]
+            if self._asymmetric(rows):
+                request = self._column_plan(rows, cols)
+                for sel, block, local in self._chunks(request):
+                    out[sel] = block[local, p[sel], request.read[sel]]
         return out
+
+    # --- non-finite points ----------------------------------------------------------------
+
+    def _asymmetric(self, lines: np.ndarray) -> bool:
+        """Whether a unit seed of ``lines`` gave a non-finite value (dense engine only).
+
+        A row read from its unit seed is, by symmetry, that seed's column. Where the
+        product has a non-finite value the symmetry fails (``nan * 0`` reaches the whole
+        row of a NaN), and ``jax.hessian`` (forward over reverse) assembles columns: such
+        a request is read again from its columns' own seeds. Finite products are trusted.
+        """
+        bad = self._nonfinite
+        return bad is not None and self.structure.dense and bool(bad[lines].any())
+
+    def _mark_nonfinite(self, labels: np.ndarray, block: np.ndarray) -> None:
+        """Remember which unit seeds gave a non-finite value (one pass over the block)."""
+        finite = np.isfinite(block.reshape(len(labels), -1)).all(axis=1)
+        if not finite.all():
+            if self._nonfinite is None:
+                self._nonfinite = np.zeros(self.layout.n, dtype=bool)
+            self._nonfinite[labels[~finite]] = True
+
+    def _column_slabs(self, cols: np.ndarray) -> _Slabs:
+        """A grid over ``cols`` read from the columns' own unit seeds (cached ones first).
+
+        See :meth:`_asymmetric`.
+        """
+        held = self.cache.held(self.structure.unit)
+        cached = np.zeros(cols.size, dtype=bool) if held is None else held[cols]
+        none = np.zeros(0, dtype=np.int64)
+        return _Slabs(
+            np.flatnonzero(cached), none, ~cached, cols[~cached], np.flatnonzero(~cached), True
+        )
+
+    def _column_plan(self, rows: np.ndarray, cols: np.ndarray) -> Plan:
+        """Every entry ``(rows[e], cols[e])`` read from its column's unit seed (cached first)."""
+        unit = self.structure.unit
+        labels, slot = np.unique(cols, return_inverse=True)
+        held = self.cache.held(unit)
+        cached = np.zeros(labels.size, dtype=bool) if held is None else held[labels]
+        order = np.argsort(~cached, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        seeds = [(unit, int(label)) for label in labels[order]]
+        return Plan(seeds, int(cached.sum()), rank[slot.reshape(-1)], rows)
 
     def _traced_entries(self, p, rows, cols, diagonal) -> Any:
         request, inside = self._plan_entries(rows, cols, diagonal)
@@ -622,7 +683,11 @@ class Engine:
             colored = structure.whole_colored
         if self.traced:
             return jax.vmap(colored.decompress_data, in_axes=1)(compressed)
-        return np.stack([colored.decompress_data(compressed[:, q]) for q in range(self.layout.p)])
+        out = np.stack([colored.decompress_data(compressed[:, q]) for q in range(self.layout.p)])
+        if structure.unverified:
+            with self.cache.lock:
+                self._check_pattern(pattern_product(structure.stored_csr, out))
+        return out
 
     def _whole(self) -> tuple[SeedFamily, np.ndarray]:
         """The family that serves every stored entry, and its labels not cached.
@@ -663,6 +728,18 @@ class Engine:
             compressed[missing[offset : offset + block.shape[0]]] = block
             offset += block.shape[0]
         return compressed
+
+    def _check_pattern(self, product: Callable[[np.ndarray], Any]) -> None:
+        """Check the user's pattern against exact HVPs; see :func:`check_pattern`."""
+        lay = self.layout
+
+        def hvps(v: np.ndarray) -> np.ndarray:
+            if lay.batch is not None:
+                v = np.broadcast_to(v[:, None, :], (len(v), lay.batch, lay.n))
+            with concretely():
+                return np.asarray(self.matvec(v.reshape(len(v), lay.d)))
+
+        check_pattern(self.structure, lay.dtype, hvps, product)
 
     def compressed(self, family: SeedFamily) -> Any:
         """``B[t] = H @ s_t`` for every seed ``t`` of ``family``, shaped ``(size, p, n)``.

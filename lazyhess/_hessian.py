@@ -577,6 +577,13 @@ class Hessian(_ArrayOps):
         strict: raise a ``ValueError`` when an input leaf does not affect the gradient (its
             rows of the detected pattern are empty), as torch's ``strict=True`` does for a
             whole input. Detects the pattern now (also with ``sparsity=None``).
+        verify: check a pattern given as ``sparsity=`` on the first whole-Hessian request
+            (``H[:]``, ``to_dense``, ``to_sparse``, ``np.asarray(H)``) at a concrete point:
+            the recovered matrix against the exact HVP of a random probe, one extra HVP
+            (a few more when it fails). A pattern missing an entry that is nonzero there
+            raises a ``ValueError`` naming the entry. Checked once per function (points
+            from ``H.at`` share it): an entry missing from the pattern but zero at that
+            point is not seen.
         **kwargs: passed to ``fun``, not differentiated.
 
     Example:
@@ -602,6 +609,7 @@ class Hessian(_ArrayOps):
         cache_bytes: int = 256 * 2**20,
         progress: bool | None = None,
         strict: bool = False,
+        verify: bool = True,
         **kwargs: Any,
     ):
         show = resolve_progress(progress)
@@ -616,6 +624,7 @@ class Hessian(_ArrayOps):
             holomorphic=holomorphic,
         )
         argnums_t, sequence = check_argnums(argnums, len(args))
+        check_flag("verify", verify)
         check_kwargs(fun, kwargs)
         self._fun = fun
         self._options: dict[str, Any] = dict(
@@ -629,6 +638,7 @@ class Hessian(_ArrayOps):
             cache_bytes=cache_bytes,
             progress=progress,
             strict=strict,
+            verify=verify,
         )
         signature = Signature(args, kwargs, argnums_t, sequence)
         primals = signature.primals(args)
@@ -656,7 +666,9 @@ class Hessian(_ArrayOps):
             pattern = None if sparsity is None else _user_pattern(sparsity, layout.n)
             if batch is not None and not is_traced((args, kwargs)):
                 pattern = _probed(pattern, call, layout, batch, primals, dyn, holomorphic)
-            structure = Structure(layout.n, pattern, progress=show)
+            structure = Structure(
+                layout.n, pattern, progress=show, verify=verify and sparsity is not None
+            )
         self._init_point(signature, kernels, structure, args, kwargs)
         if strict is not False:
             _check_strict(self, strict, detect)
@@ -1158,6 +1170,7 @@ def hessian(
     cache_bytes: int = 256 * 2**20,
     progress: bool | None = None,
     strict: bool = False,
+    verify: bool = True,
     **kwargs: Any,
 ) -> Any:
     """The Hessian of ``fun`` at ``args`` as a lazy, indexable :class:`Hessian`.
@@ -1188,6 +1201,7 @@ def hessian(
         cache_bytes=cache_bytes,
         progress=progress,
         strict=strict,
+        verify=verify,
     )
     if args:
         return Hessian(fun, *args, **options, **kwargs)
@@ -1223,7 +1237,9 @@ class _FlatOperator(LinearOperator):
         self._flat = flat
 
     def _matvec(self, x: Any) -> Any:
-        return np.asarray(self._flat @ jnp.asarray(x))
+        # scipy hands numpy arrays: the product is evaluated now, even inside a trace.
+        with concretely():
+            return np.asarray(self._flat @ jnp.asarray(x))
 
     def _rmatvec(self, x: Any) -> Any:
         return self._matvec(x)

@@ -73,12 +73,15 @@ class Structure:
     ``source`` is ``None`` (every entry may be nonzero), a ``SparsityPattern``, or a
     callable returning one (detection, run on first need). The pattern, its colorings and
     the unit family are computed once and shared by every point of a function.
+    ``unverified`` says the pattern is the user's and has not yet been checked against an
+    HVP (the engine checks it on the first whole-Hessian request at a concrete point).
     """
 
-    def __init__(self, n: int, source: Any = None, progress: bool = False):
+    def __init__(self, n: int, source: Any = None, progress: bool = False, verify: bool = False):
         self.n = n
         self._source = source
         self.progress = progress
+        self.unverified = verify
         self._device_labels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     @property
