@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -159,7 +161,9 @@ class Engine:
         one shape is compiled exactly. When the chunk is the ``only`` one of a point's first
         request, it is computed with ``Kernels.once`` (one program, no state kept: a point
         asked once, as in an optimisation loop, never writes its linearisation out); the
-        point's later requests linearise it once and reuse the state. Inside a trace,
+        point's later requests linearise it once and reuse the state. Large chunks run
+        vmapped or seed after seed, whichever the kernels measured faster (see
+        ``Kernels.serial``; each run is timed for it). Inside a trace,
         colorings' seeds enter the caller's program as constants (see ``_constant``) up to
         ``CONSTANT_SEED_BYTES`` per chunk; larger ones are built from labels on the device.
         """
@@ -183,15 +187,20 @@ class Engine:
                 exact_nan=family.unit,
             )
             return out[:k]
+        kernels = self.kernels
         with concretely():
             device_labels = self.structure.device_labels(family)
-            if self._first and only:
-                out = self.kernels.once(self.x, self.dyn, device_labels, ids, family.unit)
-            else:
-                out = self.kernels.seeded(
-                    self._state(), self.x, self.dyn, device_labels, ids, exact_nan=family.unit
-                )
-            return np.asarray(out)[:k]
+            once = self._first and only
+            key = ("once" if once else "seeded", family.unit, size)
+            serial = kernels.serial(key)
+            if once:
+                run = functools.partial(kernels.once, self.x, self.dyn)
+            else:  # the point's linearisation, outside the timing below
+                run = functools.partial(kernels.seeded, self._state(), self.x, self.dyn)
+            start = time.perf_counter()
+            block = np.asarray(run(device_labels, ids, family.unit, serial))[:k]
+            kernels.timed(key, serial, time.perf_counter() - start)
+            return block
 
     def _device_labels(self, family: SeedFamily) -> jax.Array:
         """``family.labels`` on the device, sent once per family and shared by every point.

@@ -12,6 +12,11 @@ import numpy as np
 from ._arguments import Mode
 from ._tree import Layout
 
+# Chunks of this many seeds or more try lax.map as well as vmap (see Kernels.serial), and
+# keep lax.map when it ran this many times faster.
+SERIAL_MIN = 16
+SERIAL_MARGIN = 1.25
+
 
 class Kernels:
     """Compiled HVP kernels for one function, input layout and mode, shared across points.
@@ -45,8 +50,11 @@ class Kernels:
         self._trees: dict[Any, Any] = {}
         self._linearize = jax.jit(self._linearize_impl)
         self._apply = jax.jit(self._apply_impl, static_argnums=0)
-        self._seeded = jax.jit(self._seeded_impl, static_argnums=(0, 1))
-        self._once = jax.jit(self._once_impl, static_argnums=0)
+        self._seeded = jax.jit(
+            self._seeded_impl, static_argnums=(0, 1), static_argnames=("serial",)
+        )
+        self._once = jax.jit(self._once_impl, static_argnums=0, static_argnames=("serial",))
+        self._times: dict[tuple, dict[bool, list[float]]] = {}
         self._units = jax.jit(self._units_impl, static_argnums=0)
         self._first_order_jit = jax.jit(self._first_order)
 
@@ -120,11 +128,38 @@ class Kernels:
         leaves = self._linearize(x, dyn)
         return self._trees.get(("state", _signature(x, dyn))), leaves
 
-    def _once_impl(self, exact_nan: bool, x, dyn, labels, ids):
+    def _once_impl(self, exact_nan: bool, x, dyn, labels, ids, serial: bool = False):
         tree, leaves = self._state_impl(x, dyn)
-        return self._seeded_impl(exact_nan, tree, leaves, x, dyn, labels, ids)
+        return self._seeded_impl(exact_nan, tree, leaves, x, dyn, labels, ids, serial=serial)
 
-    def once(self, x, dyn, labels, ids, exact_nan: bool) -> jax.Array:
+    def serial(self, key: tuple) -> bool:
+        """Whether chunks of kind ``key`` (a kernel, its size) run seed after seed.
+
+        ``vmap`` evaluates a chunk's seeds as one batched program, usually the faster;
+        but batched gathers and scatters are slow on CPU, where ``lax.map`` over the same
+        seeds measured 2-10x faster (RANDSP8 n=1e4, 165 seeds: 504 ms vs 53 ms; SPARSINE,
+        64: 36 vs 19 ms) and 1.5-2x slower elsewhere (BDQRTIC, ARROW2). Chunks of at least
+        ``SERIAL_MIN`` seeds try both: vmapped first, then mapped once it has been timed
+        compiled, then whichever ran faster (by ``SERIAL_MARGIN``).
+        """
+        if key[-1] < SERIAL_MIN:
+            return False
+        seen = self._times.get(key, {})
+        vmapped, mapped = seen.get(False, []), seen.get(True, [])
+        if len(vmapped) < 2:
+            return False
+        if len(mapped) < 2:
+            return True
+        return min(mapped[1:]) * SERIAL_MARGIN < min(vmapped[1:])
+
+    def timed(self, key: tuple, serial: bool, seconds: float) -> None:
+        """Record a concrete run of a ``key`` chunk (the first of each way compiles)."""
+        if key[-1] >= SERIAL_MIN:
+            runs = self._times.setdefault(key, {}).setdefault(serial, [])
+            if len(runs) < 3:
+                runs.append(seconds)
+
+    def once(self, x, dyn, labels, ids, exact_nan: bool, serial: bool = False) -> jax.Array:
         """``seeded``'s HVP results at a point whose state is not kept, in one compiled call.
 
         The linearisation stays inside the program, where XLA fuses it with the products
@@ -133,7 +168,7 @@ class Kernels:
         on banded problems. For a point's only chunk, such as ``H.at(x)[i]`` or
         ``H.at(x).to_sparse()`` with the colors in one chunk.
         """
-        return self._once(exact_nan, x, dyn, labels, ids)
+        return self._once(exact_nan, x, dyn, labels, ids, serial=serial)
 
     def _units_impl(self, chunk: int, x, dyn, labels):
         # The jitted linearisation: its trace is shared with `linearize`, so ``fun`` is
@@ -181,10 +216,15 @@ class Kernels:
             g = jax.jacrev(directional, holomorphic=self.holomorphic)(x)
         return g.reshape(lay.p, lay.n)
 
-    def _apply_impl(self, tree: Any, leaves: list, x: jax.Array, dyn: Any, v: jax.Array):
-        return jax.vmap(lambda u: self._hvp(tree, leaves, x, dyn, u))(v)
+    def _apply_impl(
+        self, tree: Any, leaves: list, x: jax.Array, dyn: Any, v: jax.Array, serial: bool = False
+    ):
+        def product(u: jax.Array) -> jax.Array:
+            return self._hvp(tree, leaves, x, dyn, u)
 
-    def _seeded_impl(self, exact_nan: bool, tree, leaves, x, dyn, labels, ids):
+        return jax.lax.map(product, v) if serial else jax.vmap(product)(v)
+
+    def _seeded_impl(self, exact_nan: bool, tree, leaves, x, dyn, labels, ids, serial=False):
         lay = self.layout
         v = (labels[None, :] == ids[:, None]).astype(lay.dtype)
         if exact_nan:
@@ -193,7 +233,7 @@ class Kernels:
             v = jax.lax.optimization_barrier(v)
         if lay.batch is not None:
             v = jnp.broadcast_to(v[:, None, :], (v.shape[0], lay.batch, lay.n))
-        return self._apply_impl(tree, leaves, x, dyn, v.reshape(v.shape[0], lay.d))
+        return self._apply_impl(tree, leaves, x, dyn, v.reshape(v.shape[0], lay.d), serial)
 
     def apply(self, state: tuple, x: jax.Array, dyn: Any, v: jax.Array | np.ndarray) -> jax.Array:
         """HVP results ``(k, p, n)`` for explicit directions ``v`` of shape ``(k, d)``."""
@@ -201,7 +241,14 @@ class Kernels:
         return self._apply(tree, leaves, x, dyn, v)
 
     def seeded(
-        self, state: tuple, x, dyn, labels: jax.Array, ids: jax.Array | np.ndarray, exact_nan: bool
+        self,
+        state: tuple,
+        x,
+        dyn,
+        labels: jax.Array,
+        ids: jax.Array | np.ndarray,
+        exact_nan: bool,
+        serial: bool = False,
     ) -> jax.Array:
         """HVP results ``(k, p, n)`` for seeds ``labels == ids[t]`` (one per sample).
 
@@ -210,7 +257,7 @@ class Kernels:
         with a sparsity pattern, keeps NaNs out of entries they do not reach.
         """
         tree, leaves = state
-        return self._seeded(exact_nan, tree, leaves, x, dyn, labels, ids)
+        return self._seeded(exact_nan, tree, leaves, x, dyn, labels, ids, serial=serial)
 
 
 def _signature(x: jax.Array, dyn: Any) -> tuple:

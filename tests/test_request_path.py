@@ -133,3 +133,27 @@ def test_a_request_larger_than_memory_is_refused_before_anything_is_built():
             request()
     assert H.cache_info().hvps == 0
     assert H[5].shape == (n,)  # a row is fine
+
+
+def test_large_chunks_run_seed_after_seed_when_that_was_faster():
+    def f(x):  # gathers: the case where lax.map can beat vmap
+        idx = (jnp.arange(x.size) * 7) % x.size
+        return jnp.sum(jnp.sin(x * x[idx])) + jnp.sum(x**3)
+
+    x = jnp.linspace(0.1, 1.0, 40)
+    ref = np.asarray(jax.hessian(f)(x))
+    H = lazyhess.hessian(f, x, sparsity=None, chunk_size=16)
+    kernels = H._kernels
+    key = ("seeded", True, 16)
+    assert not kernels.serial(key) and not kernels.serial(("seeded", True, 8))
+    kernels.timed(key, False, 1.0)  # the first run of each way compiles: not compared
+    kernels.timed(key, False, 0.010)
+    assert kernels.serial(key)  # vmap timed: try lax.map
+    kernels.timed(key, True, 1.0)
+    kernels.timed(key, True, 0.012)
+    assert not kernels.serial(key)  # not faster by the margin: back to vmap
+    kernels.timed(key, True, 0.002)
+    assert kernels.serial(key)
+    H[0]  # the point's first request; then chunks of 16 unit seeds, mapped
+    np.testing.assert_allclose(H[:, 1:33], ref[:, 1:33], rtol=1e-12, atol=1e-12)
+    assert H.cache_info().hvps == 33
