@@ -23,6 +23,7 @@ from jax._src import core as jax_core  # trace_state_clean: is a trace active?
 
 from ._cache import CacheInfo, DirectionCache, format_bytes
 from ._hvp import Kernels
+from ._mesh import fetch
 from ._plan import Plan, plan
 from ._progress import bar
 from ._structure import SeedFamily, Structure
@@ -189,7 +190,7 @@ class Engine:
                 out = self.kernels.seeded(
                     self._state(), self.x, self.dyn, device_labels, ids, exact_nan=family.unit
                 )
-            return np.asarray(out)[:k]
+            return fetch(out)[:k]
 
     def _device_labels(self, family: SeedFamily) -> jax.Array:
         """``family.labels`` on the device, sent once per family and shared by every point.
@@ -693,7 +694,7 @@ class Engine:
             chunk = jnp.pad(
                 jnp.asarray(chunk, self.layout.dtype), ((0, self._bucket(k) - k), (0, 0))
             )
-            parts.append(self.kernels.apply(state, self.x, self.dyn, chunk)[:k])
+            parts.append(self.kernels.apply(state, self.x, self.dyn, chunk, keep=True)[:k])
             self.cache.record(k, missed=False)
         if not parts:
             return jnp.zeros((0, self.layout.p, self.layout.n), self.layout.dtype)

@@ -24,6 +24,7 @@ from ._arguments import (
     check_flag,
     check_inputs,
     check_kwargs,
+    check_mesh,
     check_options,
     check_outputs,
     check_sample_independence,
@@ -47,6 +48,7 @@ from ._estimators import (
 from ._formats import Format, check_format, pattern_output, to_device
 from ._hvp import Kernels
 from ._index import entry, grid, line, resolve
+from ._mesh import Placement
 from ._progress import resolve as resolve_progress
 from ._structure import Structure
 from ._tree import BlockSpec, Layout, LeafInfo, Signature, leaf_infos
@@ -577,6 +579,11 @@ class Hessian(_ArrayOps):
         strict: raise a ``ValueError`` when an input leaf does not affect the gradient (its
             rows of the detected pattern are empty), as torch's ``strict=True`` does for a
             whole input. Detects the pattern now (also with ``sparsity=None``).
+        mesh: a ``jax.sharding.Mesh`` whose ``seed_axis`` shares out each chunk's seed
+            directions, one slice per device; the point keeps its own sharding (replicated
+            along an explicit seed axis). ``None`` (default): HVPs follow the inputs'
+            sharding, as ``jax.hessian`` does. ``chunk_size`` is then per device.
+        seed_axis: the mesh axis name (default: the mesh's only axis).
         **kwargs: passed to ``fun``, not differentiated.
 
     Example:
@@ -602,9 +609,12 @@ class Hessian(_ArrayOps):
         cache_bytes: int = 256 * 2**20,
         progress: bool | None = None,
         strict: bool = False,
+        mesh: Any = None,
+        seed_axis: str | None = None,
         **kwargs: Any,
     ):
         show = resolve_progress(progress)
+        placement = Placement(mesh, check_mesh(mesh, seed_axis))
         check_options(
             fun,
             mode=mode,
@@ -629,6 +639,8 @@ class Hessian(_ArrayOps):
             cache_bytes=cache_bytes,
             progress=progress,
             strict=strict,
+            mesh=mesh,
+            seed_axis=seed_axis,
         )
         signature = Signature(args, kwargs, argnums_t, sequence)
         primals = signature.primals(args)
@@ -645,7 +657,7 @@ class Hessian(_ArrayOps):
         check_outputs(out_shape, holomorphic, batch)
         out_paths, out_tree = jax.tree_util.tree_flatten_with_path(out_shape)
         layout = Layout(in_tree, inputs, out_tree, leaf_infos(out_paths, False), batch)
-        kernels = Kernels(call, layout, mode, holomorphic)
+        kernels = Kernels(call, layout, mode, holomorphic, placement)
         if isinstance(sparsity, str):
             structure = Structure(
                 layout.n,
@@ -683,6 +695,7 @@ class Hessian(_ArrayOps):
         chunk = self._options["chunk_size"] or min(
             _MAX_CHUNK, 1 << max((_CHUNK_BYTES // per_direction).bit_length() - 1, 0)
         )
+        chunk *= kernels.placement.devices
         cache = DirectionCache(self._options["cache_bytes"])
         dyn = signature.dynamic(args, kwargs)
         self._engine = Engine(kernels, x, dyn, chunk, cache, structure, structure.progress)
@@ -1167,6 +1180,8 @@ def hessian(
     cache_bytes: int = 256 * 2**20,
     progress: bool | None = None,
     strict: bool = False,
+    mesh: Any = None,
+    seed_axis: str | None = None,
     **kwargs: Any,
 ) -> Any:
     """The Hessian of ``fun`` at ``args`` as a lazy, indexable :class:`Hessian`.
@@ -1197,6 +1212,8 @@ def hessian(
         cache_bytes=cache_bytes,
         progress=progress,
         strict=strict,
+        mesh=mesh,
+        seed_axis=seed_axis,
     )
     if args:
         return Hessian(fun, *args, **options, **kwargs)
@@ -1210,6 +1227,7 @@ def hessian(
         has_aux=has_aux,
         holomorphic=holomorphic,
     )
+    check_mesh(mesh, seed_axis)
     if kwargs:
         raise TypeError(
             f"hessian(fun, ...) without arguments returns a function of fun's arguments (as "

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._arguments import Mode
+from ._mesh import NO_MESH, Placement, gather_results, pad_rows, place_point, place_seeds
 from ._tree import Layout
 
 
@@ -29,6 +30,9 @@ class Kernels:
     ``labels == ids[t]`` (``ids[t] = -1`` gives a zero padding direction), repeated in every
     sample; ``once`` does the same without a kept state. Each kernel compiles once per
     chunk size.
+
+    ``placement`` shards each chunk's directions over a mesh axis (padded to a multiple of
+    its devices); results come back gathered over it (see ``_mesh``).
     """
 
     def __init__(
@@ -37,14 +41,16 @@ class Kernels:
         layout: Layout,
         mode: Mode,
         holomorphic: bool,
+        placement: Placement = NO_MESH,
     ):
         self._call = call
+        self.placement = placement
         self.layout = layout
         self.mode = mode
         self.holomorphic = holomorphic
         self._trees: dict[Any, Any] = {}
         self._linearize = jax.jit(self._linearize_impl)
-        self._apply = jax.jit(self._apply_impl, static_argnums=0)
+        self._apply = jax.jit(self._apply_impl, static_argnums=(0, 1))
         self._seeded = jax.jit(self._seeded_impl, static_argnums=(0, 1))
         self._once = jax.jit(self._once_impl, static_argnums=0)
         self._units = jax.jit(self._units_impl, static_argnums=0)
@@ -101,6 +107,7 @@ class Kernels:
 
     def _state_impl(self, x: jax.Array, dyn: Any) -> tuple[Any, list]:
         """``(tree, leaves)``: the linear map's static structure and its residuals."""
+        x = place_point(x, self.placement)
         if self.mode == "fwd_over_rev":
             _, lin = jax.linearize(lambda z: self._first(z, dyn), x)
         elif self.mode == "rev_over_rev":
@@ -181,8 +188,13 @@ class Kernels:
             g = jax.jacrev(directional, holomorphic=self.holomorphic)(x)
         return g.reshape(lay.p, lay.n)
 
-    def _apply_impl(self, tree: Any, leaves: list, x: jax.Array, dyn: Any, v: jax.Array):
-        return jax.vmap(lambda u: self._hvp(tree, leaves, x, dyn, u))(v)
+    def _apply_impl(self, keep: bool, tree: Any, leaves: list, x: jax.Array, dyn: Any, v):
+        """``(k, p, n)`` results of ``v``, gathered over the seed axis (``keep``: ``_mesh``)."""
+        x = place_point(x, self.placement)
+        k = v.shape[0]
+        v = place_seeds(pad_rows(v, self.placement, 0), x, self.placement)
+        out = jax.vmap(lambda u: self._hvp(tree, leaves, x, dyn, u))(v)
+        return gather_results(out, x, self.placement, keep)[:k]
 
     def _seeded_impl(self, exact_nan: bool, tree, leaves, x, dyn, labels, ids):
         lay = self.layout
@@ -193,12 +205,17 @@ class Kernels:
             v = jax.lax.optimization_barrier(v)
         if lay.batch is not None:
             v = jnp.broadcast_to(v[:, None, :], (v.shape[0], lay.batch, lay.n))
-        return self._apply_impl(tree, leaves, x, dyn, v.reshape(v.shape[0], lay.d))
+        return self._apply_impl(False, tree, leaves, x, dyn, v.reshape(v.shape[0], lay.d))
 
-    def apply(self, state: tuple, x: jax.Array, dyn: Any, v: jax.Array | np.ndarray) -> jax.Array:
-        """HVP results ``(k, p, n)`` for explicit directions ``v`` of shape ``(k, d)``."""
+    def apply(
+        self, state: tuple, x: jax.Array, dyn: Any, v: jax.Array | np.ndarray, keep: bool = False
+    ) -> jax.Array:
+        """HVP results ``(k, p, n)`` for explicit directions ``v`` of shape ``(k, d)``.
+
+        Replicated on every device, or with ``keep`` sharded over ``n`` as ``x`` is.
+        """
         tree, leaves = state
-        return self._apply(tree, leaves, x, dyn, v)
+        return self._apply(keep, tree, leaves, x, dyn, v)
 
     def seeded(
         self, state: tuple, x, dyn, labels: jax.Array, ids: jax.Array | np.ndarray, exact_nan: bool
