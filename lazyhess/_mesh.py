@@ -94,6 +94,12 @@ def place_seeds(v: jax.Array, x: jax.Array, placement: Placement) -> jax.Array:
     return _constrain(v, placement.mesh, (placement.axis, *spec), placement.explicit)
 
 
+def shard_rows(a: jax.Array, placement: Placement) -> jax.Array:
+    """``a`` with its first axis sharded over the seed axis (e.g. the colors to evaluate)."""
+    spec = (placement.axis,) + (None,) * (a.ndim - 1)
+    return _constrain(a, placement.mesh, spec, placement.explicit)
+
+
 def gather_results(out: jax.Array, x: jax.Array, placement: Placement, keep: bool) -> jax.Array:
     """HVP results ``(k, ...)`` gathered over the seed axis.
 
