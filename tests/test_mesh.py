@@ -1,0 +1,186 @@
+"""Seed directions sharded over a mesh: every request kind equals jax.hessian.
+
+Simulated devices need XLA_FLAGS before JAX starts, so the checks run in fresh
+interpreters with 8 CPU devices (``helpers.run_fresh``), each over the whole matrix: auto
+and explicit axes, x replicated and sharded, with and without ``mesh=``, eager and under
+``jax.jit``, the three modes in turn. Each takes tens of seconds, so they are marked slow.
+"""
+
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import pytest
+from helpers import run_fresh
+
+import lazyhess
+
+PRELUDE = textwrap.dedent(
+    """
+    import warnings
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import AxisType, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    import lazyhess
+
+    warnings.simplefilter("error")
+    assert jax.device_count() == 8 and jax.config.jax_enable_x64
+    n = 64
+
+
+    def f(x):
+        # Works with x sharded over explicit axes (no slices that split a shard unevenly).
+        y = x.reshape(n // 2, 2)
+        pairs = jnp.sum((y[:, 0] * y[:, 1] - 1.0) ** 2)
+        return jnp.sum(jnp.sin(x) * x**2) + pairs + jnp.sum(x.reshape(16, 4)[:, 0]) ** 2
+
+
+    x0 = np.random.default_rng(0).normal(size=n)
+    ref = np.asarray(jax.hessian(f)(x0))
+
+
+    def cases():
+        \"\"\"(label, mesh, x, mesh= argument, jit, mode) over the matrix, modes in turn.\"\"\"
+        modes = ("fwd_over_rev", "rev_over_fwd", "rev_over_rev")
+        count = 0
+        for kind in (AxisType.Auto, AxisType.Explicit):
+            mesh = jax.make_mesh((8,), ("dirs",), axis_types=(kind,))
+            for spec in (P(), P("dirs")):
+                x = jax.device_put(x0, NamedSharding(mesh, spec))
+                for given in (None, mesh):
+                    for jit in (False, True):
+                        mode = modes[count % 3]
+                        count += 1
+                        label = (kind.name, str(spec), given is not None, jit, mode)
+                        yield label, mesh, x, given, jit, mode
+
+
+    def check(label, got, want):
+        try:
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-10)
+        except AssertionError as err:
+            raise AssertionError(f"{label}: {err}") from None
+    """
+)
+
+LAZY = PRELUDE + textwrap.dedent(
+    """
+    v = np.random.default_rng(1).normal(size=n)
+    requests = {
+        "row": (lambda H: H[3], ref[3]),
+        "block": (lambda H: H[2:5, 1:7], ref[2:5, 1:7]),
+        "entry": (lambda H: H[3, 2], ref[3, 2]),
+        "diagonal": (lambda H: H.diagonal(), np.diag(ref)),
+        "all": (lambda H: H[:], ref),
+        "to_sparse": (lambda H: H.to_sparse("bcoo").todense(), ref),
+        "matvec": (lambda H: H @ jnp.asarray(v), ref @ v),
+    }
+    for label, mesh, x, given, jit, mode in cases():
+        options = dict(mesh=given, chunk_size=2, mode=mode)
+        for name, (request, want) in requests.items():
+
+            def run(z):
+                return request(lazyhess.hessian(f, z, **options))
+
+            with jax.set_mesh(mesh):
+                check(label + (name,), (jax.jit(run) if jit else run)(x), want)
+        if not jit:
+            # Laziness holds on a mesh: a row is one direction, the pattern's colors the rest.
+            with jax.set_mesh(mesh):
+                H = lazyhess.hessian(f, x, **options)
+                H[3]
+                assert H.cache_info().hvps == 1, (label, H.cache_info())
+                H[3]
+                assert H.cache_info().hvps == 1, (label, H.cache_info())
+    print("ok")
+    """
+)
+
+FUNCTIONAL = PRELUDE + textwrap.dedent(
+    """
+    for label, mesh, x, given, jit, mode in cases():
+        options = dict(mesh=given, chunk_size=1, mode=mode)
+        dense = lazyhess.sparse_hessian(f, x0, output_format="dense", **options)
+        bcoo = lazyhess.sparse_hessian(f, x0, **options)
+        both = lazyhess.value_and_sparse_hessian(f, x0, output_format="dense", **options)
+        comp = lazyhess.compressed_hessian(f, x0, **options)
+        coloring = comp.coloring
+        requests = {
+            "dense": (dense, lambda out: out),
+            "bcoo": (bcoo, lambda out: out.todense()),
+            "value_and": (both, lambda out: out[1]),
+            "compressed": (comp, lambda out: lazyhess.decompress(out, coloring, "dense")),
+        }
+        for name, (fn, read) in requests.items():
+            with jax.set_mesh(mesh):
+                out = (jax.jit(fn) if jit else fn)(x)
+                check(label + (name,), read(out), ref)
+                if name == "value_and":
+                    check(label + ("value",), out[0], np.asarray(f(x0)))
+    print("ok")
+    """
+)
+
+HLO = PRELUDE + textwrap.dedent(
+    """
+    import re
+
+    collective = re.compile(
+        r"= (\\S+) (all-reduce|all-gather|collective-permute|all-to-all|reduce-scatter)"
+        r"(?:-start)?\\("
+    )
+    colors = lazyhess.hessian_coloring(f, x0).num_colors
+    for kind in (AxisType.Auto, AxisType.Explicit):
+        mesh = jax.make_mesh((8,), ("dirs",), axis_types=(kind,))
+        for mode in ("fwd_over_rev", "rev_over_fwd", "rev_over_rev"):
+            fn = lazyhess.sparse_hessian(f, x0, mesh=mesh, mode=mode, output_format="dense")
+            nnz = int(np.count_nonzero(lazyhess.hessian_sparsity(f, x0).to_dense()))
+            with jax.set_mesh(mesh):
+                text = jax.jit(fn).lower(x0).compile().as_text()
+            # One all-reduce of the nnz values; no gather of the compressed matrix, and no
+            # collective anywhere else (so none inside the HVPs).
+            found = collective.findall(text)
+            assert found == [(f"f64[{nnz}]{{0}}", "all-reduce")], (kind, mode, found)
+            assert "num_partitions=8" in text
+            # Each device evaluates its own colors: seed chunks of colors / 8 directions.
+            chunks = set(re.findall(rf"f64\\[(\\d+),{n}\\]", text))
+            assert str(colors // 8) in chunks and str(colors) not in chunks, (chunks, colors)
+    print("ok")
+    """
+)
+
+
+@pytest.mark.slow
+def test_lazy_requests_on_every_mesh():
+    assert run_fresh(LAZY).strip().endswith("ok")
+
+
+@pytest.mark.slow
+def test_functional_on_every_mesh():
+    assert run_fresh(FUNCTIONAL).strip().endswith("ok")
+
+
+@pytest.mark.slow
+def test_one_all_reduce_of_nnz_values():
+    assert run_fresh(HLO).strip().endswith("ok")
+
+
+def test_mesh_argument_errors():
+    f = lambda x: jnp.sum(x**3)  # noqa: E731
+    x = jnp.ones(4)
+    mesh = jax.make_mesh((1,), ("dirs",))
+    grid = jax.make_mesh((1, 1), ("dirs", "model"))
+    with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
+        lazyhess.hessian(f, x, mesh="dirs")
+    with pytest.raises(ValueError, match=r"seed_axis='rows' is not an axis of the mesh"):
+        lazyhess.hessian(f, x, mesh=mesh, seed_axis="rows")
+    with pytest.raises(ValueError, match="seed_axis='dirs' needs mesh="):
+        lazyhess.sparse_hessian(f, x, seed_axis="dirs")
+    with pytest.raises(ValueError, match=r"the mesh has axes \('dirs', 'model'\)"):
+        lazyhess.compressed_hessian(f, x, mesh=grid)
+    with pytest.raises(ValueError, match=r"the mesh has axes"):
+        lazyhess.hessian(f, mesh=grid)
