@@ -37,23 +37,29 @@ def mixed(x):
     )
 
 
-def run_fresh(script, *args, devices=8, timeout=300, env=None):
-    """Run ``script`` (Python source) in a fresh interpreter with simulated CPU devices.
+def fresh_env(devices=8):
+    """The environment of a fresh interpreter with ``devices`` simulated CPU devices.
 
-    ``XLA_FLAGS`` must be set before JAX starts, so tests needing several devices run here.
-    x64 is on and this checkout is first on the path. Returns stdout; fails the test with
-    stdout and stderr when the script fails.
+    ``XLA_FLAGS`` must be set before JAX starts, so tests needing several devices run
+    scripts in such interpreters. x64 is on and this checkout is first on the path.
     """
-    full = dict(os.environ)
-    full["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    full["JAX_ENABLE_X64"] = "1"
-    full["JAX_PLATFORMS"] = "cpu"
-    full["PYTHONPATH"] = os.pathsep.join([str(ROOT), full.get("PYTHONPATH", "")])
-    full.update(env or {})
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_ENABLE_X64"] = "1"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def run_fresh(script, *args, devices=8, timeout=300):
+    """Run ``script`` (Python source) in a fresh interpreter (see ``fresh_env``).
+
+    Returns stdout; fails the test with stdout and stderr when the script fails.
+    """
     result = subprocess.run(
         [sys.executable, "-c", script, *map(str, args)],
         cwd=ROOT,
-        env=full,
+        env=fresh_env(devices),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -6,12 +6,15 @@ and explicit axes, x replicated and sharded, with and without ``mesh=``, eager a
 ``jax.jit``, the three modes in turn. Each takes tens of seconds, so they are marked slow.
 """
 
+import socket
+import subprocess
+import sys
 import textwrap
 
 import jax
 import jax.numpy as jnp
 import pytest
-from helpers import run_fresh
+from helpers import ROOT, fresh_env, run_fresh
 
 import lazyhess
 
@@ -152,6 +155,90 @@ HLO = PRELUDE + textwrap.dedent(
     print("ok")
     """
 )
+
+
+PROCESSES = textwrap.dedent(
+    """
+    import sys
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.experimental import multihost_utils
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    address, pid = sys.argv[1], int(sys.argv[2])
+    jax.distributed.initialize(address, num_processes=2, process_id=pid, initialization_timeout=60)
+    import lazyhess
+
+    assert jax.device_count() == 8 and jax.local_device_count() == 4
+    n = 64
+
+
+    def f(x):
+        y = x.reshape(n // 2, 2)
+        pairs = jnp.sum((y[:, 0] * y[:, 1] - 1.0) ** 2)
+        return jnp.sum(jnp.sin(x) * x**2) + pairs + jnp.sum(x.reshape(16, 4)[:, 0]) ** 2
+
+
+    x0 = np.random.default_rng(0).normal(size=n)
+    v = np.random.default_rng(1).normal(size=n)
+    ref = np.asarray(jax.jit(jax.hessian(f), device=jax.local_devices()[0])(x0))
+    mesh = jax.make_mesh((8,), ("dirs",))  # explicit axes, jax's default
+    sharded = jax.make_array_from_callback((n,), NamedSharding(mesh, P("dirs")), lambda i: x0[i])
+    whole = jax.make_array_from_callback((n,), NamedSharding(mesh, P()), lambda i: x0[i])
+
+
+    def close(got, want):
+        if not got.is_fully_addressable:
+            got = multihost_utils.process_allgather(got, tiled=True)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-10)
+
+
+    for x, given in ((sharded, None), (whole, mesh), (sharded, mesh)):
+        with jax.set_mesh(mesh):
+            H = lazyhess.hessian(f, x, mesh=given, chunk_size=2)
+            close(H[3], ref[3])
+            close(H[:], ref)
+            close(H.diagonal(), np.diag(ref))
+            close(H @ jnp.asarray(v), ref @ v)
+            hess = lazyhess.sparse_hessian(f, x0, mesh=given, output_format="dense")
+            close(jax.jit(hess)(x), ref)
+    print("ok", pid)
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_of_four_devices():
+    # jax.distributed on loopback: every process runs the same requests (multi-controller).
+    address = f"127.0.0.1:{_free_port()}"
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROCESSES, address, str(pid)],
+            cwd=ROOT,
+            env=fresh_env(4),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+    try:
+        outputs = [run.communicate(timeout=300) for run in runs]
+    finally:
+        for run in runs:
+            run.kill()
+    for pid, (run, (out, err)) in enumerate(zip(runs, outputs, strict=True)):
+        assert run.returncode == 0, out + err
+        assert out.strip().endswith(f"ok {pid}"), out + err
 
 
 @pytest.mark.slow
