@@ -80,7 +80,13 @@ def is_array(leaf: Any) -> bool:
 
 
 def spec(leaf: Any) -> jax.ShapeDtypeStruct:
-    """The shape and dtype of ``leaf`` (an array, a shape-dtype struct or a Python number)."""
+    """The shape and dtype of ``leaf`` (an array, a shape-dtype struct or a Python number).
+
+    A JAX array keeps its sharding type, which names its explicit mesh axes: a function
+    that reads them (``shard_map``'s ``in_specs``) is traced as it will be called.
+    """
+    if isinstance(leaf, jax.Array):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=jax.typeof(leaf).sharding)
     if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
         return jax.ShapeDtypeStruct(tuple(leaf.shape), leaf.dtype)
     a = jnp.asarray(leaf)

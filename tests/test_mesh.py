@@ -99,6 +99,33 @@ LAZY = PRELUDE + textwrap.dedent(
                 assert H.cache_info().hvps == 1, (label, H.cache_info())
                 H[3]
                 assert H.cache_info().hvps == 1, (label, H.cache_info())
+
+
+    def chained(v):
+        # A chain across blocks: each block's last element meets the next block's first.
+        right = jax.lax.ppermute(v[:1], "dirs", [(i, i - 1) for i in range(1, 8)])
+        ext = jnp.concatenate([v, right])
+        terms = (ext[1:] - ext[:-1] ** 2) ** 2
+        terms = jnp.where(jax.lax.axis_index("dirs") == 7, terms.at[-1].set(0.0), terms)
+        return jax.lax.psum(jnp.sum(terms + jnp.sin(v)), "dirs")
+
+
+    # A function that shards x itself (shard_map over x's explicit axis): detection traces
+    # it with x's sharding type, and the tridiagonal pattern costs 3 HVPs.
+    for kind in (AxisType.Auto, AxisType.Explicit):
+        mesh = jax.make_mesh((8,), ("dirs",), axis_types=(kind,))
+
+        def g(x):
+            return jax.shard_map(chained, mesh=mesh, in_specs=P("dirs"), out_specs=P())(x)
+
+        with jax.set_mesh(mesh):
+            x = jax.device_put(x0, NamedSharding(mesh, P("dirs")))
+            want = np.asarray(jax.hessian(g)(x))
+            H = lazyhess.hessian(g, x)
+            check((kind.name, "shard_map"), H[:], want)
+            assert H.cache_info().hvps == 3, H.cache_info()
+            jitted = jax.jit(lambda z: lazyhess.hessian(g, z)[:])(x)
+            check((kind.name, "shard_map", "jit"), jitted, want)
     print("ok")
     """
 )
