@@ -6,6 +6,7 @@ and explicit axes, x replicated and sharded, with and without ``mesh=``, eager a
 ``jax.jit``, the three modes in turn. Each takes tens of seconds, so they are marked slow.
 """
 
+import re
 import socket
 import subprocess
 import sys
@@ -298,3 +299,13 @@ def test_mesh_argument_errors():
         lazyhess.compressed_hessian(f, x, mesh=grid)
     with pytest.raises(ValueError, match=r"the mesh has axes"):
         lazyhess.hessian(f, mesh=grid)
+
+
+@pytest.mark.slow
+def test_many_devices_example():
+    out = run_fresh("import runpy; runpy.run_path('examples/many_devices.py')['main'](n=256)")
+    assert "8 devices, mesh axis 'dirs', n = 256" in out
+    assert "1 HVP(s)" in out
+    difference = float(re.search(r"max \|difference\| = (\S+)", out).group(1))
+    assert difference < 1e-9
+    assert "1 all-reduce, 0 all-gather" in out
