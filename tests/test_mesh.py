@@ -233,6 +233,10 @@ PROCESSES = textwrap.dedent(
             close(H @ jnp.asarray(v), ref @ v)
             hess = lazyhess.sparse_hessian(f, x0, mesh=given, output_format="dense")
             close(jax.jit(hess)(x), ref)
+            # Process 0 decides the request; every process makes it (docs/many-devices.md).
+            row = int(multihost_utils.broadcast_one_to_all(np.int64(5 if pid == 0 else 0)))
+            assert row == 5
+            close(H[row], ref[5])
     print("ok", pid)
     """
 )
