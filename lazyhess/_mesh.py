@@ -128,6 +128,21 @@ def pad_rows(a: jax.Array, placement: Placement, fill: Any) -> jax.Array:
     return jax.numpy.pad(a, widths, constant_values=fill)
 
 
+def chunk_budget(placement: Placement, default: int) -> int:
+    """Bytes of HVP results one device may hold per chunk: 1/64 of its memory.
+
+    The smallest ``bytes_limit`` the mesh's local devices report; ``default`` without a
+    mesh or where the backend reports none (as on CPU).
+    """
+    if placement.mesh is None:
+        return default
+    limits = [
+        (device.memory_stats() or {}).get("bytes_limit") for device in placement.mesh.local_devices
+    ]
+    known = [int(limit) for limit in limits if limit]
+    return min(known) // 64 if known else default
+
+
 def fetch(a: Any) -> np.ndarray:
     """``a`` as a host numpy array, also when it spans devices of other processes.
 

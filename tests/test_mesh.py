@@ -18,6 +18,7 @@ import pytest
 from helpers import ROOT, fresh_env, run_fresh
 
 import lazyhess
+from lazyhess._mesh import Placement, chunk_budget
 
 PRELUDE = textwrap.dedent(
     """
@@ -313,3 +314,31 @@ def test_many_devices_example():
     difference = float(re.search(r"max \|difference\| = (\S+)", out).group(1))
     assert difference < 1e-9
     assert "1 all-reduce, 0 all-gather" in out
+
+
+class _Device:
+    def __init__(self, limit):
+        self.limit = limit
+
+    def memory_stats(self):
+        return None if self.limit is None else {"bytes_limit": self.limit}
+
+
+class _Mesh:
+    def __init__(self, *limits):
+        self.local_devices = [_Device(limit) for limit in limits]
+
+
+def test_chunk_budget_reads_device_memory():
+    default = 64 * 2**20
+    assert chunk_budget(Placement(), default) == default
+    # The smallest device decides; a backend that reports nothing (CPU) keeps the default.
+    mesh = _Mesh(16 * 2**30, 8 * 2**30)
+    assert chunk_budget(Placement(mesh, "dirs"), default) == 8 * 2**30 // 64  # type: ignore
+    assert chunk_budget(Placement(_Mesh(None), "dirs"), default) == default  # type: ignore
+    # Through the public surface on a one-device CPU mesh: the default chunk, per device.
+    f = lambda x: jnp.sum(jnp.sin(x) ** 2)  # noqa: E731
+    x = jnp.ones(1000)
+    one = lazyhess.hessian(f, x, sparsity=None).cost(slice(None)).chunk_bytes
+    meshed = lazyhess.hessian(f, x, sparsity=None, mesh=jax.make_mesh((1,), ("dirs",)))
+    assert meshed.cost(slice(None)).chunk_bytes == one
