@@ -153,6 +153,26 @@ FUNCTIONAL = PRELUDE + textwrap.dedent(
                 check(label + (name,), read(out), ref)
                 if name == "value_and":
                     check(label + ("value",), out[0], np.asarray(f(x0)))
+
+
+    def weighted(x, y):
+        # A second, non-differentiated array argument and an aux, both closed over by the
+        # program's shard_map.
+        return f(x * y), {"total": jnp.sum(y * x)}
+
+
+    y0 = np.linspace(0.5, 1.5, n)
+    want = np.asarray(jax.hessian(lambda x: weighted(x, y0)[0])(x0))
+    mesh = jax.make_mesh((8,), ("dirs",))
+    fn = lazyhess.value_and_sparse_hessian(
+        weighted, x0, y0, has_aux=True, mesh=mesh, output_format="dense"
+    )
+    with jax.set_mesh(mesh):
+        for jit in (False, True):
+            (value, aux), H = (jax.jit(fn) if jit else fn)(x0, y0)
+            check(("aux", jit), H, want)
+            check(("aux", jit, "value"), value, np.asarray(weighted(x0, y0)[0]))
+            check(("aux", jit, "aux"), aux["total"], np.sum(y0 * x0))
     print("ok")
     """
 )
