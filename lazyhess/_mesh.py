@@ -146,11 +146,15 @@ def chunk_budget(placement: Placement, default: int) -> int:
 def fetch(a: Any) -> np.ndarray:
     """``a`` as a host numpy array, also when it spans devices of other processes.
 
-    A fully addressable array is copied as usual; a replicated one is read from a local
-    shard; anything else is gathered from every process (every process must call this).
+    A fully addressable array is copied as usual (the first try: nothing is checked on the
+    common path); a replicated one is read from a local shard; anything else is gathered
+    from every process (every process must call this).
     """
-    if not isinstance(a, jax.Array) or a.is_fully_addressable:
+    try:
         return np.asarray(a)
+    except RuntimeError:
+        if not isinstance(a, jax.Array) or a.is_fully_addressable:
+            raise
     if a.is_fully_replicated:
         return np.asarray(a.addressable_data(0))
     from jax.experimental import multihost_utils
