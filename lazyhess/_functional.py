@@ -310,7 +310,8 @@ class Program:
             per_seed, value_aux = self._products(scalar, z)
             if value_aux is None:
                 value_aux = scalar(z)[1]
-            rows, _ = self._rows(per_seed, z, mine)
+            # Replicated over the mesh's other axes, should x be sharded over them.
+            rows = gather_results(self._rows(per_seed, z, mine)[0], z, NO_MESH, False)
             if not self.reduce:
                 return value_aux[0], value_aux[1], jax.lax.all_gather(rows, axis, tiled=True)
             local = jnp.asarray(where) - jax.lax.axis_index(axis) * (per * n)

@@ -128,6 +128,20 @@ LAZY = PRELUDE + textwrap.dedent(
             assert H.cache_info().hvps == 3, H.cache_info()
             jitted = jax.jit(lambda z: lazyhess.hessian(g, z)[:])(x)
             check((kind.name, "shard_map", "jit"), jitted, want)
+
+    # A 2-D mesh: directions over 'dirs', x keeps its sharding over 'x' (or both axes).
+    for kind in (AxisType.Auto, AxisType.Explicit):
+        grid = jax.make_mesh((4, 2), ("dirs", "x"), axis_types=(kind, kind))
+        options = dict(mesh=grid, seed_axis="dirs", chunk_size=1)
+        hess = lazyhess.sparse_hessian(f, x0, output_format="dense", **options)
+        with jax.set_mesh(grid):
+            for spec in (P("x"), P(("dirs", "x"))):
+                x = jax.device_put(x0, NamedSharding(grid, spec))
+                label = (kind.name, "grid", str(spec))
+                H = lazyhess.hessian(f, x, **options)
+                check(label + ("all",), H[:], ref)
+                check(label + ("matvec",), H @ jnp.asarray(v), ref @ v)
+                check(label + ("sparse_hessian",), jax.jit(hess)(x), ref)
     print("ok")
     """
 )
