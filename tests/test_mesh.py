@@ -142,6 +142,14 @@ LAZY = PRELUDE + textwrap.dedent(
                 check(label + ("all",), H[:], ref)
                 check(label + ("matvec",), H @ jnp.asarray(v), ref @ v)
                 check(label + ("sparse_hessian",), jax.jit(hess)(x), ref)
+
+    # No jax.set_mesh context (jax.hessian itself then asks for one): x's type still says.
+    mesh = jax.make_mesh((8,), ("dirs",))
+    x = jax.device_put(x0, NamedSharding(mesh, P("dirs")))
+    for given in (None, mesh):
+        check(("no context", given is not None), lazyhess.hessian(f, x, mesh=given)[:], ref)
+        hess = lazyhess.sparse_hessian(f, x0, mesh=given, output_format="dense")
+        check(("no context", given is not None, "jit"), jax.jit(hess)(x), ref)
     print("ok")
     """
 )
