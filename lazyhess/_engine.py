@@ -255,7 +255,7 @@ class Engine:
             state, out = self.kernels.units(
                 self.x, self.dyn, self.structure.device_labels(family), self.chunk_size
             )
-            block = np.asarray(out)
+            block = fetch(out)
         self._first = False
         if self._point_state is None:
             self._point_state = state
