@@ -274,6 +274,8 @@ PROCESSES = textwrap.dedent(
             close(H[:], ref)
             close(H.diagonal(), np.diag(ref))
             close(H @ jnp.asarray(v), ref @ v)
+            # The dense engine's whole H[:] (one compiled call over every unit seed).
+            close(lazyhess.hessian(f, x, mesh=given, sparsity=None)[:], ref)
             hess = lazyhess.sparse_hessian(f, x0, mesh=given, output_format="dense")
             close(jax.jit(hess)(x), ref)
             # Process 0 decides the request; every process makes it (docs/many-devices.md).
