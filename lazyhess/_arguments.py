@@ -38,6 +38,8 @@ OPTIONS = (
     "output_format",
     "method",
     "order",
+    "mesh",
+    "seed_axis",
 )
 
 #: Options of other Hessian libraries that a keyword passed on to ``fun`` may really be,
@@ -79,7 +81,13 @@ def is_array(leaf: Any) -> bool:
 
 
 def spec(leaf: Any) -> jax.ShapeDtypeStruct:
-    """The shape and dtype of ``leaf`` (an array, a shape-dtype struct or a Python number)."""
+    """The shape and dtype of ``leaf`` (an array, a shape-dtype struct or a Python number).
+
+    A JAX array keeps its sharding type, which names its explicit mesh axes: a function
+    that reads them (``shard_map``'s ``in_specs``) is traced as it will be called.
+    """
+    if isinstance(leaf, jax.Array):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=jax.typeof(leaf).sharding)
     if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
         return jax.ShapeDtypeStruct(tuple(leaf.shape), leaf.dtype)
     a = jnp.asarray(leaf)
@@ -171,6 +179,41 @@ def check_options(
         raise ValueError(f"cache_bytes must be >= 0 (0 disables the cache); got {cache_bytes}.")
     check_flag("has_aux", has_aux)
     check_flag("holomorphic", holomorphic)
+
+
+def check_mesh(mesh: Any, seed_axis: Any) -> str | None:
+    """The mesh axis seed directions are sharded over (``None`` without a mesh).
+
+    Raises:
+        TypeError: if ``mesh`` is not a ``jax.sharding.Mesh``.
+        ValueError: if ``seed_axis`` is not one of its axes, is given without a mesh, or is
+            left out on a mesh of several axes.
+    """
+    if mesh is None:
+        if seed_axis is not None:
+            raise ValueError(
+                f"seed_axis={seed_axis!r} needs mesh=: pass the jax.sharding.Mesh that has "
+                "this axis, or leave seed_axis out."
+            )
+        return None
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(
+            f"mesh must be a jax.sharding.Mesh (e.g. jax.make_mesh((8,), ('dirs',))); got "
+            f"{type(mesh).__name__}."
+        )
+    names = tuple(mesh.axis_names)
+    if seed_axis is None:
+        if len(names) != 1:
+            raise ValueError(
+                f"the mesh has axes {names}; say which one shares out seed directions with "
+                f"seed_axis= (one of {', '.join(map(repr, names))})."
+            )
+        return names[0]
+    if seed_axis not in names:
+        raise ValueError(
+            f"seed_axis={seed_axis!r} is not an axis of the mesh; its axes are {names}."
+        )
+    return seed_axis
 
 
 def check_flag(name: str, flag: Any) -> None:

@@ -25,6 +25,7 @@ from jax._src import core as jax_core  # trace_state_clean: is a trace active?
 
 from ._cache import CacheInfo, DirectionCache, format_bytes
 from ._hvp import Kernels
+from ._mesh import fetch
 from ._plan import Plan, plan
 from ._progress import bar
 from ._structure import SeedFamily, Structure
@@ -198,7 +199,7 @@ class Engine:
             else:  # the point's linearisation, outside the timing below
                 run = functools.partial(kernels.seeded, self._state(), self.x, self.dyn)
             start = time.perf_counter()
-            block = np.asarray(run(device_labels, ids, family.unit, serial))[:k]
+            block = fetch(run(device_labels, ids, family.unit, serial))[:k]
             kernels.timed(key, serial, time.perf_counter() - start)
             return block
 
@@ -267,7 +268,7 @@ class Engine:
             state, out = self.kernels.units(
                 self.x, self.dyn, self.structure.device_labels(family), self.chunk_size
             )
-            block = np.asarray(out)
+            block = fetch(out)
         self._first = False
         if self._point_state is None:
             self._point_state = state
@@ -779,7 +780,7 @@ class Engine:
             chunk = jnp.pad(
                 jnp.asarray(chunk, self.layout.dtype), ((0, self._bucket(k) - k), (0, 0))
             )
-            parts.append(self.kernels.apply(state, self.x, self.dyn, chunk)[:k])
+            parts.append(self.kernels.apply(state, self.x, self.dyn, chunk, keep=True)[:k])
             self.cache.record(k, missed=False)
         if not parts:
             return jnp.zeros((0, self.layout.p, self.layout.n), self.layout.dtype)

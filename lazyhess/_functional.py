@@ -9,18 +9,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from jax.sharding import PartitionSpec as P
 
 from ._arguments import (
     Mode,
     argnums_key,
     check_argnums,
     check_kwargs,
+    check_mesh,
     check_options,
     is_array,
     split_aux,
 )
 from ._errors import VerificationError
 from ._formats import Format, check_format, pattern_output
+from ._mesh import NO_MESH, Placement, gather_results, place_point, place_seeds, shard_rows
 from ._tree import Signature
 from .coloring import (
     ColoredPattern,
@@ -112,7 +115,11 @@ def _avals_key(tree: Any) -> tuple:
 
 
 class Point(NamedTuple):
-    """What one evaluation of a :class:`Program` returns."""
+    """What one evaluation of a :class:`Program` returns.
+
+    ``compressed`` is ``B``, or with a reducing program on a mesh the Hessian's stored
+    entries (``nnz`` values in pattern order).
+    """
 
     value: jax.Array
     aux: Any
@@ -140,6 +147,8 @@ class Program:
         holomorphic: bool,
         mode: Mode | None,
         chunk_size: int | None,
+        placement: Placement = NO_MESH,
+        reduce: bool = False,
     ):
         _check_coloring(coloring)
         recorded = coloring.argnums
@@ -161,6 +170,13 @@ class Program:
         self.holomorphic = holomorphic
         self.mode = resolved
         self.chunk_size = chunk_size
+        self.placement = placement
+        self.reduce = reduce and placement.mesh is not None
+        if self.reduce and coloring.substitution is not None:
+            raise ValueError(
+                "a coloring recovered by substitution (method='acyclic') cannot be decompressed "
+                "per device; color with method='star' or 'column' for a mesh."
+            )
         self._compiled: tuple[Signature, Callable] | None = None
         self._static_aux: dict[tuple, tuple] = {}
 
@@ -217,12 +233,11 @@ class Program:
         return Point(value, aux, compressed, input_avals(args, self.argnums))
 
     def _program(self, signature: Signature) -> Callable:
-        fun, has_aux = self.fun, self.has_aux
-        labels = np.asarray(self.coloring.colors, dtype=np.int32)
-        count = self.coloring.num_colors
+        fun, has_aux, placement = self.fun, self.has_aux, self.placement
 
         def program(primals: Any, dyn: list) -> tuple[Any, list, jax.Array]:
             flat, unravel = ravel_pytree(primals)
+            flat = place_point(flat, placement)
             key = _avals_key((primals, dyn))
 
             def scalar(z: jax.Array) -> tuple[jax.Array, tuple[jax.Array, list]]:
@@ -238,32 +253,84 @@ class Program:
                 out = scalar_output(out)
                 return out, (out, [leaf for d, leaf in zip(dynamic, leaves, strict=True) if d])
 
+            if placement.mesh is not None:
+                return self._on_mesh(scalar, flat)
             per_seed, value_aux = self._products(scalar, flat)
-
-            def batch(ids: jax.Array) -> Any:
-                seeds = (jnp.asarray(labels)[None, :] == ids[:, None]).astype(flat.dtype)
-                return jax.vmap(per_seed)(seeds)
-
-            first = (0,)
-            if count == 0:
-                rows, extra = jnp.zeros((0, flat.size), flat.dtype), None
-            elif self.chunk_size is None or self.chunk_size >= count:
-                rows, extra = batch(jnp.arange(count))
-            else:
-                chunks = -(-count // self.chunk_size)
-                ids = np.full(chunks * self.chunk_size, -2, dtype=np.int32)
-                ids[:count] = np.arange(count)
-                rows, extra = jax.lax.map(batch, ids.reshape(chunks, self.chunk_size))
-                rows, first = rows.reshape(-1, flat.size)[:count], (0, 0)
+            rows, extra = self._rows(per_seed, flat, np.arange(self.coloring.num_colors))
             if value_aux is None:
                 # rev_over_fwd: every seed's trace evaluated fun; read the first.
-                if extra is None:
-                    value_aux = scalar(flat)[1]
-                else:
-                    value_aux = jax.tree_util.tree_map(lambda a: a[first], extra)
-            return value_aux[0], value_aux[1], rows
+                value_aux = scalar(flat)[1] if extra is None else extra
+            return value_aux[0], value_aux[1], gather_results(rows, flat, placement, False)
 
         return program
+
+    def _rows(self, per_seed: Callable, flat: jax.Array, ids: Any) -> tuple[Any, Any]:
+        """``(rows, extra)``: ``per_seed`` over the seeds of colors ``ids``, stacked.
+
+        ``chunk_size`` seeds per vmapped batch (ids of ``-2`` pad the last chunk with zero
+        seeds); ``extra`` is the first seed's (``None`` when there is no seed).
+        """
+        labels = np.asarray(self.coloring.colors, dtype=np.int32)
+
+        def batch(chunk: jax.Array) -> Any:
+            seeds = (jnp.asarray(labels)[None, :] == chunk[:, None]).astype(flat.dtype)
+            return jax.vmap(per_seed)(place_seeds(seeds, flat, NO_MESH))
+
+        chosen = jnp.asarray(ids, dtype=jnp.int32)
+        count, size = chosen.shape[0], self.chunk_size
+        if count == 0:
+            return jnp.zeros((0, flat.size), flat.dtype), None
+        if size is None or size >= count:
+            rows, extra = batch(chosen)
+            return rows, jax.tree_util.tree_map(lambda a: a[0], extra)
+        chunks = -(-count // size)
+        padded = jnp.pad(chosen, (0, chunks * size - count), constant_values=-2)
+        rows, extra = jax.lax.map(batch, padded.reshape(chunks, size))
+        first = jax.tree_util.tree_map(lambda a: a[0, 0], extra)
+        return rows.reshape(-1, flat.size)[:count], first
+
+    def _on_mesh(self, scalar: Callable, flat: jax.Array) -> tuple[Any, list, jax.Array]:
+        """The program's value, aux and result with colors shared out over the seed axis.
+
+        Device ``j`` of the axis linearises at its copy of ``x`` and evaluates the HVPs of
+        a contiguous run of colors, ``chunk_size`` at a time. With ``reduce`` each device
+        reads the entries its colors recover (zeros elsewhere) and one ``psum`` of the
+        ``nnz`` values combines them; otherwise the compressed rows are gathered.
+        """
+        coloring, placement = self.coloring, self.placement
+        mesh, axis = placement.mesh, placement.axis
+        assert mesh is not None and axis is not None
+        count, n = coloring.num_colors, coloring.n
+        per = -(-count // placement.devices)
+        ids = np.full(per * placement.devices, -2, dtype=np.int32)
+        ids[:count] = np.arange(count)
+        where = coloring.recover_color.astype(np.int64) * n + coloring.recover_index
+
+        def body(mine: jax.Array, z: jax.Array) -> tuple[Any, list, jax.Array]:
+            per_seed, value_aux = self._products(scalar, z)
+            if value_aux is None:
+                value_aux = scalar(z)[1]
+            # Replicated over the mesh's other axes, should x be sharded over them.
+            rows = gather_results(self._rows(per_seed, z, mine)[0], z, NO_MESH, False)
+            if not self.reduce:
+                return value_aux[0], value_aux[1], jax.lax.all_gather(rows, axis, tiled=True)
+            local = jnp.asarray(where) - jax.lax.axis_index(axis) * (per * n)
+            inside = (local >= 0) & (local < per * n)
+            read = jnp.take(rows.reshape(-1), jnp.clip(local, 0, per * n - 1))
+            return value_aux[0], value_aux[1], jax.lax.psum(jnp.where(inside, read, 0), axis)
+
+        # Without the replication check: the point is invariant over the axis but its
+        # tangents (seeds) vary, which the check's types refuse in linearize and grad; the
+        # value and aux are computed alike on every device, and the result is reduced.
+        value, aux, out = jax.shard_map(
+            body,
+            mesh=mesh,
+            in_specs=(P(axis), P()),
+            out_specs=P(),
+            axis_names={axis},
+            check_vma=False,
+        )(shard_rows(jnp.asarray(ids), placement), flat)
+        return value, aux, out if self.reduce else out[:count]
 
     def _products(self, scalar: Callable, flat: jax.Array) -> tuple[Callable, Any]:
         """``(per_seed, value_aux)``: ``per_seed(s) = (H s, extra)``, the value and aux."""
@@ -285,14 +352,15 @@ class Program:
 
         return per_seed, None
 
-    def decompress(self, compressed: jax.Array, format: Format) -> Any:
-        """The flat ``n x n`` Hessian from ``B`` in ``format`` (lazyhess's format names)."""
+    def decompress(self, point: Point, format: Format) -> Any:
+        """The flat ``n x n`` Hessian of ``point`` in ``format`` (lazyhess's format names)."""
         coloring = self.coloring
-        return pattern_output(coloring.decompress_data(compressed), coloring.csr, format)
+        data = point.compressed if self.reduce else coloring.decompress_data(point.compressed)
+        return pattern_output(data, coloring.csr, format)
 
 
 def _detected(
-    fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode
+    fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode, whole=True
 ) -> ColoredPattern:
     coloring = hessian_coloring(
         fun,
@@ -300,7 +368,7 @@ def _detected(
         argnums=argnums,
         has_aux=has_aux,
         method="auto" if symmetric else "column",
-        whole=True,
+        whole=whole,
         **sample_kwargs,
     )
     coloring.mode = mode
@@ -319,6 +387,8 @@ def sparse_hessian_from_coloring(
     mode: Mode | None = None,
     chunk_size: int | None = None,
     sample_kwargs: dict | None = None,
+    mesh: Any = None,
+    seed_axis: str | None = None,
 ) -> Callable[..., Any]:
     """A function ``(*args, **kwargs) -> H`` computing the sparse Hessian with ``coloring``.
 
@@ -344,18 +414,26 @@ def sparse_hessian_from_coloring(
             ``"fwd_over_rev"``).
         chunk_size: colors per vmapped batch of HVPs (bounds memory; default: all at once).
         sample_kwargs: keyword arguments with the shapes of later calls.
+        mesh: a ``jax.sharding.Mesh``: the colors' HVPs are shared out over its
+            ``seed_axis``, each device linearising at its copy of the point; the entries
+            each device recovers are combined by one all-reduce of ``nnz`` values.
+            ``chunk_size`` is then per device. ``None``: follow the inputs' sharding.
+        seed_axis: the mesh axis name (default: the mesh's only axis).
 
     Returns:
         A function of ``fun``'s arguments; with ``has_aux`` its calls return ``(H, aux)``.
     """
     format = format_name(output_format)
-    program = Program(fun, coloring, argnums, has_aux, holomorphic, mode, chunk_size)
+    placement = Placement(mesh, check_mesh(mesh, seed_axis))
+    program = Program(
+        fun, coloring, argnums, has_aux, holomorphic, mode, chunk_size, placement, reduce=True
+    )
     if sample_args:
         program.check(tuple(sample_args), sample_kwargs or {})
 
     def hess(*args: Any, **kwargs: Any) -> Any:
         point = program(args, kwargs)
-        out = program.decompress(point.compressed, format)
+        out = program.decompress(point, format)
         return (out, point.aux) if has_aux else out
 
     return hess
@@ -371,6 +449,8 @@ def sparse_hessian(
     symmetric: bool = True,
     output_format: str = "bcoo",
     chunk_size: int | None = None,
+    mesh: Any = None,
+    seed_axis: str | None = None,
     **sample_kwargs: Any,
 ) -> Callable[..., Any]:
     """Detect the sparsity of ``fun``'s Hessian, color it, and return ``(*args) -> H``.
@@ -380,7 +460,8 @@ def sparse_hessian(
     :func:`sparse_hessian_from_coloring`. ``symmetric=True`` uses the cheapest coloring
     for whole Hessians (``hessian_coloring(..., whole=True)``: acyclic with substitution
     when its fewer colors pay, else star or column), ``False`` a column (distance-2)
-    coloring.
+    coloring. With ``mesh=`` (see :func:`sparse_hessian_from_coloring`) every entry is
+    read directly (star or column), so each device decompresses its own colors.
 
     Example:
         >>> import jax, jax.numpy as jnp, lazyhess
@@ -390,9 +471,19 @@ def sparse_hessian(
         (5, 5)
     """
     format = format_name(output_format)
-    coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode)
+    axis = check_mesh(mesh, seed_axis)
+    coloring = _detected(
+        fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode, mesh is None
+    )
     return sparse_hessian_from_coloring(
-        fun, coloring, format, has_aux=has_aux, holomorphic=holomorphic, chunk_size=chunk_size
+        fun,
+        coloring,
+        format,
+        has_aux=has_aux,
+        holomorphic=holomorphic,
+        chunk_size=chunk_size,
+        mesh=mesh,
+        seed_axis=axis,
     )
 
 
@@ -406,21 +497,28 @@ def value_and_sparse_hessian(
     symmetric: bool = True,
     output_format: str = "bcoo",
     chunk_size: int | None = None,
+    mesh: Any = None,
+    seed_axis: str | None = None,
     **sample_kwargs: Any,
 ) -> Callable[..., Any]:
     """Like :func:`sparse_hessian`, but calls return ``(value, H)``.
 
     With ``has_aux`` they return ``((value, aux), H)``. The value comes out of the same
-    trace of ``fun`` as the HVPs.
+    trace of ``fun`` as the HVPs (on a ``mesh``, of each device's).
     """
     format = format_name(output_format)
-    coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode)
-    program = Program(fun, coloring, None, has_aux, holomorphic, None, chunk_size)
+    placement = Placement(mesh, check_mesh(mesh, seed_axis))
+    coloring = _detected(
+        fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode, mesh is None
+    )
+    program = Program(
+        fun, coloring, None, has_aux, holomorphic, None, chunk_size, placement, reduce=True
+    )
 
     def value_and_hess(*args: Any, **kwargs: Any) -> Any:
         point = program(args, kwargs)
         value = (point.value, point.aux) if has_aux else point.value
-        return value, program.decompress(point.compressed, format)
+        return value, program.decompress(point, format)
 
     return value_and_hess
 
@@ -434,16 +532,20 @@ def compressed_hessian(
     mode: Mode = "fwd_over_rev",
     symmetric: bool = True,
     chunk_size: int | None = None,
+    mesh: Any = None,
+    seed_axis: str | None = None,
     **sample_kwargs: Any,
 ) -> Callable[..., Any]:
     """Detect, color, and return ``(*args) -> B`` with ``B[c] = H @ s_c``.
 
     ``B`` has shape ``(num_colors, n)``, one HVP per color; with ``has_aux`` calls return
     ``(B, aux)``. The coloring is the result's ``coloring`` attribute; recover H with
-    :func:`decompress` or :func:`decompress_data`.
+    :func:`decompress` or :func:`decompress_data`. On a ``mesh`` the colors are shared out
+    over ``seed_axis`` (``chunk_size`` per device) and ``B`` is gathered on every device.
     """
+    placement = Placement(mesh, check_mesh(mesh, seed_axis))
     coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode)
-    program = Program(fun, coloring, None, has_aux, holomorphic, None, chunk_size)
+    program = Program(fun, coloring, None, has_aux, holomorphic, None, chunk_size, placement)
 
     def compute(*args: Any, **kwargs: Any) -> Any:
         point = program(args, kwargs)
@@ -496,7 +598,7 @@ def check_hessian_correctness(
     args = tuple(x) if isinstance(coloring.argnums, tuple) else (x,)
     program = Program(fun, coloring, None, False, False, None, None)
     signature, primals = program.check(args, {})
-    sparse = program.decompress(program(args, {}).compressed, "dense")
+    sparse = program.decompress(program(args, {}), "dense")
     flat, unravel = ravel_pytree(primals)
     dyn = signature.dynamic(args, {})
 

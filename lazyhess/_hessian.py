@@ -24,6 +24,7 @@ from ._arguments import (
     check_flag,
     check_inputs,
     check_kwargs,
+    check_mesh,
     check_options,
     check_outputs,
     check_sample_independence,
@@ -47,6 +48,7 @@ from ._estimators import (
 from ._formats import Format, check_format, pattern_output, to_device
 from ._hvp import Kernels
 from ._index import entry, grid, line, resolve
+from ._mesh import Placement, chunk_budget
 from ._progress import resolve as resolve_progress
 from ._structure import Structure
 from ._tree import BlockSpec, Layout, LeafInfo, Signature, leaf_infos
@@ -584,6 +586,13 @@ class Hessian(_ArrayOps):
             raises a ``ValueError`` naming the entry. Checked once per function (points
             from ``H.at`` share it): an entry missing from the pattern but zero at that
             point is not seen.
+        mesh: a ``jax.sharding.Mesh`` whose ``seed_axis`` shares out each chunk's seed
+            directions, one slice per device; the point keeps its own sharding (replicated
+            along an explicit seed axis). ``None`` (default): HVPs follow the inputs'
+            sharding, as ``jax.hessian`` does. ``chunk_size`` is then per device; by
+            default a device's chunk of results takes 1/64 of the memory it reports
+            (about 64 MiB where it reports none, as on CPU).
+        seed_axis: the mesh axis name (default: the mesh's only axis).
         **kwargs: passed to ``fun``, not differentiated.
 
     Example:
@@ -610,9 +619,12 @@ class Hessian(_ArrayOps):
         progress: bool | None = None,
         strict: bool = False,
         verify: bool = True,
+        mesh: Any = None,
+        seed_axis: str | None = None,
         **kwargs: Any,
     ):
         show = resolve_progress(progress)
+        placement = Placement(mesh, check_mesh(mesh, seed_axis))
         check_options(
             fun,
             mode=mode,
@@ -639,6 +651,8 @@ class Hessian(_ArrayOps):
             progress=progress,
             strict=strict,
             verify=verify,
+            mesh=mesh,
+            seed_axis=seed_axis,
         )
         signature = Signature(args, kwargs, argnums_t, sequence)
         primals = signature.primals(args)
@@ -655,7 +669,7 @@ class Hessian(_ArrayOps):
         check_outputs(out_shape, holomorphic, batch)
         out_paths, out_tree = jax.tree_util.tree_flatten_with_path(out_shape)
         layout = Layout(in_tree, inputs, out_tree, leaf_infos(out_paths, False), batch)
-        kernels = Kernels(call, layout, mode, holomorphic)
+        kernels = Kernels(call, layout, mode, holomorphic, placement)
 
         def detect() -> SparsityPattern:
             return call_sparsity(lambda p, d: call(p, d)[0], primals, dyn, batch)
@@ -690,9 +704,11 @@ class Hessian(_ArrayOps):
         leaves = jax.tree_util.tree_leaves(signature.primals(args))
         x = layout.ravel(leaves)
         per_direction = max(layout.p * layout.n + layout.d, 1) * layout.dtype.itemsize
+        budget = chunk_budget(kernels.placement, _CHUNK_BYTES)
         chunk = self._options["chunk_size"] or min(
-            _MAX_CHUNK, 1 << max((_CHUNK_BYTES // per_direction).bit_length() - 1, 0)
+            _MAX_CHUNK, 1 << max((budget // per_direction).bit_length() - 1, 0)
         )
+        chunk *= kernels.placement.devices
         cache = DirectionCache(self._options["cache_bytes"])
         dyn = signature.dynamic(args, kwargs)
         self._engine = Engine(kernels, x, dyn, chunk, cache, structure, structure.progress)
@@ -1171,6 +1187,8 @@ def hessian(
     progress: bool | None = None,
     strict: bool = False,
     verify: bool = True,
+    mesh: Any = None,
+    seed_axis: str | None = None,
     **kwargs: Any,
 ) -> Any:
     """The Hessian of ``fun`` at ``args`` as a lazy, indexable :class:`Hessian`.
@@ -1202,6 +1220,8 @@ def hessian(
         progress=progress,
         strict=strict,
         verify=verify,
+        mesh=mesh,
+        seed_axis=seed_axis,
     )
     if args:
         return Hessian(fun, *args, **options, **kwargs)
@@ -1215,6 +1235,7 @@ def hessian(
         has_aux=has_aux,
         holomorphic=holomorphic,
     )
+    check_mesh(mesh, seed_axis)
     if kwargs:
         raise TypeError(
             f"hessian(fun, ...) without arguments returns a function of fun's arguments (as "

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._arguments import Mode
+from ._mesh import NO_MESH, Placement, gather_results, pad_rows, place_point, place_seeds
 from ._tree import Layout
 
 # Chunks of this many seeds or more try lax.map as well as vmap (see Kernels.serial), and
@@ -34,6 +35,9 @@ class Kernels:
     ``labels == ids[t]`` (``ids[t] = -1`` gives a zero padding direction), repeated in every
     sample; ``once`` does the same without a kept state. Each kernel compiles once per
     chunk size.
+
+    ``placement`` shards each chunk's directions over a mesh axis (padded to a multiple of
+    its devices); results come back gathered over it (see ``_mesh``).
     """
 
     def __init__(
@@ -42,14 +46,16 @@ class Kernels:
         layout: Layout,
         mode: Mode,
         holomorphic: bool,
+        placement: Placement = NO_MESH,
     ):
         self._call = call
+        self.placement = placement
         self.layout = layout
         self.mode = mode
         self.holomorphic = holomorphic
         self._trees: dict[Any, Any] = {}
         self._linearize = jax.jit(self._linearize_impl)
-        self._apply = jax.jit(self._apply_impl, static_argnums=0)
+        self._apply = jax.jit(self._apply_impl, static_argnums=(0, 1))
         self._seeded = jax.jit(
             self._seeded_impl, static_argnums=(0, 1), static_argnames=("serial",)
         )
@@ -109,6 +115,7 @@ class Kernels:
 
     def _state_impl(self, x: jax.Array, dyn: Any) -> tuple[Any, list]:
         """``(tree, leaves)``: the linear map's static structure and its residuals."""
+        x = place_point(x, self.placement)
         if self.mode == "fwd_over_rev":
             _, lin = jax.linearize(lambda z: self._first(z, dyn), x)
         elif self.mode == "rev_over_rev":
@@ -140,9 +147,10 @@ class Kernels:
         seeds measured 2-10x faster (RANDSP8 n=1e4, 165 seeds: 504 ms vs 53 ms; SPARSINE,
         64: 36 vs 19 ms) and 1.5-2x slower elsewhere (BDQRTIC, ARROW2). Chunks of at least
         ``SERIAL_MIN`` seeds try both: vmapped first, then mapped once it has been timed
-        compiled, then whichever ran faster (by ``SERIAL_MARGIN``).
+        compiled, then whichever ran faster (by ``SERIAL_MARGIN``). Never on a mesh,
+        whose devices share each chunk's seeds.
         """
-        if key[-1] < SERIAL_MIN:
+        if key[-1] < SERIAL_MIN or self.placement.devices > 1:  # a mesh splits seeds
             return False
         seen = self._times.get(key, {})
         vmapped, mapped = seen.get(False, []), seen.get(True, [])
@@ -217,12 +225,21 @@ class Kernels:
         return g.reshape(lay.p, lay.n)
 
     def _apply_impl(
-        self, tree: Any, leaves: list, x: jax.Array, dyn: Any, v: jax.Array, serial: bool = False
+        self, keep: bool, tree: Any, leaves: list, x: jax.Array, dyn: Any, v, serial=False
     ):
+        """``(k, p, n)`` results of ``v``, gathered over the seed axis (``keep``: ``_mesh``).
+
+        ``serial``: seed after seed (``lax.map``) instead of vmapped; see ``serial``.
+        """
+        x = place_point(x, self.placement)
+        k = v.shape[0]
+        v = place_seeds(pad_rows(v, self.placement, 0), x, self.placement)
+
         def product(u: jax.Array) -> jax.Array:
             return self._hvp(tree, leaves, x, dyn, u)
 
-        return jax.lax.map(product, v) if serial else jax.vmap(product)(v)
+        out = jax.lax.map(product, v) if serial else jax.vmap(product)(v)
+        return gather_results(out, x, self.placement, keep)[:k]
 
     def _seeded_impl(self, exact_nan: bool, tree, leaves, x, dyn, labels, ids, serial=False):
         lay = self.layout
@@ -233,12 +250,17 @@ class Kernels:
             v = jax.lax.optimization_barrier(v)
         if lay.batch is not None:
             v = jnp.broadcast_to(v[:, None, :], (v.shape[0], lay.batch, lay.n))
-        return self._apply_impl(tree, leaves, x, dyn, v.reshape(v.shape[0], lay.d), serial)
+        return self._apply_impl(False, tree, leaves, x, dyn, v.reshape(v.shape[0], lay.d), serial)
 
-    def apply(self, state: tuple, x: jax.Array, dyn: Any, v: jax.Array | np.ndarray) -> jax.Array:
-        """HVP results ``(k, p, n)`` for explicit directions ``v`` of shape ``(k, d)``."""
+    def apply(
+        self, state: tuple, x: jax.Array, dyn: Any, v: jax.Array | np.ndarray, keep: bool = False
+    ) -> jax.Array:
+        """HVP results ``(k, p, n)`` for explicit directions ``v`` of shape ``(k, d)``.
+
+        Replicated on every device, or with ``keep`` sharded over ``n`` as ``x`` is.
+        """
         tree, leaves = state
-        return self._apply(tree, leaves, x, dyn, v)
+        return self._apply(keep, tree, leaves, x, dyn, v)
 
     def seeded(
         self,

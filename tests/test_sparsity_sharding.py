@@ -4,15 +4,10 @@ Simulated devices need XLA_FLAGS before JAX starts, so the checks run in a fresh
 interpreter with 8 CPU devices.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).parent.parent
+from helpers import run_fresh
 
 SCRIPT = textwrap.dedent(
     """
@@ -101,17 +96,4 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_shard_map_keeps_the_exact_pattern():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    env["JAX_ENABLE_X64"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().endswith("ok")
+    assert run_fresh(SCRIPT).strip().endswith("ok")
