@@ -24,8 +24,9 @@ import numpy as np
 from jax._src import core as jax_core  # trace_state_clean: is a trace active?
 
 from ._cache import CacheInfo, DirectionCache, format_bytes
+from ._formats import to_device
 from ._hvp import Kernels
-from ._mesh import fetch
+from ._mesh import fetch, home
 from ._plan import Plan, plan
 from ._progress import bar
 from ._structure import SeedFamily, Structure
@@ -134,6 +135,7 @@ class Engine:
         self.structure = structure
         self.progress = progress
         self.traced = is_traced((x, dyn))
+        self._home = None if self.traced else home(x, kernels.placement)
         self._point_state: tuple | None = None
         self._first = True  # no HVP computed at this point yet
         self._nonfinite: np.ndarray | None = None  # unit seeds whose product is not finite
@@ -520,6 +522,12 @@ class Engine:
             if held is None or not held[color]:
                 return None
             return cache.take((family, int(color)))[p, structure.colored.recover_index[at]]
+
+    def answer(self, values: np.ndarray) -> jax.Array:
+        """A host result as a jax array, on the point's devices (replicated over its mesh)."""
+        if self._home is None:
+            return to_device(values)
+        return jax.device_put(values, self._home)
 
     def cached_row(self, p: int, row: int, start: int, stop: int) -> np.ndarray | None:
         """``H[p, row, start:stop]`` when its unit seed is cached (a view), else ``None``.

@@ -45,7 +45,7 @@ from ._estimators import (
     Which,
     check_choice,
 )
-from ._formats import Format, check_format, pattern_output, to_device
+from ._formats import Format, check_format, pattern_output
 from ._hvp import Kernels
 from ._index import entry, grid, line, resolve
 from ._mesh import Placement, chunk_budget
@@ -217,7 +217,8 @@ class HessianBlock(_ArrayOps):
 
     def _answer(self, values: Any, shape: tuple[int, ...]) -> jax.Array:
         if isinstance(values, np.ndarray):
-            return to_device(values.reshape(shape).astype(self.dtype, copy=False))
+            array = values.reshape(shape).astype(self.dtype, copy=False)
+            return self._hessian._engine.answer(array)
         return values.reshape(shape).astype(self.dtype)
 
     def _request(self, key: Any) -> tuple:
@@ -252,7 +253,7 @@ class HessianBlock(_ArrayOps):
             )
             if value is not None:
                 # On the host first: jnp.asarray with a dtype costs a second dispatch.
-                return jnp.asarray(np.asarray(value, dtype=self.dtype))
+                return engine.answer(np.asarray(value, dtype=self.dtype))
         row = line(key, self._prefix, self._rows.shape)
         if row is not None:
             start = self._cols.offset
@@ -260,7 +261,7 @@ class HessianBlock(_ArrayOps):
                 self._p_offset + row[0], self._rows.offset + row[1], start, self._cols.stop
             )
             if values is not None:
-                return to_device(values.reshape(self._cols.shape).astype(self.dtype, copy=False))
+                return self._answer(values, self._cols.shape)
         kind, p, r, c, shape = self._request(key)
         values = engine.grid(p, r, c) if kind == "grid" else engine.entries(p, r, c)
         return self._answer(values, shape)

@@ -143,6 +143,21 @@ def chunk_budget(placement: Placement, default: int) -> int:
     return min(known) // 64 if known else default
 
 
+def home(x: jax.Array, placement: Placement) -> NamedSharding | None:
+    """Where a request's result lives: replicated over the mesh of ``mesh=`` or of ``x``.
+
+    ``None`` (the default device) when neither spans several devices. Results of
+    ``jax.hessian`` at a sharded point are on the point's devices too.
+    """
+    mesh = placement.mesh
+    if mesh is None:
+        sharding = getattr(x, "sharding", None)
+        mesh = sharding.mesh if isinstance(sharding, NamedSharding) else None
+    if mesh is None or mesh.size < 2:
+        return None
+    return NamedSharding(mesh, P())
+
+
 def fetch(a: Any) -> np.ndarray:
     """``a`` as a host numpy array, also when it spans devices of other processes.
 

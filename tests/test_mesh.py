@@ -99,8 +99,11 @@ LAZY = PRELUDE + textwrap.dedent(
                 H = lazyhess.hessian(f, x, **options)
                 H[3]
                 assert H.cache_info().hvps == 1, (label, H.cache_info())
-                H[3]
+                row = H[3]
                 assert H.cache_info().hvps == 1, (label, H.cache_info())
+                # Results live on the point's devices, as jax.hessian's do.
+                for got in (row, H[3, 2], H[:4]):
+                    assert got.sharding.device_set == set(mesh.devices.flat), (label, got)
 
 
     def chained(v):
