@@ -438,7 +438,7 @@ class Engine:
                 continue
             if held is not None and held[line[0]]:
                 value = self.cache.take((unit, int(line[0])))
-            elif nothing_cached and self._needs_its_seed(line[0], other):
+            elif nothing_cached and self._needs_its_seed(line[0], other.size):
                 # Nothing cached could serve it, and one unit seed is the fewest: no plan.
                 value = next(self._computed(unit, line))[0]
             else:
@@ -451,12 +451,16 @@ class Engine:
             return True
         return False
 
-    def _needs_its_seed(self, line: int, other: np.ndarray) -> bool:
-        """Whether the whole row (or column) ``line`` has a possibly nonzero entry."""
+    def _needs_its_seed(self, line: int, count: int) -> bool:
+        """Whether ``count`` entries of row (or column) ``line`` need its unit seed.
+
+        With a pattern, only a whole line with a possibly nonzero entry: for part of a
+        line, the planner may find a cheaper or more reusable seed.
+        """
         structure = self.structure
         if structure.dense:
-            return other.size > 0
-        return other.size == structure.n and structure.row_entries(np.array([line]))[1][0] > 0
+            return count > 0
+        return count == structure.n and structure.row_entries(np.array([line]))[1][0] > 0
 
     def _fill_slabs(self, out, slabs: _Slabs, P, urows, ucols, whole_p) -> None:
         unit = self.structure.unit
@@ -529,21 +533,29 @@ class Engine:
             return to_device(values)
         return jax.device_put(values, self._home)
 
-    def cached_row(self, p: int, row: int, start: int, stop: int) -> np.ndarray | None:
-        """``H[p, row, start:stop]`` when its unit seed is cached (a view), else ``None``.
+    def row(self, p: int, row: int, start: int, stop: int) -> np.ndarray | None:
+        """``H[p, row, start:stop]`` from its unit seed, without index arrays or planning.
 
-        A notebook's second look at a row: no index array, no planning.
+        The seed is read when cached (a notebook's second look at a row, as a view), or
+        computed when nothing is cached and it is the fewest seeds (a fresh point's first
+        row: one HVP). ``None`` when the planner must decide, also where the seed's
+        product is not finite (rows are read from it by symmetry).
         """
         if self.traced:
             return None
-        cache, unit = self.cache, self.structure.unit
+        structure, cache = self.structure, self.cache
+        unit = structure.unit
         with cache.lock:
             held = cache.held(unit)
-            if held is None or not held[row]:
+            if held is not None and held[row]:
+                value = cache.take((unit, row))
+            elif structure.known and cache.empty() and self._needs_its_seed(row, stop - start):
+                value = next(self._computed(unit, np.array([row])))[0]
+            else:
                 return None
             if self._nonfinite is not None and self._nonfinite[row]:
                 return None  # by symmetry, which a non-finite product does not give
-            return cache.take((unit, row))[p, start:stop]
+            return value[p, start:stop]
 
     def entries(
         self, p: np.ndarray, rows: np.ndarray, cols: np.ndarray, diagonal: bool = False

@@ -257,7 +257,7 @@ class HessianBlock(_ArrayOps):
         row = line(key, self._prefix, self._rows.shape)
         if row is not None:
             start = self._cols.offset
-            values = engine.cached_row(
+            values = engine.row(
                 self._p_offset + row[0], self._rows.offset + row[1], start, self._cols.stop
             )
             if values is not None:
