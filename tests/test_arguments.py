@@ -254,6 +254,7 @@ def test_interacting_samples_raise_for_every_sparsity(sparsity):
         H[:]
 
 
+@pytest.mark.slow
 def test_one_coupled_pair_among_many_samples_is_found():
     def fun(x):
         out = jnp.sum(jnp.sin(x) ** 2, axis=1)

@@ -89,6 +89,7 @@ def test_blocks_share_directions():
     assert hvps(H) == 7
 
 
+@pytest.mark.slow
 def test_batch_and_outputs_do_not_multiply_the_count():
     Hb = dense(lambda X: jnp.sum(jnp.sin(X) * X**2, axis=1), jnp.ones((50, 4)), batch_axis=0)
     Hb[:, 2]
