@@ -355,6 +355,7 @@ def test_check_hessian_correctness_unpacks_argnums():
         ours.check_hessian_correctness(f, args, wrong)
 
 
+@pytest.mark.slow
 def test_squeezes_one_element_outputs_and_rejects_bad_options():
     x = jnp.linspace(0.1, 0.9, 5)
     f = lambda z: _vector(z).reshape(1, 1)  # noqa: E731

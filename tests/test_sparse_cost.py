@@ -33,7 +33,9 @@ def test_single_row_and_column_cost_one(banded):
     row = H[5000]
     assert hvps(H) == 1
     # Row 5000 only meets the terms inside the window 4998..5002.
-    np.testing.assert_allclose(row[4998:5003], jax.hessian(f)(x[4998:5003])[2], rtol=1e-12)
+    np.testing.assert_allclose(
+        row[4998:5003], jax.jit(jax.hessian(f))(x[4998:5003])[2], rtol=1e-12
+    )
     assert not np.any(row[:4999]) and not np.any(row[5002:])
     H[:, 17]
     assert hvps(H) == 2
@@ -61,7 +63,7 @@ def test_hundred_random_rows_of_a_banded_hessian(banded):
 def test_full_sparse_hessian_costs_the_colors():
     f, x = tridiagonal_problem(200)
     H = lazyhess.hessian(f, x)
-    np.testing.assert_allclose(H[:], jax.hessian(f)(x), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(H[:], jax.jit(jax.hessian(f))(x), rtol=1e-12, atol=1e-12)
     assert hvps(H) == 3
     H.to_sparse("csr")
     assert hvps(H) == 3  # the colors are cached
@@ -70,7 +72,7 @@ def test_full_sparse_hessian_costs_the_colors():
 @pytest.mark.slow
 def test_full_sparse_hessian_reuses_each_cached_color():
     f, x = tridiagonal_problem(500)
-    ref = sp.csr_array(np.asarray(jax.hessian(f)(x)))
+    ref = sp.csr_array(np.asarray(jax.jit(jax.hessian(f))(x)))
     H = lazyhess.hessian(f, x, cache_bytes=2 * 500 * 8)  # room for two of the three colors
     first = H.to_sparse("csr")
     assert hvps(H) == 3 and H.cache_info().entries == 2
@@ -130,7 +132,7 @@ def test_whole_hessians_at_new_points_compile_once():
     first = len(traces)
     for shift in (0.1, 0.2, 0.3):
         fresh = H.at(x + shift)
-        ref = np.asarray(jax.hessian(rosen)(x + shift))
+        ref = np.asarray(jax.jit(jax.hessian(rosen))(x + shift))
         np.testing.assert_allclose(fresh.to_sparse("csr").toarray(), ref, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(fresh[7], ref[7], rtol=1e-12)  # served by the cached colors
         np.testing.assert_allclose(H.at(x + shift)[7], ref[7], rtol=1e-12)
@@ -142,7 +144,7 @@ def test_whole_hessians_at_new_points_compile_once():
 def test_tridiagonal_diagonal_costs_two():
     f, x = tridiagonal_problem(300)
     H = lazyhess.hessian(f, x)
-    np.testing.assert_allclose(H.diagonal(), jnp.diagonal(jax.hessian(f)(x)), rtol=1e-12)
+    np.testing.assert_allclose(H.diagonal(), jnp.diagonal(jax.jit(jax.hessian(f))(x)), rtol=1e-12)
     assert hvps(H) == 2
 
 
@@ -153,7 +155,7 @@ def test_tridiagonal_diagonal_costs_two():
 def test_no_request_costs_more_than_rows_columns_or_colors(name):
     f, x = PROBLEMS[name].make(100)
     n = x.size
-    ref = np.asarray(jax.hessian(f)(x))
+    ref = np.asarray(jax.jit(jax.hessian(f))(x))
     pattern = lazyhess.hessian_sparsity(f, x)
     colors = lazyhess.hessian_coloring_from_sparsity(pattern)
     rng = np.random.default_rng(1)
@@ -171,7 +173,7 @@ def test_no_request_costs_more_than_rows_columns_or_colors(name):
 
 def test_cached_colors_serve_later_requests_and_eviction_keeps_values():
     f, x = tridiagonal_problem(500)
-    ref = np.asarray(jax.hessian(f)(x))
+    ref = np.asarray(jax.jit(jax.hessian(f))(x))
     H = lazyhess.hessian(f, x)
     H.to_sparse("coo")
     H[3]
@@ -190,7 +192,9 @@ def test_batch_one_coloring_serves_every_sample():
 
     W = jax.random.normal(jax.random.PRNGKey(0), (8, 30))
     H = lazyhess.hessian(jax.vmap(per), W, batch_axis=0)
-    np.testing.assert_allclose(H[:], jax.vmap(jax.hessian(per))(W), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        H[:], jax.jit(jax.vmap(jax.hessian(per)))(W), rtol=1e-12, atol=1e-12
+    )
     assert hvps(H) == 3
     assert H.sparsity.shape == (30, 30)
 
@@ -208,7 +212,7 @@ def test_user_patterns_are_validated_and_used():
     tri = sp.diags_array([np.ones(5), np.ones(6), np.ones(5)], offsets=[-1, 0, 1]).astype(bool)
     for given in [tri, tri.toarray(), lazyhess.SparsityPattern.from_scipy(tri)]:
         H = lazyhess.hessian(f, x, sparsity=given)
-        np.testing.assert_allclose(H[:], jax.hessian(f)(x), rtol=1e-12)
+        np.testing.assert_allclose(H[:], jax.jit(jax.hessian(f))(x), rtol=1e-12)
         assert hvps(H) == 3 + 1  # the colors, and one probe checking the given pattern
     with pytest.raises(ValueError, match=r"shape \(5, 5\), but the flat Hessian .* is 6 x 6"):
         lazyhess.hessian(f, x, sparsity=np.eye(5, dtype=bool))
@@ -220,7 +224,7 @@ def test_user_patterns_are_validated_and_used():
 
 def test_sparse_formats_have_stable_coordinates():
     f, x = tridiagonal_problem(50)
-    ref = np.asarray(jax.hessian(f)(x))
+    ref = np.asarray(jax.jit(jax.hessian(f))(x))
     H = lazyhess.hessian(f, x)
     for format in ["csr", "csc", "coo"]:
         M = H.to_sparse(format)
@@ -243,7 +247,7 @@ def test_sparse_formats_have_stable_coordinates():
 @pytest.mark.slow
 def test_linear_operator_and_batched_sparse_outputs():
     f, x = tridiagonal_problem(40)
-    ref = np.asarray(jax.hessian(f)(x))
+    ref = np.asarray(jax.jit(jax.hessian(f))(x))
     L = lazyhess.hessian(f, x).as_linear_operator()
     V = np.random.default_rng(0).normal(size=(40, 3))
     np.testing.assert_allclose(L @ V[:, 0], ref @ V[:, 0], rtol=1e-10)
@@ -251,7 +255,7 @@ def test_linear_operator_and_batched_sparse_outputs():
     W = jnp.stack([x, 2 * x])
     Hb = lazyhess.hessian(jax.vmap(f), W, batch_axis=0)
     np.testing.assert_allclose(
-        Hb.to_sparse("bcoo").todense(), jax.vmap(jax.hessian(f))(W), rtol=1e-12
+        Hb.to_sparse("bcoo").todense(), jax.jit(jax.vmap(jax.hessian(f)))(W), rtol=1e-12
     )
     with pytest.raises(ValueError, match="leading axes"):
         Hb.to_sparse("csr")
