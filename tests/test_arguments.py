@@ -245,6 +245,7 @@ def _roll(x):
 
 
 @pytest.mark.parametrize("sparsity", [None, "pattern", "auto"])
+@pytest.mark.slow
 def test_interacting_samples_raise_for_every_sparsity(sparsity):
     x = jnp.arange(10.0).reshape(5, 2) + 1.0
     if sparsity == "pattern":

@@ -291,6 +291,7 @@ def test_sparsity_and_coloring_objects(name):
     assert coloring.num_colors <= asdex.hessian_coloring(f, *args, argnums=argnums).num_colors
 
 
+@pytest.mark.slow
 def test_pattern_constructors():
     dense = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 1]])
     for build in ("from_dense", "from_bcoo"):
@@ -333,6 +334,7 @@ def test_coloring_carries_argnums_mode_and_shapes():
         ours.hessian_from_coloring(_matrix, matrix)(jnp.ones(6))
 
 
+@pytest.mark.slow
 def test_check_hessian_correctness_unpacks_argnums():
     f, args, argnums = PROBLEMS["pair"]
     coloring = ours.hessian_coloring(f, *args, argnums=argnums)

@@ -87,6 +87,7 @@ def test_a_pytree_block_costs_its_columns():
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.slow
 def test_whole_batch_matches_vmapped_hessian(mode):
     def per_sample(p):
         return jnp.sum(jnp.sin(p["w"]) ** 2) * p["b"] + jnp.sum(p["w"] ** 3) * p["b"] ** 2
@@ -99,6 +100,7 @@ def test_whole_batch_matches_vmapped_hessian(mode):
     assert H.cache_info().hvps == 7
 
 
+@pytest.mark.slow
 def test_nan_propagates_as_in_jax():
     def f(z):
         return jnp.sum(z**3) + z[0] * z[2]

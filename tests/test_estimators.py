@@ -108,6 +108,7 @@ def test_without_coloring_a_sparse_trace_is_random():
     assert abs(float(est.value) - np.trace(a)) <= 4 * float(est.stderr)
 
 
+@pytest.mark.slow
 def test_dense_budget_covering_every_column_is_exact(network):
     H, dense = network
     block = H.flat
@@ -145,6 +146,7 @@ def test_trace_of_a_network_block_within_4_stderr(network, method):
         assert abs(float(est.value) - reference) <= 4 * float(est.stderr)
 
 
+@pytest.mark.slow
 def test_hutchpp_stderr_is_calibrated(network):
     """Over many keys, the spread of the estimates matches the reported standard error."""
     H, dense = network
@@ -182,6 +184,7 @@ def test_frobenius_norm_within_4_stderr(network):
 
 
 @pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+@pytest.mark.slow
 def test_eigh_with_every_step_is_exact(network, which):
     H, dense = network
     n = dense.shape[0]
@@ -264,6 +267,7 @@ def test_estimators_under_jit_equal_eager():
 # --- delegation and errors ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_single_block_hessian_delegates():
     a = _banded(20, 1)
     H = lazyhess.hessian(_quadratic(a), jnp.zeros(20))

@@ -120,6 +120,7 @@ def test_coloring_refuses_other_shapes_and_dtypes():
         lazyhess.sparse_hessian_from_coloring(f, coloring, sample_args=(jnp.ones((3, 2)),))
 
 
+@pytest.mark.slow
 def test_coloring_carries_argnums_and_mode():
     def f(x, y):
         return jnp.sum(x * y**2) + jnp.sum(jnp.sin(y[1:] * y[:-1]))

@@ -22,6 +22,7 @@ from lazyhess._mesh import Placement, chunk_budget
 
 PRELUDE = textwrap.dedent(
     """
+    import sys
     import warnings
 
     import jax
@@ -44,6 +45,11 @@ PRELUDE = textwrap.dedent(
         return jnp.sum(jnp.sin(x) * x**2) + pairs + jnp.sum(x.reshape(16, 4)[:, 0]) ** 2
 
 
+    # The axis types to cover: the script's arguments (a test per type runs in parallel).
+    KINDS = tuple(getattr(AxisType, name) for name in sys.argv[1:]) or (
+        AxisType.Auto,
+        AxisType.Explicit,
+    )
     x0 = np.random.default_rng(0).normal(size=n)
     ref = np.asarray(jax.hessian(f)(x0))
 
@@ -52,7 +58,7 @@ PRELUDE = textwrap.dedent(
         \"\"\"(label, mesh, x, mesh= argument, jit, mode) over the matrix, modes in turn.\"\"\"
         modes = ("fwd_over_rev", "rev_over_fwd", "rev_over_rev")
         count = 0
-        for kind in (AxisType.Auto, AxisType.Explicit):
+        for kind in KINDS:
             mesh = jax.make_mesh((8,), ("dirs",), axis_types=(kind,))
             for spec in (P(), P("dirs")):
                 x = jax.device_put(x0, NamedSharding(mesh, spec))
@@ -117,7 +123,7 @@ LAZY = PRELUDE + textwrap.dedent(
 
     # A function that shards x itself (shard_map over x's explicit axis): detection traces
     # it with x's sharding type, and the tridiagonal pattern costs 3 HVPs.
-    for kind in (AxisType.Auto, AxisType.Explicit):
+    for kind in KINDS:
         mesh = jax.make_mesh((8,), ("dirs",), axis_types=(kind,))
 
         def g(x):
@@ -133,7 +139,7 @@ LAZY = PRELUDE + textwrap.dedent(
             check((kind.name, "shard_map", "jit"), jitted, want)
 
     # A 2-D mesh: directions over 'dirs', x keeps its sharding over 'x' (or both axes).
-    for kind in (AxisType.Auto, AxisType.Explicit):
+    for kind in KINDS:
         grid = jax.make_mesh((4, 2), ("dirs", "x"), axis_types=(kind, kind))
         options = dict(mesh=grid, seed_axis="dirs", chunk_size=1)
         hess = lazyhess.sparse_hessian(f, x0, output_format="dense", **options)
@@ -322,13 +328,15 @@ def test_two_processes_of_four_devices():
 
 
 @pytest.mark.slow
-def test_lazy_requests_on_every_mesh():
-    assert run_fresh(LAZY).strip().endswith("ok")
+@pytest.mark.parametrize("kind", ["Auto", "Explicit"])
+def test_lazy_requests_on_every_mesh(kind):
+    assert run_fresh(LAZY, kind).strip().endswith("ok")
 
 
 @pytest.mark.slow
-def test_functional_on_every_mesh():
-    assert run_fresh(FUNCTIONAL).strip().endswith("ok")
+@pytest.mark.parametrize("kind", ["Auto", "Explicit"])
+def test_functional_on_every_mesh(kind):
+    assert run_fresh(FUNCTIONAL, kind).strip().endswith("ok")
 
 
 @pytest.mark.slow

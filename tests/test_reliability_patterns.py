@@ -77,6 +77,7 @@ def _random_problem(seed, n=12):
 @pytest.mark.parametrize(
     "seed", [0, 1, 2] + [pytest.param(s, marks=pytest.mark.slow) for s in (3, 4, 5)]
 )
+@pytest.mark.slow
 def test_random_under_specified_patterns_name_a_missing_entry(seed):
     f, x, truth, edges, rng = _random_problem(seed)
     drop = [edges[k] for k in rng.choice(len(edges), size=1 + seed % 3, replace=False)]
@@ -128,6 +129,7 @@ def per_sample(z):
 XS = jnp.stack([jnp.arange(3.0), jnp.ones(3)])
 
 
+@pytest.mark.slow
 def test_batch_with_a_pattern_missing_an_entry():
     H = lazyhess.hessian(per_sample, XS, batch_axis=0, sparsity=EYE)
     with pytest.raises(ValueError, match=r"misses entry \(0, 1\)"):

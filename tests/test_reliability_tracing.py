@@ -76,6 +76,7 @@ def test_every_entry_point_first_used_under_a_trace(first, sparsity):
 @pytest.mark.parametrize(
     "sparsity", [None] + [pytest.param(s, marks=pytest.mark.slow) for s in ("user", "auto")]
 )
+@pytest.mark.slow
 def test_batch_check_first_made_under_jit(sparsity):
     def per_sample(z):
         return jnp.sum(z[..., 1:] * z[..., :-1] ** 2, axis=-1)

@@ -135,6 +135,7 @@ def test_a_request_larger_than_memory_is_refused_before_anything_is_built():
     assert H[5].shape == (n,)  # a row is fine
 
 
+@pytest.mark.slow
 def test_large_chunks_run_seed_after_seed_when_that_was_faster():
     def f(x):  # gathers: the case where lax.map can beat vmap
         idx = (jnp.arange(x.size) * 7) % x.size

@@ -82,6 +82,7 @@ def test_full_sparse_hessian_reuses_each_cached_color():
         np.testing.assert_allclose(M.toarray(), ref.toarray(), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_whole_hessian_is_solved_from_fewer_acyclic_colors():
     f, x = PROBLEMS["BAND9"].make(40)
     ref = np.asarray(jax.hessian(f)(x))
@@ -107,6 +108,7 @@ def test_whole_hessian_is_solved_from_fewer_acyclic_colors():
     assert hvps(K) == 9
 
 
+@pytest.mark.slow
 def test_whole_hessian_of_several_outputs_by_substitution():
     band, x = PROBLEMS["BAND9"].make(30)
 
