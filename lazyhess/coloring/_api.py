@@ -218,6 +218,7 @@ def whole_coloring(direct: ColoredPattern) -> ColoredPattern:
 def _cheapest_whole(
     graph: "_Graph", direct: ColoredPattern, orders: tuple[Order, ...]
 ) -> ColoredPattern:
+    """``direct``, or an acyclic coloring of ``graph`` that ``whole_cost`` prefers."""
     # Substitution only pays with fewer colors: the acyclic search stops at best - 1.
     best = (direct.num_colors, direct.method, direct.order, direct.colors)
     _, method, order, colors = _portfolio(graph, ("acyclic",), orders, best)
