@@ -31,7 +31,7 @@ import numpy as np
 
 import lazyhess
 from benchmarks.bench_estimators import mlp_problem
-from benchmarks.bench_hessian import fmt, median_time, once, print_table
+from benchmarks.bench_hessian import fmt, once, print_table, rounds
 
 jax.config.update("jax_enable_x64", True)
 
@@ -97,14 +97,14 @@ def _best_median(values: list[float]) -> str:
     return f"{fmt(min(values))} / {fmt(float(np.median(values)))}"
 
 
-def auto_rows(problem: str, n: int, rounds: int):
+def auto_rows(problem: str, n: int, count: int):
     """One row under auto and None, best / median.
 
     First calls in fresh processes, alternating; steady state in this process, in
     alternating rounds.
     """
     runs: dict = {"auto": [], None: []}
-    for _ in range(rounds):
+    for _ in range(count):
         for mode in runs:
             runs[mode].append(_row_run(problem, n, mode))
     auto, none = runs["auto"], runs[None]
@@ -113,7 +113,7 @@ def auto_rows(problem: str, n: int, rounds: int):
     i = auto[0]["n"] // 2
     for H in hessians.values():
         H.flat[i]
-    steady = _rounds({mode: lambda H=H: H.at(x).flat[i] for mode, H in hessians.items()}, rounds)
+    steady = rounds({mode: lambda H=H: H.at(x).flat[i] for mode, H in hessians.items()}, count)
     for mode, times in steady.items():
         for run, t in zip(runs[mode], times, strict=True):
             run["steady"] = t
@@ -140,19 +140,10 @@ def auto_rows(problem: str, n: int, rounds: int):
     ]
 
 
-def _rounds(fns: dict, rounds: int, repeat: int = 5) -> dict:
-    """Per function, the medians of ``rounds`` rounds that take turns between them."""
-    out: dict = {key: [] for key in fns}
-    for _ in range(rounds):
-        for key, fn in fns.items():
-            out[key].append(median_time(fn, repeat))
-    return out
-
-
-def engine_rows(name: str, make, rounds: int):
+def engine_rows(name: str, make, count: int):
     """``H[:]`` against ``jax.jit(jax.hessian(f))``: first call and steady state."""
     firsts: dict = {"ours": [], "jax": []}
-    for _ in range(rounds):
+    for _ in range(count):
         f, x = make()
         firsts["ours"].append(once(lambda f=f, x=x: lazyhess.hessian(f, x)[:]))
         f, x = make()
@@ -162,7 +153,7 @@ def engine_rows(name: str, make, rounds: int):
     H[:]
     hess = jax.jit(jax.hessian(f))
     hess(x)
-    steady = _rounds({"ours": lambda: H.at(x)[:], "jax": lambda: hess(x)}, rounds)
+    steady = rounds({"ours": lambda: H.at(x)[:], "jax": lambda: hess(x)}, count)
     n = H.flat.shape[-1]
     rows = []
     for label, times in (("first call", firsts), ("steady", steady)):
@@ -180,7 +171,7 @@ def engine_rows(name: str, make, rounds: int):
     return rows
 
 
-def block_rows(rounds: int):
+def block_rows(count: int):
     """One pytree block of the MLP at a fresh point: its HVPs and time against ``H[:]``."""
     f, x = mlp(1000)
     H = lazyhess.hessian(f, x)
@@ -190,7 +181,7 @@ def block_rows(rounds: int):
     def block(fresh):
         return fresh[layer]["w"][layer]["w"].to_dense()
 
-    times = _rounds({"block": lambda: block(H.at(x)), "all": lambda: H.at(x)[:]}, rounds)
+    times = rounds({"block": lambda: block(H.at(x)), "all": lambda: H.at(x)[:]}, count)
     fresh = H.at(x)
     block(fresh)
     hvps = fresh.cache_info().hvps

@@ -16,7 +16,6 @@ Run: ``python -m benchmarks.bench_estimators [--budgets 10 30 100] [--keys 5]
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +23,7 @@ import numpy as np
 import scipy.sparse.linalg
 
 import lazyhess
-from benchmarks.bench_hessian import fmt, print_table
+from benchmarks.bench_hessian import fmt, print_table, rounds
 from benchmarks.problems import PROBLEMS
 
 jax.config.update("jax_enable_x64", True)
@@ -93,18 +92,7 @@ def error_rows(label: str, H, dense: np.ndarray, budgets: list[int], keys: int):
         ]
 
 
-def timed_rounds(fns: dict, rounds: int) -> dict:
-    """Every call's seconds per function, the functions taking turns round by round."""
-    times: dict = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def eigen_rows(width: int, samples: int, steps: list[int], rounds: int):
+def eigen_rows(width: int, samples: int, steps: list[int], count: int):
     loss, params = mlp_problem([10, width, width, 1], samples)
     H = lazyhess.hessian(loss, params, sparsity=None)
     n = H.flat.shape[-1]
@@ -121,7 +109,7 @@ def eigen_rows(width: int, samples: int, steps: list[int], rounds: int):
     for m in steps:
         fns[m] = lambda m=m: H.flat.eigh(5, num_hvps=m, vectors=True).values
     results = {m: H.flat.eigh(5, num_hvps=m) for m in steps}  # also compiles
-    times = timed_rounds(fns, rounds)
+    times = rounds(fns, count, repeat=1)
     best = {k: min(v) for k, v in times.items()}
     median = {k: float(np.median(v)) for k, v in times.items()}
     yield ["eigsh (LA, tol=0)", n, eigsh_hvps, "—", "—", fmt(best["eigsh"]), fmt(median["eigsh"])]

@@ -47,20 +47,27 @@ def median_time(fn, repeat: int = 7) -> float:
     return float(np.median(times))
 
 
-def interleaved(fns: dict, rounds: int = 5, repeat: int = 15) -> dict:
-    """Each function's best median over ``rounds`` rounds that take turns between them.
+def rounds(fns: dict, count: int = 7, repeat: int = 5) -> dict:
+    """Per function, the median time of ``repeat`` calls in each of ``count`` rounds.
 
-    Taking turns exposes the contenders to the same machine load; the best round drops
-    rounds disturbed by other work.
+    The functions take turns round by round, so every contender sees the same machine load.
     """
-    best = dict.fromkeys(fns, float("inf"))
+    times: dict = {key: [] for key in fns}
+    for _ in range(count):
+        for key, fn in fns.items():
+            times[key].append(median_time(fn, repeat))
+    return times
+
+
+def interleaved(fns: dict, count: int = 5, repeat: int = 15) -> dict:
+    """Each function's best median over ``count`` alternating :func:`rounds`.
+
+    The best round drops rounds disturbed by other work.
+    """
     slowest = max(once(fn) for fn in fns.values())
     if slowest > 0.05:  # large problems: fewer, still alternating, calls
-        rounds, repeat = 3, max(1, min(repeat, int(0.5 / slowest)))
-    for _ in range(rounds):
-        for key, fn in fns.items():
-            best[key] = min(best[key], median_time(fn, repeat))
-    return best
+        count, repeat = 3, max(1, min(repeat, int(0.5 / slowest)))
+    return {key: min(times) for key, times in rounds(fns, count, repeat).items()}
 
 
 def once(fn) -> float:

@@ -30,25 +30,10 @@ import numpy as np
 import scipy.sparse as sp
 
 import lazyhess
-from benchmarks.bench_hessian import SUITE, fmt, print_table
+from benchmarks.bench_hessian import SUITE, fmt, print_table, rounds
 from benchmarks.problems import PROBLEMS
 
 jax.config.update("jax_enable_x64", True)
-
-
-def _call(fn) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
-
-
-def rounds(fns: dict, count: int = 7, repeat: int = 5) -> dict:
-    """Per function, the median time of each of ``count`` rounds that take turns."""
-    times: dict = {key: [] for key in fns}
-    for _ in range(count):
-        for key, fn in fns.items():
-            times[key].append(float(np.median([_call(fn) for _ in range(repeat)])))
-    return times
 
 
 def _requests(n: int, H, rng) -> dict:
