@@ -425,23 +425,13 @@ class Engine:
         """Fill a one-row (or one-column) grid from its unit seed, without planning.
 
         The unit seed of row ``i`` holds the whole column ``i``, which is row ``i`` by
-        symmetry. It is read from the cache when held (a notebook's second look at a row),
-        or computed when nothing is cached (a fresh point's first row costs one HVP and no
-        planning); otherwise the planner decides.
+        symmetry; see :meth:`_unit_seed`. Otherwise the planner decides.
         """
-        unit = self.structure.unit
-        held = self.cache.held(unit)
-        # Only once the pattern is known: detection is where batches are checked.
-        nothing_cached = self.structure.known and self.cache.empty()
         for line, other, axis in ((urows, ucols, 1), (ucols, urows, 2)):
             if line.size != 1:
                 continue
-            if held is not None and held[line[0]]:
-                value = self.cache.take((unit, int(line[0])))
-            elif nothing_cached and self._needs_its_seed(line[0], other.size):
-                # Nothing cached could serve it, and one unit seed is the fewest: no plan.
-                value = next(self._computed(unit, line))[0]
-            else:
+            value = self._unit_seed(int(line[0]), other.size)
+            if value is None:
                 continue
             part = value if whole_p else value[P]
             if axis == 1:
@@ -450,6 +440,22 @@ class Engine:
                 out[:, :, 0] = part[:, other]
             return True
         return False
+
+    def _unit_seed(self, line: int, count: int) -> np.ndarray | None:
+        """The unit seed of row (or column) ``line``, when it serves ``count`` of its entries.
+
+        Read from the cache when held (a notebook's second look at a row), or computed when
+        nothing is cached and one unit seed is the fewest (a fresh point's first row: one
+        HVP, no planning). ``None``: the planner decides.
+        """
+        unit = self.structure.unit
+        held = self.cache.held(unit)
+        if held is not None and held[line]:
+            return self.cache.take((unit, line))
+        # Only once the pattern is known: detection is where batches are checked.
+        if self.structure.known and self.cache.empty() and self._needs_its_seed(line, count):
+            return next(self._computed(unit, np.array([line])))[0]
+        return None
 
     def _needs_its_seed(self, line: int, count: int) -> bool:
         """Whether ``count`` entries of row (or column) ``line`` need its unit seed.
@@ -536,22 +542,14 @@ class Engine:
     def row(self, p: int, row: int, start: int, stop: int) -> np.ndarray | None:
         """``H[p, row, start:stop]`` from its unit seed, without index arrays or planning.
 
-        The seed is read when cached (a notebook's second look at a row, as a view), or
-        computed when nothing is cached and it is the fewest seeds (a fresh point's first
-        row: one HVP). ``None`` when the planner must decide, also where the seed's
-        product is not finite (rows are read from it by symmetry).
+        A view of the seed (see :meth:`_unit_seed`); ``None`` when the planner must decide,
+        also where the seed's product is not finite (rows are read from it by symmetry).
         """
         if self.traced:
             return None
-        structure, cache = self.structure, self.cache
-        unit = structure.unit
-        with cache.lock:
-            held = cache.held(unit)
-            if held is not None and held[row]:
-                value = cache.take((unit, row))
-            elif structure.known and cache.empty() and self._needs_its_seed(row, stop - start):
-                value = next(self._computed(unit, np.array([row])))[0]
-            else:
+        with self.cache.lock:
+            value = self._unit_seed(row, stop - start)
+            if value is None:
                 return None
             if self._nonfinite is not None and self._nonfinite[row]:
                 return None  # by symmetry, which a non-finite product does not give
