@@ -244,7 +244,12 @@ class Program:
             self._static_aux.clear()
             self._compiled = (signature, self._kernels(signature, primals), {})
         serial = self._choose(args, kwargs)
-        value, aux, compressed = self._jitted(serial)(primals, dyn)
+        # Inside a caller's trace the program is traced inline: a nested jit's seeds reach
+        # XLA as the inner call's operands, which it then folds less (CLPLATEA star at
+        # n = 1e4: 276 against 130 us).
+        traced = is_traced((args, kwargs))
+        run = self._program(self._compiled[1], serial) if traced else self._jitted(serial)
+        value, aux, compressed = run(primals, dyn)
         if self.has_aux:
             treedef, static = self._static_aux[_avals_key((primals, dyn))]
             arrays = iter(aux)
@@ -282,6 +287,7 @@ class Program:
         return Kernels(call, layout, self.mode, self.holomorphic)
 
     def _jitted(self, serial: bool) -> Callable:
+        """The compiled program for concrete calls, one per way of running the seeds."""
         assert self._compiled is not None
         programs = self._compiled[2]
         if serial not in programs:
