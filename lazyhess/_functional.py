@@ -302,8 +302,8 @@ class Program:
         """Whether seeds run one after another (``lax.map``), decided once by measurement.
 
         Only with ``SERIAL_MIN`` or more seeds per batch and no mesh; the measurement needs
-        concrete arguments (this call's, else the sample's) and runs each way's compiled
-        program twice (the first compiles), as ``Kernels.serial`` asks.
+        concrete arguments (this call's, else host copies of the sample's) and runs each
+        way's compiled program twice (the first compiles), as ``Kernels.serial`` asks.
         """
         if self._serial is not None:
             return self._serial
@@ -314,7 +314,11 @@ class Program:
         if is_traced((args, kwargs)):
             if self.sample is None:
                 return False
-            args, kwargs = self.sample
+            # Host copies: the sample's own placement (an explicit mesh, say) would leak
+            # into the caller's trace, in which this measurement runs.
+            args, kwargs = jax.tree_util.tree_map(
+                lambda a: np.asarray(a) if isinstance(a, jax.Array) else a, self.sample
+            )
         assert self._compiled is not None
         kernels = self._compiled[1]
         signature, primals = self.check(args, kwargs)
