@@ -121,13 +121,15 @@ class Point(NamedTuple):
     """What one evaluation of a :class:`Program` returns.
 
     ``compressed`` is ``B``, or with a reducing program on a mesh the Hessian's stored
-    entries (``nnz`` values in pattern order).
+    entries (``nnz`` values in pattern order). ``anchor`` is the sum of the point's
+    elements (see :meth:`Program.data`; ``None`` on a mesh).
     """
 
     value: jax.Array
     aux: Any
     compressed: jax.Array
     inputs: Any
+    anchor: jax.Array | None = None
 
 
 class Program:
@@ -249,14 +251,14 @@ class Program:
         # n = 1e4: 276 against 130 us).
         traced = is_traced((args, kwargs))
         run = self._program(self._compiled[1], serial) if traced else self._jitted(serial)
-        value, aux, compressed = run(primals, dyn)
+        value, aux, compressed, anchor = run(primals, dyn)
         if self.has_aux:
             treedef, static = self._static_aux[_avals_key((primals, dyn))]
             arrays = iter(aux)
             aux = jax.tree_util.tree_unflatten(
                 treedef, [next(arrays) if s is None else s[0] for s in static]
             )
-        return Point(value, aux, compressed, input_avals(args, self.argnums))
+        return Point(value, aux, compressed, input_avals(args, self.argnums), anchor)
 
     def _kernels(self, signature: Signature, primals: Any) -> Kernels:
         """The HVP kernels of ``fun`` as a scalar of the flat differentiated inputs.
@@ -336,17 +338,18 @@ class Program:
     def _program(self, kernels: Kernels, serial: bool) -> Callable:
         layout, placement = kernels.layout, self.placement
 
-        def program(primals: Any, dyn: list) -> tuple[Any, list, jax.Array]:
+        def program(primals: Any, dyn: list) -> tuple[Any, list, jax.Array, Any]:
             flat = layout.ravel(jax.tree_util.tree_leaves(primals))
             flat = place_point(flat, placement)
             if placement.mesh is not None:
-                return self._on_mesh(kernels, flat, dyn)
+                return (*self._on_mesh(kernels, flat, dyn), None)
+            anchor = jnp.sum(flat)  # a reduction: x may be sharded, where slices are refused
             product, first = kernels.products(flat, dyn)
             ids = np.arange(self.coloring.num_colors, dtype=np.int32)
             rows, extra = self._rows(product, flat, ids, serial)
             if first is None:  # rev_over_fwd: every seed's trace evaluated fun; read the first.
                 first = kernels._call(layout.unravel(flat), dyn) if extra is None else extra
-            return first[0], first[1], gather_results(rows, flat, placement, False)
+            return first[0], first[1], gather_results(rows, flat, placement, False), anchor
 
         return program
 
@@ -434,28 +437,30 @@ class Program:
         )(shard_rows(jnp.asarray(ids), placement), flat)
         return value, aux, out if self.reduce else out[:count]
 
-    def data(self, compressed: jax.Array) -> jax.Array:
-        """The Hessian's stored entries in pattern order from ``B``.
+    def data(self, point: Point) -> jax.Array:
+        """The Hessian's stored entries in pattern order from ``point.compressed`` (``B``).
 
         Inside a trace on CPU, ``B`` passes through a conditional first (both branches
-        decompress alike), because XLA's CPU compiler otherwise fuses the HVPs into every
-        gather that reads ``B`` and recomputes them per entry read (PENTADIAG and
-        CLPLATEA at n = 1e4: about twice as slow); a conditional's operand is always
-        materialised. Other platforms decompress directly.
+        decompress alike, on a predicate from ``point.anchor``, the sum of ``x``),
+        because XLA's CPU compiler otherwise fuses the HVPs into every gather that reads
+        ``B`` and recomputes them per entry read (PENTADIAG and CLPLATEA at n = 1e4: 2.4x
+        slower); a conditional's operand is always materialised. A predicate read from
+        ``B`` itself would split its fusion (WOODS: 1.4x slower). Other platforms
+        decompress directly.
         """
+        compressed, anchor = point.compressed, point.anchor
         decompress = self.coloring.decompress_data
-        if not isinstance(compressed, jax.core.Tracer):
+        if anchor is None or not isinstance(compressed, jax.core.Tracer):
             return decompress(compressed)
 
         def materialised(b: jax.Array) -> jax.Array:
-            first = b.reshape(-1)[:1]
-            return jax.lax.cond(first[0] == first[0], decompress, decompress, b)
+            return jax.lax.cond(anchor == anchor, decompress, decompress, b)
 
         return jax.lax.platform_dependent(compressed, cpu=materialised, default=decompress)
 
     def decompress(self, point: Point, format: Format) -> Any:
         """The flat ``n x n`` Hessian of ``point`` in ``format`` (lazyhess's format names)."""
-        data = point.compressed if self.reduce else self.data(point.compressed)
+        data = point.compressed if self.reduce else self.data(point)
         return pattern_output(data, self.coloring.csr, format)
 
 

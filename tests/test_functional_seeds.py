@@ -36,7 +36,7 @@ def test_vmapped_and_serial_seeds_give_the_same_program(sparsine, mode):
     program((x,), {})  # concrete: decides the way once, by timing both
     assert program._serial is not None
     for serial in (False, True):
-        value, aux, B = program._jitted(serial)(x, [])
+        value, aux, B, _ = program._jitted(serial)(x, [])
         np.testing.assert_allclose(value, f(x), rtol=1e-12)
         np.testing.assert_allclose(aux[0], x[0])
         np.testing.assert_allclose(B, coloring.seeds() @ ref, rtol=1e-10, atol=1e-10)
