@@ -9,6 +9,7 @@ from typing import Any, Literal, NamedTuple, cast
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import jaxpr_as_fun
 from jax.flatten_util import ravel_pytree
 from jax.sharding import PartitionSpec as P
 
@@ -141,10 +142,11 @@ class Program:
     Seeds enter the program as constants (up to ``CONSTANT_SEED_BYTES``, as in the lazy
     object's traced requests: XLA folds them through the derivative) or are built on the
     device from the colors. They run vmapped, ``chunk_size`` per batch, or seed after seed
-    (``lax.map``) where that measured faster: with ``SERIAL_MIN`` or more seeds per batch,
-    the first call with concrete arguments (the call's own, else the sample's) times both
-    ways once by ``Kernels.serial``'s rule and keeps the choice. The compiled program is
-    kept for calls with the same non-array arguments; inside a caller's ``jax.jit`` it is
+    (``lax.map``) where that measured faster, and ``B`` is materialised before its
+    decompression where that measured faster: the first call with concrete arguments (the
+    call's own, else the sample's) times the ways once and keeps the choice (see
+    ``_choose``; it costs two or three more compilations). The compiled program is kept
+    for calls with the same non-array arguments; inside a caller's ``jax.jit`` it is
     traced into the caller's program.
     """
 
@@ -169,7 +171,7 @@ class Program:
                 f"argnums={argnums!r}, but the coloring was built for argnums={recorded!r}; "
                 "leave argnums out (the coloring knows it) or color for these argnums."
             )
-        resolved: str = mode or coloring.mode or "fwd_over_rev"
+        resolved = cast(Mode, mode or coloring.mode or "fwd_over_rev")
         check_options(
             fun, mode=resolved, chunk_size=chunk_size, has_aux=has_aux, holomorphic=holomorphic
         )
@@ -178,7 +180,7 @@ class Program:
         self.argnums = argnums
         self.has_aux = has_aux
         self.holomorphic = holomorphic
-        self.mode = cast(Mode, resolved)
+        self.mode: Mode = resolved
         self.chunk_size = chunk_size
         self.placement = placement
         self.reduce = reduce and placement.mesh is not None
@@ -188,8 +190,8 @@ class Program:
                 "per device; color with method='star' or 'column' for a mesh."
             )
         self.sample: tuple[tuple, dict] | None = None
-        self._compiled: tuple[Signature, Kernels, dict[bool, Callable]] | None = None
-        self._serial: bool | None = None
+        self._compiled: tuple[Signature, Kernels, dict[tuple, tuple]] | None = None
+        self._way: tuple[bool, bool] | None = None
         self._static_aux: dict[tuple, tuple] = {}
 
     def check(self, args: tuple, kwargs: dict) -> tuple[Signature, Any]:
@@ -235,7 +237,7 @@ class Program:
         """
         self.check(args, kwargs)
         leaves = jax.tree_util.tree_leaves((args, kwargs))
-        if not any(isinstance(a, jax.core.Tracer | jax.ShapeDtypeStruct) for a in leaves):
+        if not is_traced(leaves) and not any(isinstance(a, jax.ShapeDtypeStruct) for a in leaves):
             self.sample = (args, kwargs)
 
     def __call__(self, args: tuple, kwargs: dict) -> Point:
@@ -245,12 +247,15 @@ class Program:
         if self._compiled is None or not self._compiled[0].same_statics(signature):
             self._static_aux.clear()
             self._compiled = (signature, self._kernels(signature, primals), {})
-        serial = self._choose(args, kwargs)
+        serial = self._choose(args, kwargs)[0]
         # Inside a caller's trace the program is traced inline: a nested jit's seeds reach
         # XLA as the inner call's operands, which it then folds less (CLPLATEA star at
         # n = 1e4: 276 against 130 us).
         traced = is_traced((args, kwargs))
-        run = self._program(self._compiled[1], serial) if traced else self._jitted(serial)
+        if traced:
+            run = self._program(self._compiled[1], serial)
+        else:
+            run = self._jitted(serial, primals, dyn)
         value, aux, compressed, anchor = run(primals, dyn)
         if self.has_aux:
             treedef, static = self._static_aux[_avals_key((primals, dyn))]
@@ -288,34 +293,58 @@ class Program:
         layout = Layout(tree, inputs, jax.tree_util.tree_structure(scalar), outputs, None)
         return Kernels(call, layout, self.mode, self.holomorphic)
 
-    def _jitted(self, serial: bool) -> Callable:
-        """The compiled program for concrete calls, one per way of running the seeds."""
+    def _traced(self, serial: bool, primals: Any, dyn: list) -> Callable:
+        """The program from one trace of ``fun`` per input shapes, to jit in several ways.
+
+        The compiled program and the measurements of :meth:`_choose` evaluate this one
+        trace's equations inline, so ``fun`` is traced once however many are compiled.
+        """
         assert self._compiled is not None
         programs = self._compiled[2]
-        if serial not in programs:
-            programs[serial] = jax.jit(self._program(self._compiled[1], serial))
-        return programs[serial]
+        key = (serial, _avals_key((primals, dyn)))
+        if key not in programs:
+            program = self._program(self._compiled[1], serial)
+            closed, shape = jax.make_jaxpr(program, return_shape=True)(primals, dyn)
+            body, tree = jaxpr_as_fun(closed), jax.tree_util.tree_structure(shape)
+
+            def traced(primals: Any, dyn: list) -> Any:
+                return jax.tree_util.tree_unflatten(
+                    tree, body(*jax.tree_util.tree_leaves((primals, dyn)))
+                )
+
+            programs[key] = (traced, jax.jit(traced))
+        return programs[key][0]
+
+    def _jitted(self, serial: bool, primals: Any, dyn: list) -> Callable:
+        """The compiled program for concrete calls, one per way of running the seeds."""
+        self._traced(serial, primals, dyn)
+        assert self._compiled is not None
+        return self._compiled[2][serial, _avals_key((primals, dyn))][1]
 
     def _per_batch(self) -> int:
         count = self.coloring.num_colors
         return min(self.chunk_size or count, count)
 
-    def _choose(self, args: tuple, kwargs: dict) -> bool:
-        """Whether seeds run one after another (``lax.map``), decided once by measurement.
+    def _choose(self, args: tuple, kwargs: dict) -> tuple[bool, bool]:
+        """``(serial, materialise)``: how the seeds run and ``B`` is read, measured once.
 
-        Only with ``SERIAL_MIN`` or more seeds per batch and no mesh; the measurement needs
-        concrete arguments (this call's, else host copies of the sample's) and runs each
-        way's compiled program twice (the first compiles), as ``Kernels.serial`` asks.
+        ``serial``: seed after seed (``lax.map``) instead of vmapped, considered with
+        ``SERIAL_MIN`` or more seeds per batch, timed as ``Kernels.serial`` asks (each
+        way's program twice, the first compiles). ``materialise``: ``B`` passes through a
+        conditional before decompression (see :meth:`data`), kept when the whole program
+        (HVPs and decompression) ran faster so (twice each way, the first compiles). The
+        measurement needs concrete arguments: this call's, else host copies of the
+        sample's; without them the defaults (vmapped, materialised) serve, undecided.
+        Never on a mesh, whose devices share each chunk's seeds and reduce what they read.
         """
-        if self._serial is not None:
-            return self._serial
-        size = self._per_batch()
-        if size < SERIAL_MIN or self.placement.mesh is not None:
-            self._serial = False
-            return False
+        if self._way is not None:
+            return self._way
+        if self.placement.mesh is not None:
+            self._way = (False, False)
+            return self._way
         if is_traced((args, kwargs)):
             if self.sample is None:
-                return False
+                return (False, True)
             # Host copies: the sample's own placement (an explicit mesh, say) would leak
             # into the caller's trace, in which this measurement runs.
             args, kwargs = jax.tree_util.tree_map(
@@ -325,15 +354,38 @@ class Program:
         kernels = self._compiled[1]
         signature, primals = self.check(args, kwargs)
         dyn = signature.dynamic(args, kwargs)
+        size = self._per_batch()
         key = ("program", size)
+        serial = False
         with concretely():
-            for _ in range(4):
+            if size >= SERIAL_MIN:
+                for _ in range(4):
+                    way = kernels.serial(key)
+                    start = time.perf_counter()
+                    jax.block_until_ready(self._jitted(way, primals, dyn)(primals, dyn))
+                    kernels.timed(key, way, time.perf_counter() - start)
                 serial = kernels.serial(key)
-                start = time.perf_counter()
-                jax.block_until_ready(self._jitted(serial)(primals, dyn))
-                kernels.timed(key, serial, time.perf_counter() - start)
-        self._serial = kernels.serial(key)
-        return self._serial
+            seconds = {}
+            for materialise in (False, True) if not serial else ():
+                whole = jax.jit(self._whole(primals, dyn, materialise))
+                runs = []
+                for _ in range(3):
+                    start = time.perf_counter()
+                    jax.block_until_ready(whole(primals, dyn))
+                    runs.append(time.perf_counter() - start)
+                seconds[materialise] = min(runs[1:])
+        self._way = (serial, bool(seconds) and seconds[True] < seconds[False])
+        return self._way
+
+    def _whole(self, primals: Any, dyn: list, materialise: bool) -> Callable:
+        """The vmapped program and its decompression, as a caller's trace holds them."""
+        program = self._traced(False, primals, dyn)
+
+        def whole(primals: Any, dyn: list) -> jax.Array:
+            _, _, compressed, anchor = program(primals, dyn)
+            return self._decompressed(compressed, anchor if materialise else None)
+
+        return whole
 
     def _program(self, kernels: Kernels, serial: bool) -> Callable:
         layout, placement = kernels.layout, self.placement
@@ -437,20 +489,26 @@ class Program:
         )(shard_rows(jnp.asarray(ids), placement), flat)
         return value, aux, out if self.reduce else out[:count]
 
-    def data(self, point: Point) -> jax.Array:
+    def data(self, point: Point) -> Any:
         """The Hessian's stored entries in pattern order from ``point.compressed`` (``B``).
 
-        Inside a trace on CPU, ``B`` passes through a conditional first (both branches
-        decompress alike, on a predicate from ``point.anchor``, the sum of ``x``),
-        because XLA's CPU compiler otherwise fuses the HVPs into every gather that reads
-        ``B`` and recomputes them per entry read (PENTADIAG and CLPLATEA at n = 1e4: 2.4x
-        slower); a conditional's operand is always materialised. A predicate read from
-        ``B`` itself would split its fusion (WOODS: 1.4x slower). Other platforms
-        decompress directly.
+        Inside a trace on CPU, ``B`` passes through a conditional first where that
+        measured faster (see :meth:`_choose`; both branches decompress alike, on a
+        predicate from ``point.anchor``, the sum of ``x``): XLA's CPU compiler otherwise
+        fuses the HVPs into every gather that reads ``B`` and recomputes them per entry
+        read (PENTADIAG and CLPLATEA at n = 1e4: 2.4x slower), while a conditional's
+        operand is always materialised. Where the HVPs are cheap (WOODS) or constant
+        (RANDSP2, folded away by XLA with the decompression) fusing is as fast or faster.
+        A predicate read from ``B`` itself would split its fusion (WOODS: 1.4x slower).
+        Other platforms decompress directly.
         """
-        compressed, anchor = point.compressed, point.anchor
+        materialise = self._way is None or self._way[1]
+        return self._decompressed(point.compressed, point.anchor if materialise else None)
+
+    def _decompressed(self, compressed: jax.Array, anchor: Any) -> Any:
+        """``B``'s entries; through a conditional on ``anchor`` when given and traced."""
         decompress = self.coloring.decompress_data
-        if anchor is None or not isinstance(compressed, jax.core.Tracer):
+        if anchor is None or not is_traced(compressed):
             return decompress(compressed)
 
         def materialised(b: jax.Array) -> jax.Array:

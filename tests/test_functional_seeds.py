@@ -34,9 +34,9 @@ def test_vmapped_and_serial_seeds_give_the_same_program(sparsine, mode):
     assert coloring.num_colors >= _functional.SERIAL_MIN
     program = Program(with_aux(f), coloring, None, True, False, mode, None)
     program((x,), {})  # concrete: decides the way once, by timing both
-    assert program._serial is not None
+    assert program._way is not None
     for serial in (False, True):
-        value, aux, B, _ = program._jitted(serial)(x, [])
+        value, aux, B, _ = program._jitted(serial, x, [])(x, [])
         np.testing.assert_allclose(value, f(x), rtol=1e-12)
         np.testing.assert_allclose(aux[0], x[0])
         np.testing.assert_allclose(B, coloring.seeds() @ ref, rtol=1e-10, atol=1e-10)
@@ -58,10 +58,10 @@ def test_traced_first_call_measures_with_the_sample(sparsine):
     coloring = lazyhess.hessian_coloring(f, x, whole=True)
     program = Program(f, coloring, None, False, False, None, None)
     jax.jit(lambda z: program((z,), {}).compressed)(x)  # traced, no sample: undecided
-    assert program._serial is None
+    assert program._way is None
     program.sampled((x,), {})
     B = jax.jit(lambda z: program((z,), {}).compressed)(x)
-    assert program._serial is not None
+    assert program._way is not None
     np.testing.assert_allclose(B, coloring.seeds() @ ref, rtol=1e-10, atol=1e-10)
 
 
@@ -81,23 +81,28 @@ def test_seeds_built_on_the_device_above_the_constant_limit(sparsine, chunk_size
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["star", "acyclic"])
-def test_decompression_under_vmap_and_grad(method):
+@pytest.mark.parametrize("materialise", [False, True])
+def test_decompression_under_vmap_and_grad(method, materialise):
     f, x = PROBLEMS["PENTADIAG"].make(12)
     coloring = lazyhess.hessian_coloring(f, x, method=method)
-    hess = lazyhess.sparse_hessian_from_coloring(f, coloring)
+    program = Program(f, coloring, None, False, False, None, None)
+    program._way = (False, materialise)  # as if measured
     rows, cols = coloring.rows, coloring.cols
     weights = jnp.linspace(1.0, 2.0, rows.size)
 
-    def ours(z):
-        return jnp.sum(hess(z).data * weights)
+    def data(z):
+        return program.data(program((z,), {}))
 
     def reference(z):
-        return jnp.sum(jax.hessian(f)(z)[rows, cols] * weights)
+        return jax.hessian(f)(z)[rows, cols]
 
+    np.testing.assert_allclose(jax.jit(data)(x), reference(x), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(
-        jax.jit(jax.grad(ours))(x), jax.grad(reference)(x), rtol=1e-10, atol=1e-10
+        jax.jit(jax.grad(lambda z: jnp.sum(data(z) * weights)))(x),
+        jax.grad(lambda z: jnp.sum(reference(z) * weights))(x),
+        rtol=1e-10,
+        atol=1e-10,
     )
     points = jnp.stack([x, 0.5 * x, x + 1.0])
-    batched = jax.jit(jax.vmap(lambda z: hess(z).data))(points)
-    expected = jax.vmap(lambda z: jax.hessian(f)(z)[rows, cols])(points)
-    np.testing.assert_allclose(batched, expected, rtol=1e-10, atol=1e-10)
+    batched = jax.jit(jax.vmap(data))(points)
+    np.testing.assert_allclose(batched, jax.vmap(reference)(points), rtol=1e-10, atol=1e-10)
