@@ -335,12 +335,17 @@ class Program:
         (HVPs and decompression) ran faster so (twice each way, the first compiles). The
         measurement needs concrete arguments: this call's, else host copies of the
         sample's; without them the defaults (vmapped, materialised) serve, undecided.
-        Never on a mesh, whose devices share each chunk's seeds and reduce what they read.
+        Never on a mesh, whose devices share each chunk's seeds and reduce what they read,
+        nor with several processes (each would time, and might choose, differently).
         """
         if self._way is not None:
             return self._way
         if self.placement.mesh is not None:
             self._way = (False, False)
+            return self._way
+        if jax.process_count() > 1:
+            # Every process must compile the same program; timings would differ.
+            self._way = (False, True)
             return self._way
         if is_traced((args, kwargs)):
             if self.sample is None:
