@@ -35,10 +35,19 @@ ALIASES = {"numpy_dense": "numpy", "scipy_coo": "coo", "scipy_csr": "csr", "scip
 LARGE_TRANSFER = 2**16
 
 
+# A host scalar reaches the device fastest as the argument of a compiled identity, whose
+# dispatch transfers it in C++: 4.5 us against 13 us by ``jnp.asarray`` (a cached H[i, j]).
+# Only for scalars: every new shape would compile.
+_identity = jax.jit(lambda value: value)
+
+
 def to_device(values: Any) -> jax.Array:
     """``values`` (a host or jax array) as a jax array, by the faster route for its size."""
-    if isinstance(values, np.ndarray) and values.size > LARGE_TRANSFER:
-        return jax.device_put(values)
+    if isinstance(values, np.ndarray):
+        if values.ndim == 0:
+            return _identity(values)
+        if values.size > LARGE_TRANSFER:
+            return jax.device_put(values)
     return jnp.asarray(values)
 
 
