@@ -24,7 +24,7 @@ import numpy as np
 from jax._src import core as jax_core  # trace_state_clean: is a trace active?
 
 from ._cache import CacheInfo, DirectionCache, format_bytes
-from ._formats import to_device
+from ._formats import host_zeros, to_device
 from ._hvp import Kernels
 from ._mesh import fetch, home
 from ._plan import Plan, plan
@@ -102,6 +102,12 @@ def _sorted_distinct(index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         return index, None
     values, inverse = np.unique(index, return_inverse=True)
     return values, inverse.reshape(-1)
+
+
+def _gather(block: np.ndarray, local: np.ndarray, p: np.ndarray, read: np.ndarray) -> Any:
+    """``block[local, p, read]`` by one flat take (a 3-index gather is several times slower)."""
+    _, rows, n = block.shape
+    return block.reshape(-1).take((local * rows + p) * n + read)
 
 
 class Engine:
@@ -342,8 +348,11 @@ class Engine:
                 groups.append((s, s))
             groups[-1] = (groups[-1][0], s + 1)
         bounds = starts + [start for start, _ in groups] + [len(seeds)]
-        order = np.argsort(plan.slot, kind="stable")
-        edges = np.searchsorted(plan.slot[order], bounds)
+        if len(bounds) == 2:  # one group, every entry in it: no sort (3 ms for 1e5 entries)
+            order, edges = np.arange(plan.slot.size), [0, plan.slot.size]
+        else:
+            order = np.argsort(plan.slot, kind="stable")
+            edges = np.searchsorted(plan.slot[order], bounds)
         for g, s in enumerate(starts):
             sel = order[edges[g] : edges[g + 1]]
             yield sel, self.cache.take(seeds[s])[None], plan.slot[sel] - s
@@ -369,7 +378,7 @@ class Engine:
         self._check_size(P.size * rows.size * cols.size)
         urows, inv_i = _sorted_distinct(rows)
         ucols, inv_j = _sorted_distinct(cols)
-        out = np.zeros((P.size, urows.size, ucols.size), dtype=self.layout.dtype)
+        out = host_zeros((P.size, urows.size, ucols.size), self.layout.dtype)
         whole_p = P.size == self.layout.p and bool(np.all(P == np.arange(P.size)))
         with self.cache.lock:
             if self._every_entry(urows, ucols):
@@ -565,13 +574,13 @@ class Engine:
         if self.traced:
             return self._traced_entries(p, rows, cols, diagonal)
         self._check_size(p.size)
-        out = np.zeros(p.shape, dtype=self.layout.dtype)
+        out = host_zeros(p.shape, self.layout.dtype)
         with self.cache.lock:
             request, inside = self._plan_entries(rows, cols, diagonal)
             where = np.arange(p.size) if inside is None else inside
             for sel, block, local in self._chunks(request):
                 at = where[sel]
-                out[at] = block[local, p[at], request.read[sel]]
+                out[at] = _gather(block, local, p[at], request.read[sel])
             if self._asymmetric(rows):
                 request = self._column_plan(rows, cols)
                 for sel, block, local in self._chunks(request):

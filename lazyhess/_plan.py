@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._csr import lookup
-from ._structure import SeedFamily, Structure, distinct
+from ._structure import SeedFamily, Structure, distinct, distinct_inverse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +182,7 @@ def _cover(open_, r, c, pos, structure, diagonal, assign) -> None:
 def _slots(family_of, label, read, families, held_by) -> Plan:
     """The plan once every entry has a ``(family, label)``: cached seeds first."""
     width = max((f.size for f in families), default=1) + 1
-    codes, inverse = np.unique(family_of * width + label, return_inverse=True)
+    codes, inverse = distinct_inverse(family_of * width + label, len(families) * width)
     fam, lab = codes // width, codes % width
     is_cached = np.zeros(codes.size, dtype=bool)
     for k, held in held_by.items():
@@ -195,6 +195,6 @@ def _slots(family_of, label, read, families, held_by) -> Plan:
     return Plan(
         seeds=seeds,
         reused=int(is_cached.sum()),
-        slot=rank[inverse.reshape(-1)],
+        slot=rank[inverse],
         read=read,
     )

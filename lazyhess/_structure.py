@@ -56,6 +56,20 @@ def distinct(values: np.ndarray, n: int) -> np.ndarray:
     return np.flatnonzero(mark)
 
 
+def distinct_inverse(values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(sorted distinct values, inverse)`` of ``values`` in ``[0, n)``, as ``np.unique``.
+
+    ``found[inverse] == values``. Marks instead of a sort when ``n`` is at most 16 times
+    the count: O(size + n) instead of O(size log size) (a 3 ms sort for 1e5 values).
+    """
+    if values.size * 16 < n:
+        found, inverse = np.unique(values, return_inverse=True)
+        return found, inverse.reshape(-1)
+    mark = np.zeros(n, dtype=bool)
+    mark[values] = True
+    return np.flatnonzero(mark), (np.cumsum(mark) - 1)[values]
+
+
 class Structure:
     """Where the flat ``n x n`` Hessian can be nonzero, and the seed families that fit it.
 
