@@ -14,7 +14,6 @@ from functools import cached_property
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
@@ -207,7 +206,9 @@ class Structure:
         """``family.labels`` on the device (int32), sent once and shared by every point."""
         labels = self._device_labels.get(family)
         if labels is None:
-            labels = self._device_labels[family] = jnp.asarray(family.labels, dtype=jnp.int32)
+            # Converted on the host: a conversion on the device is a second dispatch.
+            labels = jax.device_put(family.labels.astype(np.int32))
+            self._device_labels[family] = labels
         return labels
 
     @cached_property
