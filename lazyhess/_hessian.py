@@ -717,7 +717,7 @@ class Hessian(_ArrayOps):
         # The root view holds this Hessian weakly: a strong reference would tie the two into
         # a cycle, and every point's cache would then wait for the garbage collector (an
         # optimisation loop's H.at(x) would hold many). Views made from it hold it strongly.
-        self._root = self._view(layout.structure(), "H", weakref.proxy(self))
+        self._root = self._view(layout.structure, "H", weakref.proxy(self))
 
     def _view(self, tree: Any, name: str, owner: Any = None) -> HessianNode | HessianBlock:
         owner = self if owner is None else owner
@@ -1022,6 +1022,9 @@ class Hessian(_ArrayOps):
         for (path, a), (_, b) in zip(mine[0], theirs[0], strict=True):
             if not (is_array(a) or is_array(b)):
                 continue
+            dtype = getattr(a, "dtype", None)
+            if dtype is not None and dtype == getattr(b, "dtype", None) and a.shape == b.shape:
+                continue  # arrays alike: no dtype resolution needed
             sa, sb = (jnp.shape(a), jnp.result_type(a)), (jnp.shape(b), jnp.result_type(b))
             if sa != sb:
                 raise ValueError(
