@@ -104,6 +104,13 @@ def _sorted_distinct(index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return values, inverse.reshape(-1)
 
 
+def _per_output(decompress: Callable[[np.ndarray], np.ndarray], compressed: np.ndarray):
+    """``decompress`` of each output's ``B`` (``compressed[:, q]``), stacked ``(p, nnz)``."""
+    if compressed.shape[1] == 1:  # one output: no stack
+        return decompress(compressed[:, 0])[None]
+    return np.stack([decompress(compressed[:, q]) for q in range(compressed.shape[1])])
+
+
 def _gather(block: np.ndarray, local: np.ndarray, p: np.ndarray, read: np.ndarray) -> Any:
     """``block[local, p, read]`` by one flat take (a 3-index gather is several times slower)."""
     _, rows, n = block.shape
@@ -720,7 +727,7 @@ class Engine:
             colored = structure.whole_colored
         if self.traced:
             return jax.vmap(colored.decompress_data, in_axes=1)(compressed)
-        out = np.stack([colored.decompress_data(compressed[:, q]) for q in range(self.layout.p)])
+        out = _per_output(colored.decompress_data, compressed)
         if structure.unverified:
             with self.cache.lock:
                 self._check_pattern(pattern_product(structure.stored_csr, out))
