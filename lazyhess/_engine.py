@@ -532,8 +532,8 @@ class Engine:
             if held is not None and held[col]:
                 return cache.take((unit, col))[p, row]
             if held is not None and held[row]:
-                if self._nonfinite is not None and self._nonfinite[row]:
-                    return None  # by symmetry, which a non-finite product does not give
+                if not self._symmetric(row):
+                    return None
                 return cache.take((unit, row))[p, col]
             if not structure.known or structure.dense:
                 return None
@@ -567,8 +567,8 @@ class Engine:
             value = self._unit_seed(row, stop - start)
             if value is None:
                 return None
-            if self._nonfinite is not None and self._nonfinite[row]:
-                return None  # by symmetry, which a non-finite product does not give
+            if not self._symmetric(row):
+                return None
             return value[p, start:stop]
 
     def entries(
@@ -606,6 +606,13 @@ class Engine:
         """
         bad = self._nonfinite
         return bad is not None and self.structure.dense and bool(bad[lines].any())
+
+    def _symmetric(self, line: int) -> bool:
+        """Whether line ``line``'s unit seed may be read as its row (by symmetry).
+
+        Not where its product has a non-finite value: see :meth:`_asymmetric`.
+        """
+        return self._nonfinite is None or not self._nonfinite[line]
 
     def _mark_nonfinite(self, labels: np.ndarray, block: np.ndarray) -> None:
         """Remember which unit seeds gave a non-finite value (one pass over the block)."""
