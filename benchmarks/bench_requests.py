@@ -8,9 +8,9 @@ bare jitted HVP ``jax.jvp(jax.grad(f), (x,), (v,))`` in the same process; the ta
 the best and the median round and checks each against the budget of issue 9:
 
 - one row: 2 bare HVPs + 0.3 ms;
-- 100 rows, a 100x100 block, one entry: 2 x (its HVPs x a bare HVP) + 1 ms (3 ms at n >= 1e5, the
-  requested size);
-- the diagonal: 2 x (its HVPs x a bare HVP) + 2 ms (10 ms at n >= 1e5);
+- 100 rows, a 100x100 block, one entry: 2 x (its HVPs x a bare HVP) + 1 ms (3 ms at a
+  requested n >= 1e5);
+- the diagonal: 2 x (its HVPs x a bare HVP) + 2 ms (10 ms at a requested n >= 1e5);
   each request is also checked against its budget plus the time ``jnp.zeros`` takes to
   allocate a result of its shape (100 dense rows at n = 1e5 are 80 MB);
 - cache hits: ``H[i, j]`` 20 us, a row 50 us plus one copy of it into a new jax array,
