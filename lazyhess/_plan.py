@@ -176,6 +176,7 @@ def _cover(open_, r, c, pos, structure, diagonal, assign) -> None:
                         lambda f=partial, i=i, j=j: assign(open_, f, f.labels[j], i),
                     )
                 )
+                best = min(best, partial.size)  # the other orientation must beat it
     min(options, key=lambda option: option[0])[1]()
 
 
