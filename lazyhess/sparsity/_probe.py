@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
+from typing import Literal
 
 import jax.numpy as jnp
 import numpy as np
@@ -38,17 +39,31 @@ class Unsupported(Exception):  # noqa: N818  (a signal, caught by `_detect.probe
     """The program uses a primitive (or a loop form) this probe has no rule for."""
 
 
+class _Node:
+    """What the backward pass needs of a value that depends: its shape and live elements.
+
+    Kept apart from `Val` so that the recorded operations hold no bits: each value's bits
+    are freed after its last use in the forward pass.
+    """
+
+    __slots__ = ("shape", "live")
+
+    def __init__(self, shape: tuple):
+        self.shape = shape
+        self.live: np.ndarray | Literal[True] | None = None  # True: every element
+
+
 class Val:
-    """One array value: its dependency bits (``None``: none), known value and liveness."""
+    """One array value: its dependency bits (``None``: none) and known value."""
 
-    __slots__ = ("shape", "dtype", "bits", "value", "live")
+    __slots__ = ("shape", "dtype", "bits", "value", "node")
 
-    def __init__(self, shape, dtype, bits: np.ndarray | None = None, value=None):
+    def __init__(self, shape, dtype, bits: np.ndarray | None = None, value=None, sure=False):
         self.shape = tuple(shape)
         self.dtype = dtype
-        self.bits = None if bits is None or not bits.any() else np.asarray(bits)
+        self.bits = None if bits is None or not (sure or bits.any()) else np.asarray(bits)
         self.value = value
-        self.live: np.ndarray | None = None
+        self.node = None if self.bits is None else _Node(self.shape)
 
     @classmethod
     def of(cls, aval, bits=None, value=None) -> Val:
@@ -66,33 +81,31 @@ class Val:
 class _Link:
     """``out`` depends on ``src``; ``pull(live_out, live_src)`` ors ``src``'s live elements."""
 
-    __slots__ = ("out", "src", "pull")
+    __slots__ = ("out", "src", "pull", "full")
 
-    def __init__(self, out: Val, src: Val, pull: Callable):
-        self.out, self.src, self.pull = out, src, pull
+    def __init__(self, out: _Node, src: _Node, pull: Callable, full: bool):
+        self.out, self.src, self.pull, self.full = out, src, pull, full
 
 
 class _Pair:
-    """Second-order terms of ``out``: bits ``a[k]`` meet bits ``b[k]`` where ``out`` is live.
+    """Second-order terms of ``out``: bits ``a[k]`` meet bits ``b[k]`` if flat ``e[k]`` lives.
 
-    Without ``e``, ``a`` and ``b`` are laid out like ``out`` (one term per element);
-    with it, terms ``k`` read flat ``a[ia[k]]``, ``b[ib[k]]`` for flat ``out[e[k]]``.
+    Only terms whose two sides both hold bits are kept (few: the sample is small).
     """
 
-    __slots__ = ("out", "a", "b", "ia", "ib", "e")
+    __slots__ = ("out", "e", "a", "b")
 
-    def __init__(self, out: Val, a: np.ndarray, b: np.ndarray, ia=None, ib=None, e=None):
-        self.out, self.a, self.b, self.ia, self.ib, self.e = out, a, b, ia, ib, e
+    def __init__(self, out: _Node, e: np.ndarray, a: np.ndarray, b: np.ndarray):
+        self.out, self.e, self.a, self.b = out, e, a, b
 
     def terms(self) -> tuple[np.ndarray, np.ndarray] | None:
         live = self.out.live
         if live is None:
             return None
-        if self.e is None or self.ia is None or self.ib is None:
-            keep = live & (self.a != 0) & (self.b != 0)
-            return self.a[keep], self.b[keep]
+        if live is True:
+            return self.a, self.b
         k = live.ravel()[self.e]
-        return self.a[self.ia[k]], self.b[self.ib[k]]
+        return self.a[k], self.b[k]
 
 
 ProbeRule = Callable[["Probe", object, list[Val]], list[Val]]
@@ -124,11 +137,20 @@ class Probe:
 
         env.update(zip(jaxpr.constvars, consts, strict=True))
         env.update(zip(jaxpr.invars, args, strict=True))
-        for eqn in jaxpr.eqns:
+        last = {}  # the equation that reads a variable last: its bits go after it
+        for k, eqn in enumerate(jaxpr.eqns):
+            last.update((v, k) for v in eqn.invars if not isinstance(v, jcore.Literal))
+        last.update((v, len(jaxpr.eqns)) for v in jaxpr.outvars)
+        done: dict[int, list] = {}
+        for v, k in last.items():
+            done.setdefault(k, []).append(v)
+        for k, eqn in enumerate(jaxpr.eqns):
             outs = self.equation(eqn, [read(v) for v in eqn.invars])
             for v, val in zip(eqn.outvars, outs, strict=True):
                 if not isinstance(v, jcore.DropVar):
                     env[v] = val
+            for v in done.get(k, ()):
+                env.pop(v, None)
         return [read(v) for v in jaxpr.outvars]
 
     def run_closed(self, closed, args: Sequence[Val]) -> list[Val]:
@@ -154,7 +176,7 @@ class Probe:
         outs = rule(self, eqn, ins)
         for o in outs:
             if o.bits is not None and not is_float(o.dtype):
-                o.bits = None
+                o.bits = o.node = None
         return outs
 
     def fold(self, eqn, ins: list[Val]) -> list[Val]:
@@ -162,25 +184,32 @@ class Probe:
         return [Val.of(v.aval, value=x) for v, x in zip(eqn.outvars, values, strict=True)]
 
     def link(self, aval, sources) -> Val:
-        """A value whose bits are the or of ``(src, bits, pull)`` sources' bits; records links.
+        """A value whose bits are the or of its sources' bits; records the links.
 
-        ``bits`` is the source's contribution laid out like the output (None: nothing).
+        Sources are ``(src, bits, pull, full)``: ``bits`` the source's contribution laid
+        out like the output (None: nothing), ``pull(live_out, live_src)`` ors the source's
+        elements that live outputs read, and ``full`` says every source element is read
+        (so its bits reach the output, and all of it is live when all outputs are).
         """
         sources = [s for s in sources if s[0].bits is not None and s[1] is not None]
         if not sources:
             return Val.of(aval)
         bits = sources[0][1]
-        for _, more, _ in sources[1:]:
+        for _, more, _, _ in sources[1:]:
             bits = bits if more is bits else np.bitwise_or(bits, more)
-        out = Val.of(aval, np.broadcast_to(bits, aval.shape))
-        if out.bits is not None:
-            self.ops += [_Link(out, src, pull) for src, _, pull in sources]
+        sure = math.prod(aval.shape) > 0 and any(full for *_, full in sources)
+        out = Val(aval.shape, aval.dtype, np.broadcast_to(bits, aval.shape), sure=sure)
+        if out.node is not None:
+            self.ops += [_Link(out.node, src.node, pull, full) for src, _, pull, full in sources]
         return out
 
-    def pair(self, out: Val, a, b, ia=None, ib=None, e=None) -> None:
-        """Records second-order terms of ``out`` (see `_Pair`)."""
-        if out.bits is not None and a is not None and b is not None:
-            self.ops.append(_Pair(out, a, b, ia, ib, e))
+    def pair(self, out: Val, a, b) -> None:
+        """Records elementwise terms of ``out``: ``a`` and ``b`` laid out like it."""
+        if out.node is None or a is None or b is None:
+            return
+        both = a != 0 if a is b else (a != 0) & (b != 0)
+        e = np.flatnonzero(both)
+        self.ops.append(_Pair(out.node, e, a.ravel()[e], b.ravel()[e]))
 
 
 def probe_density(closed, leaf_sizes: Sequence[int], n_dynamic: int, seeded: np.ndarray) -> float:
@@ -202,18 +231,31 @@ def probe_density(closed, leaf_sizes: Sequence[int], n_dynamic: int, seeded: np.
     args += [Val.of(v.aval) for v in invars[len(leaf_sizes) : len(leaf_sizes) + n_dynamic]]
     outs = [o for o in probe.run_closed(closed, args) if is_float(o.dtype)]
     for o in outs:
-        if o.bits is not None:
-            o.live = np.ones(o.shape, bool)
+        if o.node is not None:
+            o.node.live = True
     for op in reversed(probe.ops):
-        if isinstance(op, _Link) and op.out.live is not None:
-            if op.src.live is None:
-                op.src.live = np.zeros(op.src.shape, bool)
-            op.pull(op.out.live, op.src.live)
+        if isinstance(op, _Link):
+            _pull(op)
     sub = np.zeros((BITS, BITS), bool)
     for op in probe.ops:
         if isinstance(op, _Pair) and (terms := op.terms()) is not None:
             sub |= _meet(*terms)
     return int((sub | sub.T).sum()) / seeded.size**2
+
+
+def _pull(op: _Link) -> None:
+    """Liveness across one link; ``True`` stands for "every element", kept while it holds."""
+    live, src = op.out.live, op.src
+    if live is None or src.live is True:
+        return
+    if live is True and op.full:
+        src.live = True
+        return
+    if live is True:
+        live = np.ones(op.out.shape, bool)
+    if src.live is None:
+        src.live = np.zeros(src.shape, bool)
+    op.pull(live, src.live)
 
 
 def _meet(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -262,12 +304,12 @@ def _same(live_out, live_in):
 def _broadcast(val: Val, shape, keep: np.ndarray | None = None):
     """``(val, bits, pull)`` of an elementwise operand broadcast to ``shape``, -0 off ``keep``."""
     if val.bits is None:
-        return val, None, None
+        return val, None, None, True
     bits = np.broadcast_to(val.bits, shape)
     if keep is not None:
         bits = np.where(keep, bits, np.uint64(0))
     pull = _same if keep is None and val.shape == tuple(shape) else _unbroadcast(val.shape, keep)
-    return val, bits, pull
+    return val, bits, pull, keep is None
 
 
 def _nonzero(val: Val, shape) -> np.ndarray | None:
@@ -375,7 +417,7 @@ def _broadcast_in_dim(probe, eqn, ins):
     def pull(live_out, live_in):
         expand(live_out, live_in.reshape(expanded))
 
-    return [probe.link(v.aval, [(a, bits, pull)])]
+    return [probe.link(v.aval, [(a, bits, pull, True)])]
 
 
 @_mirrors(_movement._reshape)
@@ -390,7 +432,7 @@ def _reshape(probe, eqn, ins):
         live_in |= live_out.reshape(a.shape)
 
     bits = None if a.bits is None else a.bits.reshape(v.aval.shape)
-    return [probe.link(v.aval, [(a, bits, pull)])]
+    return [probe.link(v.aval, [(a, bits, pull, True)])]
 
 
 @_mirrors(_movement._transpose)
@@ -404,7 +446,8 @@ def _transpose(probe, eqn, ins):
     def pull(live_out, live_in):
         live_in |= live_out.transpose(inverse)
 
-    return [probe.link(v.aval, [(a, None if a.bits is None else a.bits.transpose(perm), pull)])]
+    bits = None if a.bits is None else a.bits.transpose(perm)
+    return [probe.link(v.aval, [(a, bits, pull, True)])]
 
 
 @_mirrors(_movement._rev)
@@ -417,7 +460,8 @@ def _rev(probe, eqn, ins):
     def pull(live_out, live_in):
         live_in |= np.flip(live_out, axes)
 
-    return [probe.link(v.aval, [(a, None if a.bits is None else np.flip(a.bits, axes), pull)])]
+    bits = None if a.bits is None else np.flip(a.bits, axes)
+    return [probe.link(v.aval, [(a, bits, pull, True)])]
 
 
 @_mirrors(_movement._slice)
@@ -434,7 +478,7 @@ def _slice(probe, eqn, ins):
     def pull(live_out, live_in):
         live_in[key] |= live_out
 
-    return [probe.link(v.aval, [(a, None if a.bits is None else a.bits[key], pull)])]
+    return [probe.link(v.aval, [(a, None if a.bits is None else a.bits[key], pull, False)])]
 
 
 @_mirrors(_movement._concatenate)
@@ -452,7 +496,7 @@ def _concatenate(probe, eqn, ins):
         def pull(live_out, live_in, key=key):
             live_in |= live_out[key]
 
-        sources.append((i, bits, pull))
+        sources.append((i, bits, pull, True))
     return [probe.link(v.aval, sources)]
 
 
@@ -469,7 +513,7 @@ def _reduce(probe, eqn, ins):
         live_in |= np.expand_dims(live_out, axes)
 
     bits = None if a.bits is None else _or_along(a.bits, axes)
-    return [probe.link(v.aval, [(a, bits, pull)])]
+    return [probe.link(v.aval, [(a, bits, pull, True)])]
 
 
 def _or_along(bits: np.ndarray, axes: Sequence[int]) -> np.ndarray:
@@ -529,12 +573,13 @@ def _dot_general(probe, eqn, ins):
             need = np.broadcast_to(need[:, :, None], sizes)
             live_in |= need.reshape([live_in.shape[d] for d in order]).transpose(inverse)
 
-        sources.append((node, out_bits, pull))
+        sources.append((node, out_bits, pull, True))
     out = probe.link(v.aval, sources)
     lbits, rbits = arranged[0][3], arranged[1][3]
     if lbits is not None and rbits is not None:
         left, right, e = _linalg.product_terms(lbits != 0, rbits != 0)
-        probe.pair(out, lbits.ravel(), rbits.ravel(), left, right, e)
+        if out.node is not None:
+            probe.ops.append(_Pair(out.node, e, lbits.ravel()[left], rbits.ravel()[right]))
     return [out]
 
 
@@ -571,7 +616,7 @@ def _scan(probe, eqn, ins):
                     live_in[t] |= live_out
 
                 aval = SimpleNamespace(shape=x.shape[1:], dtype=x.dtype)
-                step = probe.link(aval, [(x, x.bits[t], pull)])
+                step = probe.link(aval, [(x, x.bits[t], pull, False)])
             slices.append(step)
         outs = probe.run_closed(body, [*consts, *carry, *slices])
         carry, per_step[t] = outs[:n_carry], outs[n_carry:]
@@ -592,6 +637,6 @@ def _scan(probe, eqn, ins):
             def pull(live_out, live_in, t=t):
                 live_in |= live_out[t].reshape(live_in.shape)
 
-            sources.append((s, bits, pull))
+            sources.append((s, bits, pull, True))
         ys.append(probe.link(v.aval, sources))
     return [*carry, *ys]
