@@ -276,6 +276,17 @@ class Interpreter:
 
     # ------------------------------------------------------------------ recording
 
+    def check_broadcast(self, size: int, sources: Sequence[Node]) -> None:
+        """Raises `OverBudget` early when ``sources`` broadcast to ``size`` elements would.
+
+        Numpy broadcasting repeats each source row ``size / source.size`` times, so the
+        count is exact and the index arrays of such a broadcast need not be built first.
+        """
+        if self.budget is not None:
+            count = sum(s.dep.nnz * (size // s.size) for s in sources if s.dep is not None)
+            if count > self.budget:
+                raise OverBudget(f"a dependency matrix of {count} entries")
+
     def link(self, aval_or_shape, sources, dtype=None) -> Node:
         """A node depending on each ``(node, map)`` source; records the links."""
         if dtype is None:
