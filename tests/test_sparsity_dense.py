@@ -201,6 +201,9 @@ BIT_PROBED = {
     ),
     "all pairs": _all_pairs,
     "all pairs, lax.map": _all_pairs_mapped,
+    "map, partly read": lambda x: jnp.sum(
+        jax.lax.map(lambda r: jnp.sum(jnp.tanh(r * x[:3])), x.reshape(-1, 3))[:40] ** 2
+    ),
     "jit": lambda x: jax.jit(lambda y: jnp.sum(jnp.tanh(y[:50]) * y[50:100]))(x) + jnp.sum(x**2),
     "scans": lambda x: (
         jax.lax.scan(lambda c, xi: (c * jnp.sin(xi), c + xi), 1.0, x[:50])[0]

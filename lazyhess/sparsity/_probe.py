@@ -594,7 +594,10 @@ def _call(probe, eqn, ins):
 
 @_mirrors(_control._scan)
 def _scan(probe, eqn, ins):
-    """Mirrors `_control._scan` where it unrolls; longer scans are `Unsupported`."""
+    """Mirrors `_control._scan` where it unrolls; longer scans are `Unsupported`.
+
+    Steps without bits or values in their slices share one interpretation of the body.
+    """
     p = eqn.params
     if all(i.bits is None for i in ins):
         return probe.fold(eqn, ins)
@@ -605,6 +608,7 @@ def _scan(probe, eqn, ins):
     consts, carry = ins[:n_consts], ins[n_consts : n_consts + n_carry]
     xs = ins[n_consts + n_carry :]
     per_step: list = [None] * length
+    blank_outs = None
     for t in range(length - 1, -1, -1) if p["reverse"] else range(length):
         slices = []
         for x in xs:
@@ -618,7 +622,15 @@ def _scan(probe, eqn, ins):
                 aval = SimpleNamespace(shape=x.shape[1:], dtype=x.dtype)
                 step = probe.link(aval, [(x, x.bits[t], pull, False)])
             slices.append(step)
-        outs = probe.run_closed(body, [*consts, *carry, *slices])
+        # Without a carry, steps whose slices hold neither bits nor values see the same
+        # operands: one interpretation serves them all (its terms and, pulled from each
+        # step's ys, its liveness are the union of theirs, which is what unrolling gives).
+        blank = not n_carry and all(x.bits is None and x.value is None for x in slices)
+        if blank and blank_outs is not None:
+            outs = blank_outs
+        else:
+            outs = probe.run_closed(body, [*consts, *carry, *slices])
+            blank_outs = outs if blank else blank_outs
         carry, per_step[t] = outs[:n_carry], outs[n_carry:]
     ys = []
     for k, v in enumerate(eqn.outvars[n_carry:]):
