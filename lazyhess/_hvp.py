@@ -14,9 +14,11 @@ from ._mesh import NO_MESH, Placement, gather_results, pad_rows, place_point, pl
 from ._tree import Layout
 
 # Chunks of this many seeds or more try lax.map as well as vmap (see Kernels.serial), and
-# keep lax.map when it ran this many times faster.
+# keep lax.map when it ran this many times faster; smaller ones try it when their
+# vmapped run took this many seconds or more.
 SERIAL_MIN = 16
 SERIAL_MARGIN = 1.25
+SERIAL_SLOW = 0.01
 
 
 class Kernels:
@@ -151,27 +153,29 @@ class Kernels:
         ``vmap`` evaluates a chunk's seeds as one batched program, usually the faster;
         but batched gathers and scatters are slow on CPU, where ``lax.map`` over the same
         seeds measured 2-10x faster (RANDSP8 n=1e4, 165 seeds: 504 ms vs 53 ms; SPARSINE,
-        64: 36 vs 19 ms) and 1.5-2x slower elsewhere (BDQRTIC, ARROW2). Chunks of at least
-        ``SERIAL_MIN`` seeds try both: vmapped first, then mapped once it has been timed
-        compiled, then whichever ran faster (by ``SERIAL_MARGIN``). Never on a mesh,
-        whose devices share each chunk's seeds.
+        64: 36 vs 19 ms; RANDSP8 n=1e5, 6 seeds: 127 vs 65 ms) and 1.5-2x slower elsewhere
+        (BDQRTIC, ARROW2, GENROSE). A chunk kind runs vmapped first; once timed compiled,
+        it also tries ``lax.map`` (one more compile) when it has at least ``SERIAL_MIN``
+        seeds, or at least two whose vmapped run took ``SERIAL_SLOW`` or more (long enough
+        for the compile to pay soon); then it keeps whichever ran faster (by
+        ``SERIAL_MARGIN``). Never on a mesh, whose devices share each chunk's seeds.
         """
-        if key[-1] < SERIAL_MIN or self.placement.devices > 1:  # a mesh splits seeds
+        size = key[-1]
+        if size < 2 or self.placement.devices > 1:  # a mesh splits seeds
             return False
         seen = self._times.get(key, {})
         vmapped, mapped = seen.get(False, []), seen.get(True, [])
         if len(vmapped) < 2:
             return False
         if len(mapped) < 2:
-            return True
+            return size >= SERIAL_MIN or min(vmapped[1:]) >= SERIAL_SLOW
         return min(mapped[1:]) * SERIAL_MARGIN < min(vmapped[1:])
 
     def timed(self, key: tuple, serial: bool, seconds: float) -> None:
         """Record a concrete run of a ``key`` chunk (the first of each way compiles)."""
-        if key[-1] >= SERIAL_MIN:
-            runs = self._times.setdefault(key, {}).setdefault(serial, [])
-            if len(runs) < 3:
-                runs.append(seconds)
+        runs = self._times.setdefault(key, {}).setdefault(serial, [])
+        if len(runs) < 3:
+            runs.append(seconds)
 
     def once(self, x, dyn, labels, ids, exact_nan: bool, serial: bool = False) -> jax.Array:
         """``seeded``'s HVP results at a point whose state is not kept, in one compiled call.

@@ -160,6 +160,25 @@ def test_large_chunks_run_seed_after_seed_when_that_was_faster():
     assert H.cache_info().hvps == 33
 
 
+def test_small_slow_chunks_try_lax_map():
+    kernels = lazyhess.hessian(genrose, X)._kernels
+    slow, fast = ("once", False, 4), ("once", False, 6)
+    for key, seconds in ((slow, 0.02), (fast, 0.002)):
+        kernels.timed(key, False, 1.0)  # compiles: not compared
+        kernels.timed(key, False, seconds)
+    assert kernels.serial(slow)  # 20 ms vmapped: try lax.map
+    assert not kernels.serial(fast)  # 2 ms: not worth another compile
+    kernels.timed(slow, True, 1.0)
+    kernels.timed(slow, True, 0.019)
+    assert not kernels.serial(slow)  # not faster by the margin: back to vmap
+    kernels.timed(slow, True, 0.01)
+    assert kernels.serial(slow)
+    one = ("once", True, 1)
+    kernels.timed(one, False, 1.0)
+    kernels.timed(one, False, 0.05)
+    assert not kernels.serial(one)  # a single seed has nothing to map over
+
+
 def test_large_results_are_exact_and_independent():
     """Results of 32 MiB or more are built in fresh pages and handed to jax without a copy."""
     n = 20_000
