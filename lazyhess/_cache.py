@@ -35,15 +35,24 @@ class CacheInfo(NamedTuple):
 
 
 class _Lru(LRUCache):
-    """An LRU cache that tells its owner which keys it evicts."""
+    """An LRU cache of HVP results that keeps, per family, the mask of the labels it holds.
 
-    def __init__(self, max_bytes: int, evicted):
+    The coverage lives here, not in its owner, so evictions need no reference back to the
+    owner (which would tie both into a cycle that only the garbage collector frees).
+    """
+
+    def __init__(self, max_bytes: int):
         super().__init__(maxsize=max_bytes, getsizeof=lambda a: a.nbytes)
-        self._evicted = evicted
+        self.held: dict[Any, np.ndarray] = {}
+        self.count: dict[Any, int] = {}
 
     def popitem(self) -> tuple[Any, Any]:
         key, value = super().popitem()
-        self._evicted(key)
+        family, label = key
+        self.held[family][label] = False
+        self.count[family] -= 1
+        if not self.count[family]:
+            del self.held[family], self.count[family]
         return key, value
 
 
@@ -60,19 +69,12 @@ class DirectionCache:
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
         self.lock = threading.RLock()
-        self._lru: _Lru | None = _Lru(max_bytes, self._drop) if max_bytes else None
-        self._held: dict[Any, np.ndarray] = {}
-        self._count: dict[Any, int] = {}
+        self._lru: _Lru | None = _Lru(max_bytes) if max_bytes else None
+        self._held: dict[Any, np.ndarray] = {} if self._lru is None else self._lru.held
+        self._count: dict[Any, int] = {} if self._lru is None else self._lru.count
         self.hvps = 0
         self.hits = 0
         self.misses = 0
-
-    def _drop(self, key: tuple[Any, int]) -> None:
-        family, label = key
-        self._held[family][label] = False
-        self._count[family] -= 1
-        if not self._count[family]:
-            del self._held[family], self._count[family]
 
     def get(self, key: Hashable) -> np.ndarray | None:
         """The cached result for ``key``, counted as a hit, or ``None``."""

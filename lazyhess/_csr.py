@@ -1,4 +1,4 @@
-"""CSR helpers shared by every layer: entry coordinates and sorted-key lookups.
+"""CSR helpers shared by every layer: entry coordinates, rows' segments, sorted-key lookups.
 
 The bottom of the house: it imports nothing of lazyhess, so the leaf packages
 (``sparsity/``, ``coloring/``) and the modules above them can all use it.
@@ -28,6 +28,17 @@ def lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np
         return np.zeros(queries.shape, dtype=bool), np.zeros(queries.shape, dtype=np.intp)
     at = np.minimum(np.searchsorted(sorted_keys, queries), sorted_keys.size - 1)
     return sorted_keys[at] == queries, at
+
+
+def segments(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The positions of the stored entries of ``rows`` (concatenated), and each row's count.
+
+    Cost O(len(rows) + their stored entries).
+    """
+    starts = indptr[rows]
+    counts = indptr[rows + 1] - starts
+    shift = np.repeat(starts - (np.cumsum(counts) - counts), counts)
+    return np.arange(shift.size, dtype=np.int64) + shift, counts
 
 
 def shape_of(matrix: Any) -> tuple[int, int]:

@@ -26,7 +26,7 @@ from ._arguments import (
 from ._engine import CONSTANT_SEED_BYTES, concretely, is_traced
 from ._errors import VerificationError
 from ._formats import Format, check_format, pattern_output
-from ._hvp import SERIAL_MIN, Kernels
+from ._hvp import Kernels
 from ._mesh import NO_MESH, Placement, gather_results, place_point, place_seeds, shard_rows
 from ._tree import Layout, Signature, leaf_infos
 from .coloring import (
@@ -142,12 +142,12 @@ class Program:
     Seeds enter the program as constants (up to ``CONSTANT_SEED_BYTES``, as in the lazy
     object's traced requests: XLA folds them through the derivative) or are built on the
     device from the colors. They run vmapped, ``chunk_size`` per batch, or seed after seed
-    (``lax.map``) where that measured faster, and ``B`` is materialised before its
-    decompression where that measured faster: the first call with concrete arguments (the
-    call's own, else the sample's) times the ways once and keeps the choice (see
-    ``_choose``; it costs two or three more compilations). The compiled program is kept
-    for calls with the same non-array arguments; inside a caller's ``jax.jit`` it is
-    traced into the caller's program.
+    (``lax.map``) where that measured faster (``Kernels.serial``'s rule), and ``B`` is
+    materialised before its decompression where that measured faster: the first call with
+    concrete arguments (the call's own, else the sample's) times the ways once and keeps
+    the choice (see ``_choose``; it costs two or three more compilations). The compiled
+    program is kept for calls with the same non-array arguments; inside a caller's
+    ``jax.jit`` it is traced into the caller's program.
     """
 
     def __init__(
@@ -328,9 +328,9 @@ class Program:
     def _choose(self, args: tuple, kwargs: dict) -> tuple[bool, bool]:
         """``(serial, materialise)``: how the seeds run and ``B`` is read, measured once.
 
-        ``serial``: seed after seed (``lax.map``) instead of vmapped, considered with
-        ``SERIAL_MIN`` or more seeds per batch, timed as ``Kernels.serial`` asks (each
-        way's program twice, the first compiles). ``materialise``: ``B`` passes through a
+        ``serial``: seed after seed (``lax.map``) instead of vmapped, by ``Kernels.serial``'s
+        rule (tried with ``SERIAL_MIN`` or more seeds per batch, or slow vmapped batches;
+        each way's program run twice, the first compiles). ``materialise``: ``B`` passes through a
         conditional before decompression (see :meth:`data`), kept when the whole program
         (HVPs and decompression) ran faster so (twice each way, the first compiles). The
         measurement needs concrete arguments: this call's, else host copies of the
@@ -363,7 +363,7 @@ class Program:
         key = ("program", size)
         serial = False
         with concretely():
-            if size >= SERIAL_MIN:
+            if size >= 2:
                 for _ in range(4):
                     way = kernels.serial(key)
                     start = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import math
 import operator
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from typing import Any
@@ -713,15 +714,19 @@ class Hessian(_ArrayOps):
         cache = DirectionCache(self._options["cache_bytes"])
         dyn = signature.dynamic(args, kwargs)
         self._engine = Engine(kernels, x, dyn, chunk, cache, structure, structure.progress)
-        self._root = self._view(layout.structure(), "H")
+        # The root view holds this Hessian weakly: a strong reference would tie the two into
+        # a cycle, and every point's cache would then wait for the garbage collector (an
+        # optimisation loop's H.at(x) would hold many). Views made from it hold it strongly.
+        self._root = self._view(layout.structure, "H", weakref.proxy(self))
 
-    def _view(self, tree: Any, name: str) -> HessianNode | HessianBlock:
+    def _view(self, tree: Any, name: str, owner: Any = None) -> HessianNode | HessianBlock:
+        owner = self if owner is None else owner
         if not isinstance(tree, BlockSpec):
-            return HessianNode(self, tree, name)
+            return HessianNode(owner, tree, name)
         lay = self._layout
         p_offset = 0 if lay.batch is not None else lay.outputs[tree.out].offset
         rows, cols = lay.inputs[tree.row], lay.inputs[tree.col]
-        return HessianBlock(self, lay.prefix(tree.out), p_offset, rows, cols, rows.dtype, name)
+        return HessianBlock(owner, lay.prefix(tree.out), p_offset, rows, cols, rows.dtype, name)
 
     def _evaluate_tree(self, tree: Any) -> Any:
         """Every block of ``tree`` from one request over the flat Hessian's rows and columns."""
@@ -800,22 +805,27 @@ class Hessian(_ArrayOps):
         """Number of entries of the (single) block."""
         return self._block("size").size
 
-    @cached_property
+    @property
     def flat(self) -> HessianBlock:
         """All inputs as one flat vector (``ravel_pytree`` order): shape ``lead + (N, N)``.
 
         ``lead`` is the batch ``(B,)``, the output's shape for one output array, or
-        ``(M,)`` over all output elements for a pytree output.
+        ``(M,)`` over all output elements for a pytree output. A new view at each access
+        (kept, it would tie this Hessian into a reference cycle).
         """
         lay = self._layout
-        if lay.batch is not None:
-            lead: tuple[int, ...] = (lay.batch,)
-        elif len(lay.outputs) == 1:
-            lead = lay.outputs[0].shape
-        else:
-            lead = (lay.p,)
         whole = LeafInfo("flat", (lay.n,), lay.dtype, 0)
-        return HessianBlock(self, lead, 0, whole, whole, lay.dtype, "H.flat")
+        return HessianBlock(self, self._lead, 0, whole, whole, lay.dtype, "H.flat")
+
+    @cached_property
+    def _lead(self) -> tuple[int, ...]:
+        """The leading axes of ``H.flat``: the batch, the output's shape, or all outputs."""
+        lay = self._layout
+        if lay.batch is not None:
+            return (lay.batch,)
+        if len(lay.outputs) == 1:
+            return lay.outputs[0].shape
+        return (lay.p,)
 
     def to_dense(self) -> Any:
         """The whole Hessian, as jax.hessian returns it."""
@@ -1012,6 +1022,9 @@ class Hessian(_ArrayOps):
         for (path, a), (_, b) in zip(mine[0], theirs[0], strict=True):
             if not (is_array(a) or is_array(b)):
                 continue
+            dtype = getattr(a, "dtype", None)
+            if dtype is not None and dtype == getattr(b, "dtype", None) and a.shape == b.shape:
+                continue  # arrays alike: no dtype resolution needed
             sa, sb = (jnp.shape(a), jnp.result_type(a)), (jnp.shape(b), jnp.result_type(b))
             if sa != sb:
                 raise ValueError(
@@ -1036,7 +1049,7 @@ class Hessian(_ArrayOps):
     def _pattern_values(self) -> tuple[sp.csr_array, Any]:
         """The flat pattern and every stored entry's value, shaped ``lead + (nnz,)``."""
         csr = self._pattern_csr()
-        lead = self.flat._prefix
+        lead = self._lead
         if self._structure.dense:
             everything = np.arange(self._layout.n)
             values = self._engine.grid(np.arange(self._layout.p), everything, everything)
@@ -1060,7 +1073,7 @@ class Hessian(_ArrayOps):
         """
         check_format(format)
         csr, values = self._pattern_values()
-        return pattern_output(values, csr, format, self.flat._prefix)
+        return pattern_output(values, csr, format, self._lead)
 
     def tril(self) -> sp.coo_array:
         """The lower triangle of the flat Hessian as a scipy COO array.
@@ -1085,10 +1098,10 @@ class Hessian(_ArrayOps):
         return _FlatOperator(self.flat, self._layout.n, self._layout.dtype)
 
     def _scalar(self, what: str) -> None:
-        if self.flat._prefix:
+        if self._lead:
             raise ValueError(
                 f"{what} needs one scalar output without a batch; this Hessian has leading "
-                f"axes {self.flat._prefix}. Use to_sparse('bcoo') or to_sparse('dense')."
+                f"axes {self._lead}. Use to_sparse('bcoo') or to_sparse('dense')."
             )
 
     @property

@@ -14,9 +14,11 @@ from ._mesh import NO_MESH, Placement, gather_results, pad_rows, place_point, pl
 from ._tree import Layout
 
 # Chunks of this many seeds or more try lax.map as well as vmap (see Kernels.serial), and
-# keep lax.map when it ran this many times faster.
+# keep lax.map when it ran this many times faster; smaller ones try it when their
+# vmapped run took this many seconds or more.
 SERIAL_MIN = 16
 SERIAL_MARGIN = 1.25
+SERIAL_SLOW = 0.01
 
 
 class Kernels:
@@ -145,6 +147,8 @@ class Kernels:
         """
         lay = self.layout
         if self.mode == "fwd_over_rev":
+            if lin is None:  # no state: see `_once_impl`
+                return jax.jvp(lambda z: self._first(z, dyn, False)[0], (x,), (v,))[1], None
             return lin(v), None
         if self.mode == "rev_over_rev":
             if lay.batch is not None:
@@ -192,7 +196,13 @@ class Kernels:
         return self._trees.get(("state", _signature(x, dyn))), leaves
 
     def _once_impl(self, exact_nan: bool, x, dyn, labels, ids, serial: bool = False):
-        tree, leaves = self._state_impl(x, dyn)
+        # Forward over reverse differentiates the gradient along the seeds directly: no
+        # state is kept, and linearising first measured up to 1.7x slower for one seed
+        # (CLPLATEA, n = 1e5: 556 us against 325 us; equal from 4 seeds on).
+        if self.mode == "fwd_over_rev":
+            tree, leaves = None, []
+        else:
+            tree, leaves = self._state_impl(x, dyn)
         return self._seeded_impl(exact_nan, tree, leaves, x, dyn, labels, ids, serial=serial)
 
     def serial(self, key: tuple) -> bool:
@@ -201,27 +211,29 @@ class Kernels:
         ``vmap`` evaluates a chunk's seeds as one batched program, usually the faster;
         but batched gathers and scatters are slow on CPU, where ``lax.map`` over the same
         seeds measured 2-10x faster (RANDSP8 n=1e4, 165 seeds: 504 ms vs 53 ms; SPARSINE,
-        64: 36 vs 19 ms) and 1.5-2x slower elsewhere (BDQRTIC, ARROW2). Chunks of at least
-        ``SERIAL_MIN`` seeds try both: vmapped first, then mapped once it has been timed
-        compiled, then whichever ran faster (by ``SERIAL_MARGIN``). Never on a mesh,
-        whose devices share each chunk's seeds.
+        64: 36 vs 19 ms; RANDSP8 n=1e5, 6 seeds: 127 vs 65 ms) and 1.5-2x slower elsewhere
+        (BDQRTIC, ARROW2, GENROSE). A chunk kind runs vmapped first; once timed compiled,
+        it also tries ``lax.map`` (one more compile) when it has at least ``SERIAL_MIN``
+        seeds, or at least two whose vmapped run took ``SERIAL_SLOW`` or more (long enough
+        for the compile to pay soon); then it keeps whichever ran faster (by
+        ``SERIAL_MARGIN``). Never on a mesh, whose devices share each chunk's seeds.
         """
-        if key[-1] < SERIAL_MIN or self.placement.devices > 1:  # a mesh splits seeds
+        size = key[-1]
+        if size < 2 or self.placement.devices > 1:  # a mesh splits seeds
             return False
         seen = self._times.get(key, {})
         vmapped, mapped = seen.get(False, []), seen.get(True, [])
         if len(vmapped) < 2:
             return False
         if len(mapped) < 2:
-            return True
+            return size >= SERIAL_MIN or min(vmapped[1:]) >= SERIAL_SLOW
         return min(mapped[1:]) * SERIAL_MARGIN < min(vmapped[1:])
 
     def timed(self, key: tuple, serial: bool, seconds: float) -> None:
         """Record a concrete run of a ``key`` chunk (the first of each way compiles)."""
-        if key[-1] >= SERIAL_MIN:
-            runs = self._times.setdefault(key, {}).setdefault(serial, [])
-            if len(runs) < 3:
-                runs.append(seconds)
+        runs = self._times.setdefault(key, {}).setdefault(serial, [])
+        if len(runs) < 3:
+            runs.append(seconds)
 
     def once(self, x, dyn, labels, ids, exact_nan: bool, serial: bool = False) -> jax.Array:
         """``seeded``'s HVP results at a point whose state is not kept, in one compiled call.

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._csr import lookup
-from ._structure import SeedFamily, Structure, distinct
+from ._structure import SeedFamily, Structure, distinct, distinct_inverse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,30 +156,34 @@ def _cover(open_, r, c, pos, structure, diagonal, assign) -> None:
             ),
         )
         best = min(cost for cost, _ in options)
-        for i, j, rows_i, cols_j in (
-            (r, c, distinct_rows, distinct_cols),
-            (c, r, distinct_cols, distinct_rows),
-        ):
-            # A partial coloring for every row is a coloring of the whole matrix: the
-            # global one (fewest of star and column) already is no worse. For the diagonal
-            # a distance-1 coloring needs no more colors than a partial (distance-2) one.
-            if diagonal or rows_i.size == n:
-                continue
-            if structure.block_degree(rows_i, cols_j) < best:
-                partial = structure.partial(rows_i, cols_j)
+        # A partial coloring for every row is a coloring of the whole matrix: the global
+        # one (fewest of star and column) already is no worse. For the diagonal a
+        # distance-1 coloring needs no more colors than a partial (distance-2) one.
+        if not diagonal and min(distinct_rows.size, distinct_cols.size) < n:
+            # The block rows x cols; by symmetry its transpose is the block cols x rows.
+            bi, bj, _ = structure.cells(distinct_rows, distinct_cols)
+            for i, j, rows_i, cols_j, cells in (
+                (r, c, distinct_rows, distinct_cols, (bi, bj)),
+                (c, r, distinct_cols, distinct_rows, (bj, bi)),
+            ):
+                # A column coloring needs at least as many colors as a row has entries.
+                if rows_i.size == n or np.bincount(cells[0]).max(initial=0) >= best:
+                    continue
+                partial = structure.partial(rows_i, cols_j, cells)
                 options.append(
                     (
                         partial.size,
                         lambda f=partial, i=i, j=j: assign(open_, f, f.labels[j], i),
                     )
                 )
+                best = min(best, partial.size)  # the other orientation must beat it
     min(options, key=lambda option: option[0])[1]()
 
 
 def _slots(family_of, label, read, families, held_by) -> Plan:
     """The plan once every entry has a ``(family, label)``: cached seeds first."""
     width = max((f.size for f in families), default=1) + 1
-    codes, inverse = np.unique(family_of * width + label, return_inverse=True)
+    codes, inverse = distinct_inverse(family_of * width + label, len(families) * width)
     fam, lab = codes // width, codes % width
     is_cached = np.zeros(codes.size, dtype=bool)
     for k, held in held_by.items():
@@ -192,6 +196,6 @@ def _slots(family_of, label, read, families, held_by) -> Plan:
     return Plan(
         seeds=seeds,
         reused=int(is_cached.sum()),
-        slot=rank[inverse.reshape(-1)],
+        slot=rank[inverse],
         read=read,
     )

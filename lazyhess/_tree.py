@@ -6,6 +6,7 @@ import dataclasses
 import math
 import struct
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import Any
 
 import jax
@@ -204,8 +205,9 @@ class Layout:
         """The leading axes of blocks for output leaf ``out``: its shape, or the batch."""
         return (self.batch,) if self.batch is not None else self.outputs[out].shape
 
+    @cached_property
     def structure(self) -> Any:
-        """jax.hessian's nesting with a :class:`BlockSpec` at every leaf."""
+        """jax.hessian's nesting with a :class:`BlockSpec` at every leaf (immutable)."""
         k = len(self.inputs)
 
         def per_output(o: int) -> Any:

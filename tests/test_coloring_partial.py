@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import lazyhess
 from benchmarks.bench_coloring import PATTERNS, tridiagonal
-from lazyhess.coloring import partial_coloring
+from lazyhess.coloring import block_coloring, partial_coloring
 
 
 def assert_block_recovered(pattern, rows, cols, colors):
@@ -48,6 +48,19 @@ def test_random_requests_both_orientations(request):
     pattern, rows, cols = request
     assert_block_recovered(pattern, rows, cols, partial_coloring(pattern, rows, cols))
     assert_block_recovered(pattern, cols, rows, partial_coloring(pattern, cols, rows))
+
+
+@settings(max_examples=40, deadline=None)
+@given(requests())
+def test_block_entries_in_any_order(request):
+    """The planner's route: the block's stored entries, shuffled, instead of a pattern."""
+    pattern, rows, cols = request
+    rows, cols = np.unique(rows), np.unique(cols)
+    block = sp.coo_array(pattern[np.ix_(rows, cols)])
+    order = np.random.default_rng(rows.size).permutation(block.nnz)
+    colors = block_coloring(block.row[order], block.col[order], rows.size, cols.size)
+    assert_block_recovered(pattern, rows, cols, colors)
+    assert colors.max(initial=-1) == partial_coloring(pattern, rows, cols).max(initial=-1)
 
 
 @pytest.mark.parametrize("name", ["9-point grid (FMINSRF2)", "ARROW(2)", "SPARSINE"])

@@ -165,3 +165,37 @@ def test_repr():
     assert repr(Ht[0]) == "HessianNode(H[0], tuple of 2 block(s))"
     assert repr(Ht[0][1]) == "HessianBlock(H[0][1], shape=(6, 6), dtype=float64)"
     assert Ht.shape == (((6, 6), (6, 6)), ((6, 6), (6, 6)))
+
+
+def test_a_point_is_freed_when_dropped_and_its_views_outlive_it():
+    """No reference cycle holds a point's cache; views handed out keep their Hessian."""
+    import gc
+    import weakref
+
+    d = {"a": X, "b": X[:2]}
+    f = lambda p: jnp.sum(p["a"] ** 3) * jnp.sum(p["b"]) + jnp.sum(jnp.sin(p["a"]))  # noqa: E731
+    ref = jax.jit(jax.hessian(f))(d)
+    H0 = lazyhess.hessian(f, d)
+    gc.disable()
+    try:
+        for request in (
+            lambda H: H["a"]["a"][2],
+            lambda H: H["a"]["b"][1, 0],
+            lambda H: H.to_sparse("csr"),
+            lambda H: H.flat.diagonal(),
+            lambda H: H[:],
+        ):
+            H = H0.at(d)
+            request(H)
+            engine = weakref.ref(H._engine)
+            del H
+            assert engine() is None
+        H = H0.at(d)
+        block, node, flat, op = H["a"]["b"], H["a"], H.flat, H.as_linear_operator()
+        del H
+        np.testing.assert_allclose(block[1], ref["a"]["b"][1], rtol=1e-6)
+        np.testing.assert_allclose(node["a"][0], ref["a"]["a"][0], rtol=1e-6)
+        np.testing.assert_allclose(flat[0, :6], ref["a"]["a"][0], rtol=1e-6)
+        np.testing.assert_allclose(op @ np.eye(8)[:, 6], flat[:, 6], rtol=1e-6)
+    finally:
+        gc.enable()

@@ -158,3 +158,50 @@ def test_large_chunks_run_seed_after_seed_when_that_was_faster():
     H[0]  # the point's first request; then chunks of 16 unit seeds, mapped
     np.testing.assert_allclose(H[:, 1:33], ref[:, 1:33], rtol=1e-12, atol=1e-12)
     assert H.cache_info().hvps == 33
+
+
+def test_small_slow_chunks_try_lax_map():
+    kernels = lazyhess.hessian(genrose, X)._kernels
+    slow, fast = ("once", False, 4), ("once", False, 6)
+    for key, seconds in ((slow, 0.02), (fast, 0.002)):
+        kernels.timed(key, False, 1.0)  # compiles: not compared
+        kernels.timed(key, False, seconds)
+    assert kernels.serial(slow)  # 20 ms vmapped: try lax.map
+    assert not kernels.serial(fast)  # 2 ms: not worth another compile
+    kernels.timed(slow, True, 1.0)
+    kernels.timed(slow, True, 0.019)
+    assert not kernels.serial(slow)  # not faster by the margin: back to vmap
+    kernels.timed(slow, True, 0.01)
+    assert kernels.serial(slow)
+    one = ("once", True, 1)
+    kernels.timed(one, False, 1.0)
+    kernels.timed(one, False, 0.05)
+    assert not kernels.serial(one)  # a single seed has nothing to map over
+
+
+def test_large_results_are_exact_and_independent():
+    """Results of 32 MiB or more are built in fresh pages and handed to jax without a copy."""
+    n = 20_000
+
+    def chain(x):
+        return jnp.sum(x**4) / 4 + jnp.sum(x[:-1] * x[1:])
+
+    def reference(x, rows):
+        # Closed form: 3 x_i^2 on the diagonal, 1 beside it.
+        out = np.zeros((rows.size, n))
+        out[np.arange(rows.size), rows] = 3 * np.asarray(x)[rows] ** 2
+        for shift in (-1, 1):
+            inside = (rows + shift >= 0) & (rows + shift < n)
+            out[np.flatnonzero(inside), rows[inside] + shift] = 1.0
+        return out
+
+    x = jnp.linspace(-1.0, 1.0, n)
+    rows = np.sort(np.random.default_rng(0).choice(n, 210, replace=False))
+    H = lazyhess.hessian(chain, x)
+    first = H[rows]
+    assert first.nbytes >= 2**25
+    second = H.at(2 * x)[rows]
+    third = H[rows]  # from the cache, into a new result
+    np.testing.assert_array_equal(first, reference(x, rows))
+    np.testing.assert_array_equal(second, reference(2 * x, rows))
+    np.testing.assert_array_equal(third, first)

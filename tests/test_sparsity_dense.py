@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks.problems import PROBLEMS
 from lazyhess import SparsityPattern, hessian_sparsity
-from lazyhess.sparsity import _detect
+from lazyhess.sparsity import _detect, _probe
 
 
 def mlp_loss(sizes=(8, 24, 24, 4), batch=16):
@@ -162,3 +162,97 @@ def test_product_of_two_dependent_matrices_pairs_their_entries():
     x = jnp.asarray(np.random.default_rng(1).normal(size=12))
     numeric = np.asarray(jax.jit(jax.hessian(f))(x)) != 0
     np.testing.assert_array_equal(hessian_sparsity(f, x).to_dense(), numeric)
+
+
+def _all_pairs(x):
+    y = x.reshape(-1, 3)
+    d = y[:, None, :] - y[None, :, :]
+    return jnp.sum(1.0 / jnp.sqrt(jnp.sum(d * d, -1) + 1.0))
+
+
+def _all_pairs_mapped(x):
+    y = x.reshape(-1, 3)
+
+    def one(yi):
+        d = y - yi
+        return jnp.sum(1.0 / jnp.sqrt(jnp.sum(d * d, -1) + 1.0))
+
+    return jnp.sum(jax.lax.map(jax.checkpoint(one), y, batch_size=16))
+
+
+_W = np.random.default_rng(0).normal(size=(20, 300))
+_MASK = np.where(np.arange(300) % 4 == 0, 0.0, 1.5)
+
+# Each exercises rules of the bit probe: broadcasts, masks of constant zeros, quotients,
+# selects, transposes, slices, concatenation, reductions, contractions, calls and scans.
+BIT_PROBED = {
+    "band": lambda x: jnp.sum(x[1:] * x[:-1]) + jnp.sum(x[:120]) ** 2,
+    "dense map": lambda x: jnp.sum(jnp.tanh(_W @ x)),
+    "masks": lambda x: (
+        jnp.sum(jnp.sin(_MASK * x) * x[::-1]) + jnp.sum(jnp.where(_MASK > 0, x**2, x))
+    ),
+    "quotients": lambda x: jnp.sum(x[:150] / (1.0 + x[150:] ** 2)) + jnp.sum(0.0 / x),
+    "x.T @ x": lambda x: jnp.sum(jnp.exp(x.reshape(10, 30).T @ x.reshape(10, 30))),
+    "concatenate": lambda x: jnp.sum(
+        jnp.concatenate([x[:100] * x[100:200], jnp.zeros(5), x[200:]]) ** 3
+    ),
+    "reductions": lambda x: (
+        jnp.sum(jnp.max(x.reshape(30, 10), axis=1) ** 2) + jnp.sum(x.reshape(30, 10), 0).sum() ** 2
+    ),
+    "all pairs": _all_pairs,
+    "all pairs, lax.map": _all_pairs_mapped,
+    "map, partly read": lambda x: jnp.sum(
+        jax.lax.map(lambda r: jnp.sum(jnp.tanh(r * x[:3])), x.reshape(-1, 3))[:40] ** 2
+    ),
+    "jit": lambda x: jax.jit(lambda y: jnp.sum(jnp.tanh(y[:50]) * y[50:100]))(x) + jnp.sum(x**2),
+    "scans": lambda x: (
+        jax.lax.scan(lambda c, xi: (c * jnp.sin(xi), c + xi), 1.0, x[:50])[0]
+        + jnp.sum(jax.lax.scan(lambda c, xi: (c, c * xi), 0.5, x)[1])
+    ),
+    "batched einsum": lambda x: jnp.sum(
+        jnp.tanh(
+            jnp.einsum("bij,bjk->bik", x[:288].reshape(2, 12, 12), x[:288].reshape(2, 12, 12))
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BIT_PROBED))
+def test_bit_probe_gives_the_exact_pattern_on_its_sampled_inputs(name, monkeypatch):
+    # The bit probe answers alone (no fallback to the CSR probe) and equals the
+    # submatrix of the full pattern on its sample.
+    f, n = BIT_PROBED[name], 300
+    full = hessian_sparsity(f, jnp.zeros(n)).to_dense()
+    sample = np.sort(np.random.default_rng(3).choice(n, 64, replace=False))
+    monkeypatch.setattr(_detect, "_interpret", lambda *a, **k: pytest.fail("CSR probe ran"))
+    density = _detect.probe_density(_closed(f, jnp.zeros(n)), [n], 0, sample)
+    assert density == full[np.ix_(sample, sample)].mean()
+
+
+def test_bit_probe_falls_back_where_it_has_no_rule():
+    # A constant with zeros in a contraction, and a product reduction: the CSR probe
+    # answers, exactly.
+    n = 200
+    w = np.where(np.arange(n) % 3 == 0, 0.0, 1.0) * np.ones((4, n))
+    f = lambda x: jnp.sum(jnp.tanh(w @ x)) + jnp.prod(x[:5])  # noqa: E731
+    closed = _closed(f, jnp.zeros(n))
+    sample = np.sort(np.random.default_rng(4).choice(n, 64, replace=False))
+    with pytest.raises(_probe.Unsupported):
+        _probe.probe_density(closed, [n], 0, sample)
+    full = hessian_sparsity(f, jnp.zeros(n)).to_dense()
+    assert _detect.probe_density(closed, [n], 0, sample) == full[np.ix_(sample, sample)].mean()
+
+
+def test_long_map_over_rows_is_detected():
+    # lax.map over 1400 rows is a scan too long to unroll (its ys were once refused): the
+    # fixed point of its carried dependencies gives a superset of the arrow pattern
+    # d²/dr_c dx_c tanh(r_c x_c) (rows r, the first row x_0..2 shared).
+    def f(x):
+        return jnp.sum(jax.lax.map(lambda r: jnp.sum(jnp.tanh(r * x[:3])), x.reshape(-1, 3)))
+
+    n = 4200
+    pattern = hessian_sparsity(f, jnp.zeros(n))
+    i = np.arange(n)
+    rows, cols = np.concatenate([i, i, i % 3]), np.concatenate([i, i % 3, i])
+    held = np.repeat(i, np.diff(pattern.indptr)) * n + pattern.indices
+    assert np.isin(rows * n + cols, held).all()

@@ -2,7 +2,8 @@
 
 ``hessian_coloring_from_sparsity`` (also exported at the top level) colors a whole pattern
 and returns a ``ColoredPattern`` that knows how to read every entry back from the
-compressed Hessian; ``partial_coloring`` colors just the columns a requested block needs.
+compressed Hessian; ``partial_coloring`` colors just the columns a requested block needs
+(``block_coloring`` when the block's entries are at hand).
 ``whole_cost`` is the model by which whole-Hessian colorings (``whole=True``,
 ``whole_coloring``) weigh colors against recovery by substitution.
 
@@ -14,6 +15,7 @@ colors, lives above both leaves.
 from ._api import (
     MethodOption,
     OrderOption,
+    block_coloring,
     check_options,
     hessian_coloring_from_sparsity,
     input_avals,
@@ -27,6 +29,7 @@ __all__ = [
     "ColoredPattern",
     "MethodOption",
     "OrderOption",
+    "block_coloring",
     "check_options",
     "hessian_coloring_from_sparsity",
     "input_avals",

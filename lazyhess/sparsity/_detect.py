@@ -21,7 +21,7 @@ from .._arguments import (
     split_aux,
 )
 from .._csr import entry_rows
-from . import _rules  # noqa: F401  (registers the primitive rules)
+from . import _probe, _rules  # noqa: F401  (_rules registers the primitive rules)
 from ._graph import (
     Interpreter,
     Node,
@@ -100,9 +100,15 @@ def probe_density(
 
     Exact for those inputs (sorted, distinct): the dependency rows restricted to them are
     the restrictions of the full rows, so each pair term gives exactly its entries among
-    them. Cost: one pass over the jaxpr with dependency rows of at most ``len(seeded)``
-    entries.
+    them. Up to `_probe.BITS` inputs, the bit probe (`_probe.probe_density`) answers where
+    it has a rule for every primitive: a few NumPy passes over each intermediate. Else
+    one pass over the jaxpr with dependency rows of at most ``len(seeded)`` entries.
     """
+    if seeded.size <= _probe.BITS:
+        try:
+            return _probe.probe_density(closed, leaf_sizes, n_dynamic, seeded)
+        except _probe.Unsupported:
+            pass
     n = int(sum(leaf_sizes))
     interp, _ = _interpret(closed, leaf_sizes, n_dynamic, seeded, shared=shared)
     indptr, indices = hessian_coordinates(interp.ops, n)

@@ -158,6 +158,17 @@ class OverBudget(Exception):  # noqa: N818  (a signal, caught by `detect`)
     """A dependency matrix would exceed the interpreter's ``budget`` of stored entries."""
 
 
+def fold_values(eqn, values: list) -> list:
+    """The output values of an equation from its operands' values (``None``: unknown).
+
+    Known when every operand value is and the outputs are plain arrays (not PRNG keys).
+    """
+    numeric = all(_numeric(getattr(v.aval, "dtype", bool)) for v in eqn.outvars)
+    if numeric and all(v is not None for v in values):
+        return _const.evaluate(eqn, values)
+    return [None] * len(eqn.outvars)
+
+
 Rule = Callable[["Interpreter", object, list[Node]], list[Node]]
 
 #: Rules by primitive name, filled in by the `_rules` package.
@@ -235,12 +246,8 @@ class Interpreter:
 
     def fold(self, eqn, ins: list[Node]) -> list[Node]:
         """Outputs of an equation none of whose operands depends on the inputs."""
-        avals = [v.aval for v in eqn.outvars]
-        numeric = all(_numeric(getattr(a, "dtype", bool)) for a in avals)
-        if numeric and all(i.value is not None for i in ins):
-            values = _const.evaluate(eqn, [i.value for i in ins if i.value is not None])
-            return [Node.of(a, value=v) for a, v in zip(avals, values, strict=True)]
-        return [Node.of(a) for a in avals]
+        values = fold_values(eqn, [i.value for i in ins])
+        return [Node.of(v.aval, value=x) for v, x in zip(eqn.outvars, values, strict=True)]
 
     def conservative(
         self, eqn, ins: list[Node], warn: bool = True, reason: str | None = None
@@ -269,6 +276,17 @@ class Interpreter:
 
     # ------------------------------------------------------------------ recording
 
+    def check_broadcast(self, size: int, sources: Sequence[Node]) -> None:
+        """Raises `OverBudget` early when ``sources`` broadcast to ``size`` elements would.
+
+        Numpy broadcasting repeats each source row ``size / source.size`` times, so the
+        count is exact and the index arrays of such a broadcast need not be built first.
+        """
+        if self.budget is not None:
+            count = sum(s.dep.nnz * (size // s.size) for s in sources if s.dep is not None)
+            if count > self.budget:
+                raise OverBudget(f"a dependency matrix of {count} entries")
+
     def link(self, aval_or_shape, sources, dtype=None) -> Node:
         """A node depending on each ``(node, map)`` source; records the links."""
         if dtype is None:
@@ -277,7 +295,9 @@ class Interpreter:
             shape = aval_or_shape
         sources = [(s, m) for s, m in sources if s.dep is not None]
         if self.budget is not None:
-            bound = sum(m.bound(s.dep) for s, m in sources)
+            bound = 0
+            for s, m in sources:
+                bound += m.bound(s.dep, self.budget - bound)
             if bound > self.budget:
                 raise OverBudget(f"a dependency matrix of up to {bound} entries")
         out = Node(shape, dtype, union([m.apply(s.dep) for s, m in sources]))

@@ -89,12 +89,22 @@ class IndexMap:
     def apply(self, d: sp.csr_array) -> sp.csr_array:
         return take_rows(d, self.idx)
 
-    def bound(self, d: sp.csr_array) -> int:
-        """The stored entries of ``apply(d)``, from the row counts alone. O(len(idx))."""
-        counts = row_counts(d)
+    def bound(self, d: sp.csr_array, limit: int | None = None) -> int:
+        """The stored entries of ``apply(d)``, from the row counts alone.
+
+        Counting stops once past ``limit`` (the result then only exceeds it). O(len(idx)),
+        or O(limit) for a map past it: a broadcast far over the budget is not counted whole.
+        """
+        counts = np.append(row_counts(d), 0)  # index -1 reads the 0
         if self.idx is None:
             return int(counts.sum())
-        return int(counts[self.idx[self.idx >= 0]].sum())
+        step = self.idx.size if limit is None else max(limit, 2**16)
+        total = 0
+        for start in range(0, self.idx.size, max(step, 1)):
+            total += int(counts[self.idx[start : start + step]].sum())
+            if limit is not None and total > limit:
+                break
+        return total
 
     def pull(self, live_out: np.ndarray, live_in: np.ndarray) -> None:
         if self.idx is None:
@@ -115,10 +125,10 @@ class MatrixMap:
     def apply(self, d: sp.csr_array) -> sp.csr_array:
         return self.mat @ d
 
-    def bound(self, d: sp.csr_array) -> int:
+    def bound(self, d: sp.csr_array, limit: int | None = None) -> int:  # noqa: ARG002
         """An upper bound on the stored entries of ``apply(d)`` (rows counted with repeats).
 
-        O(entries of ``mat``), computing no product.
+        O(entries of ``mat``), computing no product; ``limit`` is not used.
         """
         uses = np.bincount(self.mat.indices, minlength=shape_of(self.mat)[1])
         return int(uses @ row_counts(d))
@@ -154,8 +164,11 @@ class GroupMap:
         )
         return take_rows(gather @ d, self.g_out)
 
-    def bound(self, d: sp.csr_array) -> int:
-        """An upper bound on the stored entries of ``apply(d)``. O(operand + output size)."""
+    def bound(self, d: sp.csr_array, limit: int | None = None) -> int:  # noqa: ARG002
+        """An upper bound on the stored entries of ``apply(d)``; ``limit`` is not used.
+
+        O(operand + output size).
+        """
         keep = self.g_in >= 0
         per_group = np.bincount(
             self.g_in[keep], weights=row_counts(d)[keep], minlength=self.ngroups

@@ -101,7 +101,7 @@ def _loop(ctx, body, consts, init, xs_slices, num_ys):
         carry = _fresh(init, deps)
         sub = ctx.child()
         outs = sub.run_closed(body, [*consts, *carry, *xs_slices])
-        new = [union([c.dep, o.dep]) for c, o in zip(carry, outs, strict=True)]
+        new = [union([c.dep, o.dep]) for c, o in zip(carry, outs[: len(init)], strict=True)]
         if all(
             (a is None and b is None) or (a is not None and b is not None and a.nnz == b.nnz)
             for a, b in zip(deps, new, strict=True)

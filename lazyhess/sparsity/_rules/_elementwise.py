@@ -52,6 +52,7 @@ def _linear_elementwise(ctx: Interpreter, eqn, ins):
     multi = eqn.primitive.multiple_results
     for k, v in enumerate(eqn.outvars):
         srcs = [ins[k]] if multi else [i for i in ins if is_float(i.dtype)]
+        ctx.check_broadcast(v.aval.size, srcs)
         out = ctx.link(v.aval, [(i, IndexMap(bidx(i, v.aval.shape))) for i in srcs])
         if eqn.primitive.name == "abs" and jnp.issubdtype(ins[0].dtype, np.complexfloating):
             ctx.nonlinear(out)
@@ -159,8 +160,8 @@ def _nonlinear_elementwise(ctx, eqn, ins):
     ``{0, 1} × {0, 1}`` (``∂²/∂x0∂x1 x0**x1 = x0**(x1-1) (1 + x1 log x0)``).
     """
     (v,) = eqn.outvars
-    out = ctx.link(
-        v.aval, [(i, IndexMap(bidx(i, v.aval.shape))) for i in ins if is_float(i.dtype)]
-    )
+    srcs = [i for i in ins if is_float(i.dtype)]
+    ctx.check_broadcast(v.aval.size, srcs)
+    out = ctx.link(v.aval, [(i, IndexMap(bidx(i, v.aval.shape))) for i in srcs])
     ctx.nonlinear(out)
     return [out]

@@ -97,22 +97,27 @@ def _dot_general(ctx, eqn, ins):
     if rhs.dep is not None:
         sources.append((rhs, jac(rp, lhs, lp, False)))
     out = ctx.link(v.aval, sources)
-    if lhs.dep is not None and rhs.dep is not None:
-        ia, ib, e = _product_terms(lhs.dep, lp, rhs.dep, rp, nj)
-        ctx.pair(out, lhs, ia, rhs, ib, e)
+    if lhs.dep is not None and rhs.dep is not None and lp is not None and rp is not None:
+        left, right, e = product_terms(
+            np.diff(lhs.dep.indptr)[lp] > 0, np.diff(rhs.dep.indptr)[rp] > 0
+        )
+        ctx.pair(out, lhs, lp.ravel()[left], rhs, rp.ravel()[right], e)
     return [out]
 
 
-def _product_terms(lhs: sp.csr_array, lp, rhs: sp.csr_array, rp, nj: int):
-    """``(ia, ib, e)``: the terms ``lhs[b, i, c] rhs[b, j, c]`` of ``out[b, i, j]``.
+def product_terms(lhs: np.ndarray, rhs: np.ndarray):
+    """``(left, right, e)``: the terms ``lhs[b, i, c] rhs[b, j, c]`` of ``out[b, i, j]``.
 
-    ``lhs`` and ``rhs`` are the operands' dependency matrices. Only terms whose two
-    operand elements both depend on the inputs: the others add no pair. Cost O(those
-    terms), which is the product's flops when every element depends.
+    ``lhs`` (shape ``(nb, ni, nc)``) and ``rhs`` (``(nb, nj, nc)``) mark the operand
+    elements that depend on the inputs; only terms whose two elements are both marked add
+    a pair. ``left`` and ``right`` index the flattened operands, ``e`` the flattened
+    ``(nb, ni, nj)`` output. Cost O(those terms), the product's flops when every element
+    is marked.
     """
-    _, ni, nc = lp.shape
-    bl, il, cl = np.nonzero(np.diff(lhs.indptr)[lp] > 0)
-    br, jr, cr = np.nonzero(np.diff(rhs.indptr)[rp] > 0)
+    _, ni, nc = lhs.shape
+    nj = rhs.shape[1]
+    bl, il, cl = np.nonzero(lhs)
+    br, jr, cr = np.nonzero(rhs)
     key_r = br * nc + cr
     order = np.argsort(key_r, kind="stable")
     key_l = bl * nc + cl
@@ -121,10 +126,9 @@ def _product_terms(lhs: sp.csr_array, lp, rhs: sp.csr_array, rp, nj: int):
     left = np.repeat(np.arange(key_l.size), count)
     first = np.repeat(start - (np.cumsum(count) - count), count)
     right = order[first + np.arange(left.size)]
-    ia = lp[bl[left], il[left], cl[left]]
-    ib = rp[br[right], jr[right], cr[right]]
-    e = (bl[left] * ni + il[left]) * nj + jr[right]
-    return ia, ib, e
+    bl, il, cl = bl[left], il[left], cl[left]
+    br, jr, cr = br[right], jr[right], cr[right]
+    return (bl * ni + il) * nc + cl, (br * nj + jr) * nc + cr, (bl * ni + il) * nj + jr
 
 
 @register(
