@@ -5,6 +5,7 @@ directly with scipy, following the structures in PROBLEMS.md (0-based indices).
 
     python -m benchmarks.bench_coloring            # n = 1e3, 1e4, 1e5 (+ banded 1e6)
     python -m benchmarks.bench_coloring --sizes 1000 --repeats 3
+    python -m benchmarks.bench_coloring --steady 10000 --problems PENTADIAG BAND9
 """
 
 import argparse
@@ -266,47 +267,85 @@ def table(rows) -> str:
 
 
 # Problems of benchmarks/problems.py where acyclic colorings need fewer colors than star.
-STEADY_PROBLEMS = ("GENROSE", "PENTADIAG", "BAND9", "CLPLATEA", "FMINSRF2", "WOODS", "RANDSP2")
+STEADY_PROBLEMS = (
+    "GENROSE",
+    "PENTADIAG",
+    "BAND9",
+    "CLPLATEA",
+    "FMINSRF2",
+    "WOODS",
+    "RANDSP2",
+    "RANDSP8",
+    "SPARSINE",
+    "BDQRTIC",
+    "ARROW2",
+)
 
 
 # Problems for --accuracy: those of STEADY_PROBLEMS plus the ones with dense rows.
-ACCURACY_PROBLEMS = (*STEADY_PROBLEMS, "BDQRTIC", "ARROW2", "SPARSINE")
+ACCURACY_PROBLEMS = (*STEADY_PROBLEMS[:7], "BDQRTIC", "ARROW2", "SPARSINE")
 
 
-def steady(names, n):
-    """Jitted whole sparse Hessians, steady state: lazyhess (whole=True) against asdex.
+def steady(names, n, count=5):
+    """Jitted whole sparse Hessians, steady state: lazyhess against asdex, one process.
 
-    ``jax.jit(lazyhess.sparse_hessian(f, x))`` (acyclic coloring with substitution where
-    it pays) against ``jax.jit(asdex.hessian(f, x))`` and lazyhess with asdex's star
-    coloring, in alternating rounds in this process (best of the rounds' medians).
+    ``jax.jit(lazyhess.sparse_hessian(f, x))`` ("ours": the coloring ``whole=True``
+    picks, acyclic with substitution where the model says it pays) and the same with a
+    star and an acyclic coloring against ``jax.jit(asdex.hessian(f, x))``, in ``count``
+    alternating rounds per problem: each round's median per contender, then the best and
+    the median of the rounds. Colors: lazyhess star, column (largest-first; skipped with
+    a dense row), acyclic, and asdex's star coloring.
     """
     import asdex
     import jax
 
-    from benchmarks.bench_hessian import fmt, interleaved
+    from benchmarks.bench_hessian import fmt, once, rounds
     from benchmarks.problems import PROBLEMS
 
-    head = ["problem", "n", "colors: ours (method) / star / asdex", "ours", "ours star"]
-    head += ["asdex", "ours / asdex"]
+    head = ["problem", "n", "colors: star / column / acyclic / asdex", "ours (method)"]
+    head += ["ours star", "ours acyclic", "asdex", "ours / asdex: best, median"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
         f, x = PROBLEMS[name].make(n)
-        ours = lazyhess.sparse_hessian(f, x)
-        colored = lazyhess.hessian_coloring(f, x, whole=True)
-        star = lazyhess.hessian_coloring(f, x, method="star")
-        fns = {
-            "ours": jax.jit(ours),
-            "ours star": jax.jit(lazyhess.sparse_hessian_from_coloring(f, star)),
-            "asdex": jax.jit(asdex.hessian(f, x)),
+        pattern = lazyhess.hessian_sparsity(f, x)
+        colorings = {
+            method: lazyhess.hessian_coloring(f, x, method=method)
+            for method in ("star", "acyclic")
         }
-        values = {key: fn(x).todense() for key, fn in fns.items()}
-        assert np.allclose(values["ours"], values["asdex"], rtol=1e-8, atol=1e-8)
-        best = interleaved({key: (lambda fn=fn, x=x: fn(x).data) for key, fn in fns.items()})
+        ours = lazyhess.sparse_hessian(f, x)
+        chosen = lazyhess.hessian_coloring(f, x, whole=True).method
+        column = "—"
+        if np.diff(pattern.indptr).max() <= COLUMN_ROW_LIMIT:
+            column = str(
+                lazyhess.hessian_coloring_from_sparsity(
+                    pattern, "column", "largest_first"
+                ).num_colors
+            )
+        fns = {"asdex": jax.jit(asdex.hessian(f, x))}
+        for method, colored in colorings.items():
+            fns[method] = jax.jit(
+                lazyhess.sparse_hessian_from_coloring(f, colored, sample_args=(x,))
+            )
+        if chosen not in colorings:
+            fns[chosen] = jax.jit(ours)
+        reference = np.asarray(fns["asdex"](x).todense())
+        for key, fn in fns.items():
+            assert np.allclose(fn(x).todense(), reference, rtol=1e-8, atol=1e-8), key
+        calls = {key: (lambda fn=fn, x=x: fn(x).data) for key, fn in fns.items()}
+        slowest = max(once(call) for call in calls.values())
+        repeat = max(1, min(15, int(0.3 / max(slowest, 1e-6))))
+        times = rounds(calls, count, repeat)
+        best = {key: min(t) for key, t in times.items()}
+        median = {key: float(np.median(t)) for key, t in times.items()}
         a_colors = asdex.hessian_coloring(f, x).num_colors
-        cells = [name, str(x.size)]
-        cells.append(f"{colored.num_colors} ({colored.method}) / {star.num_colors} / {a_colors}")
-        cells += [fmt(best["ours"]), fmt(best["ours star"]), fmt(best["asdex"])]
-        cells.append(f"{best['ours'] / best['asdex']:.2f}x")
+        counts = [str(colorings["star"].num_colors), column]
+        counts += [str(colorings["acyclic"].num_colors), str(a_colors)]
+        cells = [name, str(x.size), " / ".join(counts)]
+        cells.append(f"{fmt(best[chosen])} ({chosen})")
+        cells += [fmt(best["star"]), fmt(best["acyclic"]), fmt(best["asdex"])]
+        ratio_best = best[chosen] / best["asdex"]
+        ratio_median = median[chosen] / median["asdex"]
+        cells.append(f"{ratio_best:.2f}x, {ratio_median:.2f}x")
         lines.append("| " + " | ".join(cells) + " |")
         print(lines[-1], file=sys.stderr, flush=True)
     return "\n".join(lines)
@@ -368,6 +407,13 @@ def main():
         help="instead: jitted whole-Hessian steady state against asdex at size N",
     )
     parser.add_argument(
+        "--problems",
+        nargs="+",
+        default=list(STEADY_PROBLEMS),
+        help="with --steady: the problems (default: those where acyclic drops colors)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="with --steady: rounds")
+    parser.add_argument(
         "--accuracy",
         type=int,
         metavar="N",
@@ -378,7 +424,7 @@ def main():
         print(accuracy(ACCURACY_PROBLEMS, args.accuracy))
         return
     if args.steady:
-        print(steady(STEADY_PROBLEMS, args.steady))
+        print(steady(args.problems, args.steady, args.rounds))
         return
     # Warm up numba's compiled kernels (loaded from its cache or compiled) outside timings.
     lazyhess.hessian_coloring_from_sparsity(grid9(100))

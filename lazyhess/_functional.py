@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import jaxpr_as_fun
 from jax.flatten_util import ravel_pytree
 from jax.sharding import PartitionSpec as P
 
@@ -21,10 +23,12 @@ from ._arguments import (
     is_array,
     split_aux,
 )
+from ._engine import CONSTANT_SEED_BYTES, concretely, is_traced
 from ._errors import VerificationError
 from ._formats import Format, check_format, pattern_output
+from ._hvp import Kernels
 from ._mesh import NO_MESH, Placement, gather_results, place_point, place_seeds, shard_rows
-from ._tree import Signature
+from ._tree import Layout, Signature, leaf_infos
 from .coloring import (
     ColoredPattern,
     MethodOption,
@@ -118,23 +122,31 @@ class Point(NamedTuple):
     """What one evaluation of a :class:`Program` returns.
 
     ``compressed`` is ``B``, or with a reducing program on a mesh the Hessian's stored
-    entries (``nnz`` values in pattern order).
+    entries (``nnz`` values in pattern order). ``anchor`` is the sum of the point's
+    elements (see :meth:`Program.data`; ``None`` on a mesh).
     """
 
     value: jax.Array
     aux: Any
     compressed: jax.Array
     inputs: Any
+    anchor: jax.Array | None = None
 
 
 class Program:
     """``f``, its aux and ``B`` (``B[c] = H @ s_c`` over a coloring's seeds), in one trace.
 
-    ``f`` is traced once per input shapes and non-array arguments: the gradient is
-    linearised (``fwd_over_rev``), pulled back (``rev_over_rev``) or differentiated per
-    seed (``rev_over_fwd``), and the value and aux come out of that same trace. Seeds are
-    built on the device from the colors, ``chunk_size`` of them per vmapped batch. The
-    compiled program is kept for calls with the same non-array arguments; inside a caller's
+    ``f`` is traced once per input shapes and non-array arguments; the HVPs come from the
+    lazy object's kernels (``Kernels.products``: the gradient linearised, pulled back or
+    differentiated per seed, by ``mode``), and the value and aux from that same trace.
+    Seeds enter the program as constants (up to ``CONSTANT_SEED_BYTES``, as in the lazy
+    object's traced requests: XLA folds them through the derivative) or are built on the
+    device from the colors. They run vmapped, ``chunk_size`` per batch, or seed after seed
+    (``lax.map``) where that measured faster (``Kernels.serial``'s rule), and ``B`` is
+    materialised before its decompression where that measured faster: the first call with
+    concrete arguments (the call's own, else the sample's) times the ways once and keeps
+    the choice (see ``_choose``; it costs two or three more compilations). The compiled
+    program is kept for calls with the same non-array arguments; inside a caller's
     ``jax.jit`` it is traced into the caller's program.
     """
 
@@ -159,7 +171,7 @@ class Program:
                 f"argnums={argnums!r}, but the coloring was built for argnums={recorded!r}; "
                 "leave argnums out (the coloring knows it) or color for these argnums."
             )
-        resolved: str = mode or coloring.mode or "fwd_over_rev"
+        resolved = cast(Mode, mode or coloring.mode or "fwd_over_rev")
         check_options(
             fun, mode=resolved, chunk_size=chunk_size, has_aux=has_aux, holomorphic=holomorphic
         )
@@ -168,7 +180,7 @@ class Program:
         self.argnums = argnums
         self.has_aux = has_aux
         self.holomorphic = holomorphic
-        self.mode = resolved
+        self.mode: Mode = resolved
         self.chunk_size = chunk_size
         self.placement = placement
         self.reduce = reduce and placement.mesh is not None
@@ -177,7 +189,9 @@ class Program:
                 "a coloring recovered by substitution (method='acyclic') cannot be decompressed "
                 "per device; color with method='star' or 'column' for a mesh."
             )
-        self._compiled: tuple[Signature, Callable] | None = None
+        self.sample: tuple[tuple, dict] | None = None
+        self._compiled: tuple[Signature, Kernels, dict[tuple, tuple]] | None = None
+        self._way: tuple[bool, bool] | None = None
         self._static_aux: dict[tuple, tuple] = {}
 
     def check(self, args: tuple, kwargs: dict) -> tuple[Signature, Any]:
@@ -216,80 +230,227 @@ class Program:
             )
         return signature, primals
 
+    def sampled(self, args: tuple, kwargs: dict) -> None:
+        """Check sample arguments now and keep them for the seeds' measurement.
+
+        Only concrete samples are kept (not tracers or ``jax.ShapeDtypeStruct``).
+        """
+        self.check(args, kwargs)
+        leaves = jax.tree_util.tree_leaves((args, kwargs))
+        if not is_traced(leaves) and not any(isinstance(a, jax.ShapeDtypeStruct) for a in leaves):
+            self.sample = (args, kwargs)
+
     def __call__(self, args: tuple, kwargs: dict) -> Point:
         """``f``'s value and aux, and ``B`` of shape ``(num_colors, n)``, at ``args``."""
         signature, primals = self.check(args, kwargs)
         dyn = signature.dynamic(args, kwargs)
         if self._compiled is None or not self._compiled[0].same_statics(signature):
             self._static_aux.clear()
-            self._compiled = (signature, jax.jit(self._program(signature)))
-        value, aux, compressed = self._compiled[1](primals, dyn)
+            self._compiled = (signature, self._kernels(signature, primals), {})
+        serial = self._choose(args, kwargs)[0]
+        # Inside a caller's trace the program is traced inline: a nested jit's seeds reach
+        # XLA as the inner call's operands, which it then folds less (CLPLATEA star at
+        # n = 1e4: 276 against 130 us).
+        traced = is_traced((args, kwargs))
+        if traced:
+            run = self._program(self._compiled[1], serial)
+        else:
+            run = self._jitted(serial, primals, dyn)
+        value, aux, compressed, anchor = run(primals, dyn)
         if self.has_aux:
             treedef, static = self._static_aux[_avals_key((primals, dyn))]
             arrays = iter(aux)
             aux = jax.tree_util.tree_unflatten(
                 treedef, [next(arrays) if s is None else s[0] for s in static]
             )
-        return Point(value, aux, compressed, input_avals(args, self.argnums))
+        return Point(value, aux, compressed, input_avals(args, self.argnums), anchor)
 
-    def _program(self, signature: Signature) -> Callable:
-        fun, has_aux, placement = self.fun, self.has_aux, self.placement
+    def _kernels(self, signature: Signature, primals: Any) -> Kernels:
+        """The HVP kernels of ``fun`` as a scalar of the flat differentiated inputs.
 
-        def program(primals: Any, dyn: list) -> tuple[Any, list, jax.Array]:
-            flat, unravel = ravel_pytree(primals)
+        Non-array leaves of the aux are kept aside (by input shapes) and put back by
+        ``__call__``, so only arrays travel through the derivatives.
+        """
+        fun, has_aux = self.fun, self.has_aux
+
+        def call(prims: Any, dyn: list) -> tuple[jax.Array, list]:
+            out = signature.call(fun, prims, dyn)
+            if not has_aux:
+                return scalar_output(out), []
+            out, aux = split_aux(out, True)
+            leaves, treedef = jax.tree_util.tree_flatten(aux)
+            dynamic = [is_array(leaf) for leaf in leaves]
+            static = [None if d else (leaf,) for d, leaf in zip(dynamic, leaves, strict=True)]
+            self._static_aux[_avals_key((prims, dyn))] = (treedef, static)
+            return scalar_output(out), [leaf for d, leaf in zip(dynamic, leaves, strict=True) if d]
+
+        paths = jax.tree_util.tree_flatten_with_path(primals)[0]
+        inputs = leaf_infos(paths, drop_leading=False)
+        dtype = jnp.result_type(*(leaf.dtype for leaf in inputs)) if inputs else float
+        scalar = jax.ShapeDtypeStruct((), dtype)
+        outputs = leaf_infos([((), scalar)], drop_leading=False)
+        tree = jax.tree_util.tree_structure(primals)
+        layout = Layout(tree, inputs, jax.tree_util.tree_structure(scalar), outputs, None)
+        return Kernels(call, layout, self.mode, self.holomorphic)
+
+    def _traced(self, serial: bool, primals: Any, dyn: list) -> Callable:
+        """The program from one trace of ``fun`` per input shapes, to jit in several ways.
+
+        The compiled program and the measurements of :meth:`_choose` evaluate this one
+        trace's equations inline, so ``fun`` is traced once however many are compiled.
+        """
+        assert self._compiled is not None
+        programs = self._compiled[2]
+        key = (serial, _avals_key((primals, dyn)))
+        if key not in programs:
+            program = self._program(self._compiled[1], serial)
+            closed, shape = jax.make_jaxpr(program, return_shape=True)(primals, dyn)
+            body, tree = jaxpr_as_fun(closed), jax.tree_util.tree_structure(shape)
+
+            def traced(primals: Any, dyn: list) -> Any:
+                return jax.tree_util.tree_unflatten(
+                    tree, body(*jax.tree_util.tree_leaves((primals, dyn)))
+                )
+
+            programs[key] = (traced, jax.jit(traced))
+        return programs[key][0]
+
+    def _jitted(self, serial: bool, primals: Any, dyn: list) -> Callable:
+        """The compiled program for concrete calls, one per way of running the seeds."""
+        self._traced(serial, primals, dyn)
+        assert self._compiled is not None
+        return self._compiled[2][serial, _avals_key((primals, dyn))][1]
+
+    def _per_batch(self) -> int:
+        count = self.coloring.num_colors
+        return min(self.chunk_size or count, count)
+
+    def _choose(self, args: tuple, kwargs: dict) -> tuple[bool, bool]:
+        """``(serial, materialise)``: how the seeds run and ``B`` is read, measured once.
+
+        ``serial``: seed after seed (``lax.map``) instead of vmapped, by ``Kernels.serial``'s
+        rule (tried with ``SERIAL_MIN`` or more seeds per batch, or slow vmapped batches;
+        each way's program run twice, the first compiles). ``materialise``: ``B`` passes through a
+        conditional before decompression (see :meth:`data`), kept when the whole program
+        (HVPs and decompression) ran faster so (twice each way, the first compiles). The
+        measurement needs concrete arguments: this call's, else host copies of the
+        sample's; without them the defaults (vmapped, materialised) serve, undecided.
+        Never on a mesh, whose devices share each chunk's seeds and reduce what they read,
+        nor with several processes (each would time, and might choose, differently).
+        """
+        if self._way is not None:
+            return self._way
+        if self.placement.mesh is not None:
+            self._way = (False, False)
+            return self._way
+        if jax.process_count() > 1:
+            # Every process must compile the same program; timings would differ.
+            self._way = (False, True)
+            return self._way
+        if is_traced((args, kwargs)):
+            if self.sample is None:
+                return (False, True)
+            # Host copies: the sample's own placement (an explicit mesh, say) would leak
+            # into the caller's trace, in which this measurement runs.
+            args, kwargs = jax.tree_util.tree_map(
+                lambda a: np.asarray(a) if isinstance(a, jax.Array) else a, self.sample
+            )
+        assert self._compiled is not None
+        kernels = self._compiled[1]
+        signature, primals = self.check(args, kwargs)
+        dyn = signature.dynamic(args, kwargs)
+        size = self._per_batch()
+        key = ("program", size)
+        serial = False
+        with concretely():
+            if size >= 2:
+                for _ in range(4):
+                    way = kernels.serial(key)
+                    start = time.perf_counter()
+                    jax.block_until_ready(self._jitted(way, primals, dyn)(primals, dyn))
+                    kernels.timed(key, way, time.perf_counter() - start)
+                serial = kernels.serial(key)
+            seconds = {}
+            for materialise in (False, True) if not serial else ():
+                whole = jax.jit(self._whole(primals, dyn, materialise))
+                runs = []
+                for _ in range(3):
+                    start = time.perf_counter()
+                    jax.block_until_ready(whole(primals, dyn))
+                    runs.append(time.perf_counter() - start)
+                seconds[materialise] = min(runs[1:])
+        self._way = (serial, bool(seconds) and seconds[True] < seconds[False])
+        return self._way
+
+    def _whole(self, primals: Any, dyn: list, materialise: bool) -> Callable:
+        """The vmapped program and its decompression, as a caller's trace holds them."""
+        program = self._traced(False, primals, dyn)
+
+        def whole(primals: Any, dyn: list) -> jax.Array:
+            _, _, compressed, anchor = program(primals, dyn)
+            return self._decompressed(compressed, anchor if materialise else None)
+
+        return whole
+
+    def _program(self, kernels: Kernels, serial: bool) -> Callable:
+        layout, placement = kernels.layout, self.placement
+
+        def program(primals: Any, dyn: list) -> tuple[Any, list, jax.Array, Any]:
+            flat = layout.ravel(jax.tree_util.tree_leaves(primals))
             flat = place_point(flat, placement)
-            key = _avals_key((primals, dyn))
-
-            def scalar(z: jax.Array) -> tuple[jax.Array, tuple[jax.Array, list]]:
-                out = signature.call(fun, unravel(z), dyn)
-                if not has_aux:
-                    out = scalar_output(out)
-                    return out, (out, [])
-                out, aux = split_aux(out, True)
-                leaves, treedef = jax.tree_util.tree_flatten(aux)
-                dynamic = [is_array(leaf) for leaf in leaves]
-                static = [None if d else (leaf,) for d, leaf in zip(dynamic, leaves, strict=True)]
-                self._static_aux[key] = (treedef, static)
-                out = scalar_output(out)
-                return out, (out, [leaf for d, leaf in zip(dynamic, leaves, strict=True) if d])
-
             if placement.mesh is not None:
-                return self._on_mesh(scalar, flat)
-            per_seed, value_aux = self._products(scalar, flat)
-            rows, extra = self._rows(per_seed, flat, np.arange(self.coloring.num_colors))
-            if value_aux is None:
-                # rev_over_fwd: every seed's trace evaluated fun; read the first.
-                value_aux = scalar(flat)[1] if extra is None else extra
-            return value_aux[0], value_aux[1], gather_results(rows, flat, placement, False)
+                return (*self._on_mesh(kernels, flat, dyn), None)
+            anchor = jnp.sum(flat)  # a reduction: x may be sharded, where slices are refused
+            product, first = kernels.products(flat, dyn)
+            ids = np.arange(self.coloring.num_colors, dtype=np.int32)
+            rows, extra = self._rows(product, flat, ids, serial)
+            if first is None:  # rev_over_fwd: every seed's trace evaluated fun; read the first.
+                first = kernels._call(layout.unravel(flat), dyn) if extra is None else extra
+            return first[0], first[1], gather_results(rows, flat, placement, False), anchor
 
         return program
 
-    def _rows(self, per_seed: Callable, flat: jax.Array, ids: Any) -> tuple[Any, Any]:
-        """``(rows, extra)``: ``per_seed`` over the seeds of colors ``ids``, stacked.
+    def _rows(self, product: Callable, flat: jax.Array, ids: Any, serial: bool) -> tuple:
+        """``(rows, extra)``: ``product`` over the seeds of colors ``ids``, ``(k, n)``.
 
-        ``chunk_size`` seeds per vmapped batch (ids of ``-2`` pad the last chunk with zero
-        seeds); ``extra`` is the first seed's (``None`` when there is no seed).
+        Seeds are constants when ``ids`` are known and small enough, else built from the
+        colors on the device (ids of ``-2`` give zero seeds). ``chunk_size`` seeds per
+        vmapped batch, or one at a time with ``serial``; ``extra`` is the first seed's
+        (``None`` when there is no seed).
         """
+        n, dtype = flat.size, flat.dtype
+        count = len(ids)
+        if count == 0:
+            return jnp.zeros((0, n), dtype), None
         labels = np.asarray(self.coloring.colors, dtype=np.int32)
+        constant = isinstance(ids, np.ndarray)
+        constant = constant and count * n * np.dtype(dtype).itemsize <= CONSTANT_SEED_BYTES
+        if constant:
+            items = jnp.asarray((labels[None, :] == ids[:, None]).astype(dtype))
+        else:
+            items = jnp.asarray(ids, dtype=jnp.int32)
 
         def batch(chunk: jax.Array) -> Any:
-            seeds = (jnp.asarray(labels)[None, :] == chunk[:, None]).astype(flat.dtype)
-            return jax.vmap(per_seed)(place_seeds(seeds, flat, NO_MESH))
+            seeds = chunk if constant else (labels[None, :] == chunk[:, None]).astype(dtype)
+            seeds = place_seeds(seeds, flat, NO_MESH)
+            return jax.lax.map(product, seeds) if serial else jax.vmap(product)(seeds)
 
-        chosen = jnp.asarray(ids, dtype=jnp.int32)
-        count, size = chosen.shape[0], self.chunk_size
-        if count == 0:
-            return jnp.zeros((0, flat.size), flat.dtype), None
-        if size is None or size >= count:
-            rows, extra = batch(chosen)
-            return rows, jax.tree_util.tree_map(lambda a: a[0], extra)
+        size = 1 if serial else min(self.chunk_size or count, count)
+        if size == count:
+            rows, extra = batch(items)
+            return rows.reshape(count, n), jax.tree_util.tree_map(lambda a: a[0], extra)
         chunks = -(-count // size)
-        padded = jnp.pad(chosen, (0, chunks * size - count), constant_values=-2)
-        rows, extra = jax.lax.map(batch, padded.reshape(chunks, size))
+        fill = 0 if constant else -2
+        padded = jnp.pad(
+            items, [(0, chunks * size - count)] + [(0, 0)] * (items.ndim - 1), constant_values=fill
+        )
+        rows, extra = jax.lax.map(batch, padded.reshape((chunks, size) + items.shape[1:]))
         first = jax.tree_util.tree_map(lambda a: a[0, 0], extra)
-        return rows.reshape(-1, flat.size)[:count], first
+        return rows.reshape(-1, n)[:count], first
 
-    def _on_mesh(self, scalar: Callable, flat: jax.Array) -> tuple[Any, list, jax.Array]:
+    def _on_mesh(
+        self, kernels: Kernels, flat: jax.Array, dyn: list
+    ) -> tuple[Any, list, jax.Array]:
         """The program's value, aux and result with colors shared out over the seed axis.
 
         Device ``j`` of the axis linearises at its copy of ``x`` and evaluates the HVPs of
@@ -307,17 +468,18 @@ class Program:
         where = coloring.recover_color.astype(np.int64) * n + coloring.recover_index
 
         def body(mine: jax.Array, z: jax.Array) -> tuple[Any, list, jax.Array]:
-            per_seed, value_aux = self._products(scalar, z)
-            if value_aux is None:
-                value_aux = scalar(z)[1]
+            product, first = kernels.products(z, dyn)
+            rows, extra = self._rows(product, z, mine, False)
+            if first is None:
+                first = kernels._call(kernels.layout.unravel(z), dyn) if extra is None else extra
             # Replicated over the mesh's other axes, should x be sharded over them.
-            rows = gather_results(self._rows(per_seed, z, mine)[0], z, NO_MESH, False)
+            rows = gather_results(rows, z, NO_MESH, False)
             if not self.reduce:
-                return value_aux[0], value_aux[1], jax.lax.all_gather(rows, axis, tiled=True)
+                return first[0], first[1], jax.lax.all_gather(rows, axis, tiled=True)
             local = jnp.asarray(where) - jax.lax.axis_index(axis) * (per * n)
             inside = (local >= 0) & (local < per * n)
             read = jnp.take(rows.reshape(-1), jnp.clip(local, 0, per * n - 1))
-            return value_aux[0], value_aux[1], jax.lax.psum(jnp.where(inside, read, 0), axis)
+            return first[0], first[1], jax.lax.psum(jnp.where(inside, read, 0), axis)
 
         # Without the replication check: the point is invariant over the axis but its
         # tangents (seeds) vary, which the check's types refuse in linearize and grad; the
@@ -332,31 +494,37 @@ class Program:
         )(shard_rows(jnp.asarray(ids), placement), flat)
         return value, aux, out if self.reduce else out[:count]
 
-    def _products(self, scalar: Callable, flat: jax.Array) -> tuple[Callable, Any]:
-        """``(per_seed, value_aux)``: ``per_seed(s) = (H s, extra)``, the value and aux."""
-        holomorphic = self.holomorphic
-        grad = jax.grad(scalar, has_aux=True, holomorphic=holomorphic)
-        if self.mode == "fwd_over_rev":
-            _, linear, (value, aux) = jax.linearize(grad, flat, has_aux=True)
-            return lambda s: (linear(s), None), (value, aux)
-        if self.mode == "rev_over_rev":
-            _, pullback, (value, aux) = jax.vjp(grad, flat, has_aux=True)
-            return lambda s: (pullback(s)[0], None), (value, aux)
+    def data(self, point: Point) -> Any:
+        """The Hessian's stored entries in pattern order from ``point.compressed`` (``B``).
 
-        def per_seed(s: jax.Array) -> tuple[jax.Array, Any]:
-            def directional(z: jax.Array) -> tuple[jax.Array, Any]:
-                _, tangent, value_aux = jax.jvp(scalar, (z,), (s,), has_aux=True)
-                return tangent, value_aux
+        Inside a trace on CPU, ``B`` passes through a conditional first where that
+        measured faster (see :meth:`_choose`; both branches decompress alike, on a
+        predicate from ``point.anchor``, the sum of ``x``): XLA's CPU compiler otherwise
+        fuses the HVPs into every gather that reads ``B`` and recomputes them per entry
+        read (PENTADIAG and CLPLATEA at n = 1e4: 2.4x slower), while a conditional's
+        operand is always materialised. Where the HVPs are cheap (WOODS) or constant
+        (RANDSP2, folded away by XLA with the decompression) fusing is as fast or faster.
+        A predicate read from ``B`` itself would split its fusion (WOODS: 1.4x slower).
+        Other platforms decompress directly.
+        """
+        materialise = self._way is None or self._way[1]
+        return self._decompressed(point.compressed, point.anchor if materialise else None)
 
-            return jax.grad(directional, has_aux=True, holomorphic=holomorphic)(flat)
+    def _decompressed(self, compressed: jax.Array, anchor: Any) -> Any:
+        """``B``'s entries; through a conditional on ``anchor`` when given and traced."""
+        decompress = self.coloring.decompress_data
+        if anchor is None or not is_traced(compressed):
+            return decompress(compressed)
 
-        return per_seed, None
+        def materialised(b: jax.Array) -> jax.Array:
+            return jax.lax.cond(anchor == anchor, decompress, decompress, b)
+
+        return jax.lax.platform_dependent(compressed, cpu=materialised, default=decompress)
 
     def decompress(self, point: Point, format: Format) -> Any:
         """The flat ``n x n`` Hessian of ``point`` in ``format`` (lazyhess's format names)."""
-        coloring = self.coloring
-        data = point.compressed if self.reduce else coloring.decompress_data(point.compressed)
-        return pattern_output(data, coloring.csr, format)
+        data = point.compressed if self.reduce else self.data(point)
+        return pattern_output(data, self.coloring.csr, format)
 
 
 def _detected(
@@ -429,7 +597,7 @@ def sparse_hessian_from_coloring(
         fun, coloring, argnums, has_aux, holomorphic, mode, chunk_size, placement, reduce=True
     )
     if sample_args:
-        program.check(tuple(sample_args), sample_kwargs or {})
+        program.sampled(tuple(sample_args), sample_kwargs or {})
 
     def hess(*args: Any, **kwargs: Any) -> Any:
         point = program(args, kwargs)
@@ -479,9 +647,11 @@ def sparse_hessian(
         fun,
         coloring,
         format,
+        sample_args=sample_args,
         has_aux=has_aux,
         holomorphic=holomorphic,
         chunk_size=chunk_size,
+        sample_kwargs=sample_kwargs,
         mesh=mesh,
         seed_axis=axis,
     )
@@ -514,6 +684,7 @@ def value_and_sparse_hessian(
     program = Program(
         fun, coloring, None, has_aux, holomorphic, None, chunk_size, placement, reduce=True
     )
+    program.sampled(sample_args, sample_kwargs)
 
     def value_and_hess(*args: Any, **kwargs: Any) -> Any:
         point = program(args, kwargs)
@@ -546,6 +717,7 @@ def compressed_hessian(
     placement = Placement(mesh, check_mesh(mesh, seed_axis))
     coloring = _detected(fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode)
     program = Program(fun, coloring, None, has_aux, holomorphic, None, chunk_size, placement)
+    program.sampled(sample_args, sample_kwargs)
 
     def compute(*args: Any, **kwargs: Any) -> Any:
         point = program(args, kwargs)

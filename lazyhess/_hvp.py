@@ -66,10 +66,11 @@ class Kernels:
         self._units = jax.jit(self._units_impl, static_argnums=0)
         self._first_order_jit = jax.jit(self._first_order)
 
-    def _flat(self, x: jax.Array, dyn: Any) -> jax.Array:
-        out, _ = self._call(self.layout.unravel(x), dyn)
+    def _flat(self, x: jax.Array, dyn: Any) -> tuple[jax.Array, tuple[Any, Any]]:
+        """The flat output (``q`` elements) and ``(output, aux)`` of the same evaluation."""
+        out, aux = self._call(self.layout.unravel(x), dyn)
         y = jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree_util.tree_leaves(out)])
-        return jnp.sum(y, keepdims=True) if self.layout.batch is not None else y
+        return (jnp.sum(y, keepdims=True) if self.layout.batch is not None else y), (out, aux)
 
     def _first_order(self, x: jax.Array, dyn: Any) -> tuple[Any, Any, Any]:
         """``(output, gradient, aux)``, the gradient shaped like ``jax.jacrev``'s.
@@ -106,23 +107,80 @@ class Kernels:
     def _q(self) -> int:
         return 1 if self.layout.batch is not None else self.layout.p
 
-    def _first(self, x: jax.Array, dyn: Any) -> jax.Array:
-        """The first derivative of the flat output, shaped ``(p, n)``."""
+    def _derivative(self, fn: Callable, x: jax.Array) -> tuple[jax.Array, Any]:
+        """``(d fn / d x as (p, n), aux)`` for ``fn(x) = (q outputs, aux)`` (scalar if q = 1)."""
+        derivative = jax.grad if self._q() == 1 else jax.jacrev
+        g, aux = derivative(fn, has_aux=True, holomorphic=self.holomorphic)(x)
+        return g.reshape(self.layout.p, self.layout.n), aux
+
+    def _first(self, x: jax.Array, dyn: Any, value: bool) -> tuple[jax.Array, Any]:
+        """The flat output's first derivative ``(p, n)`` and, with ``value``, its ``first``.
+
+        ``first`` is ``(output, aux)`` of the same trace (aux leaves must then be arrays),
+        else ``None``.
+        """
+
+        def flat(z: jax.Array) -> tuple[jax.Array, Any]:
+            y, first = self._flat(z, dyn)
+            return (y[0] if self._q() == 1 else y), (first if value else None)
+
+        return self._derivative(flat, x)
+
+    def _linear(self, x: jax.Array, dyn: Any, value: bool = False) -> tuple[Any, Any]:
+        """``(lin, first)``: the gradient's linear map at ``x`` and ``_first``'s ``first``.
+
+        ``lin`` is the gradient's linearisation (``fwd_over_rev``) or its VJP
+        (``rev_over_rev``); ``rev_over_fwd`` has none (``(None, None)``): each product
+        differentiates afresh (see ``_product``). The one place the modes are told apart.
+        """
+        if self.mode == "rev_over_fwd":
+            return None, None
+        linear = jax.linearize if self.mode == "fwd_over_rev" else jax.vjp
+        _, lin, first = linear(lambda z: self._first(z, dyn, value), x, has_aux=True)
+        return lin, first
+
+    def _product(self, lin: Any, x: jax.Array, dyn: Any, v: jax.Array, value: bool = False):
+        """``(H v, first)`` for one direction ``v`` of shape ``(d,)``, ``H v`` as ``(p, n)``.
+
+        ``first`` is ``(output, aux)`` of the product's own trace with ``value`` in
+        ``rev_over_fwd`` (which evaluates ``fun`` per direction), else ``None``.
+        """
         lay = self.layout
-        if self._q() == 1:
-            g = jax.grad(lambda z: self._flat(z, dyn)[0], holomorphic=self.holomorphic)(x)
-        else:
-            g = jax.jacrev(lambda z: self._flat(z, dyn), holomorphic=self.holomorphic)(x)
-        return g.reshape(lay.p, lay.n)
+        if self.mode == "fwd_over_rev":
+            if lin is None:  # no state: see `_once_impl`
+                return jax.jvp(lambda z: self._first(z, dyn, False)[0], (x,), (v,))[1], None
+            return lin(v), None
+        if self.mode == "rev_over_rev":
+            if lay.batch is not None:
+                return lin(v.reshape(lay.p, lay.n))[0].reshape(lay.p, lay.n), None
+            cotangents = jnp.eye(lay.p, dtype=v.dtype)[:, :, None] * v[None, None, :]
+            return jax.vmap(lambda ct: lin(ct)[0])(cotangents), None
+
+        def flat(w: jax.Array) -> tuple[jax.Array, Any]:
+            y, first = self._flat(w, dyn)
+            return y, (first if value else None)
+
+        def directional(z: jax.Array) -> tuple[jax.Array, Any]:
+            _, tangent, first = jax.jvp(flat, (z,), (v,), has_aux=True)
+            return (tangent[0] if self._q() == 1 else tangent), first
+
+        return self._derivative(directional, x)
+
+    def products(self, x: jax.Array, dyn: Any) -> tuple[Callable, Any]:
+        """``(product, first)`` in the caller's trace, the output and aux included.
+
+        ``product(v)`` is ``(H v, first_v)`` for one direction ``v`` (``(d,)``), ``H v``
+        as ``(p, n)``; ``first`` is ``(output, aux)`` from the linearisation's trace, or
+        ``None`` in ``rev_over_fwd``, whose ``first_v`` carry it instead. Aux leaves must
+        be arrays. Used by the functional API's programs (``_functional.Program``).
+        """
+        lin, first = self._linear(x, dyn, value=True)
+        return (lambda v: self._product(lin, x, dyn, v, value=True)), first
 
     def _state_impl(self, x: jax.Array, dyn: Any) -> tuple[Any, list]:
         """``(tree, leaves)``: the linear map's static structure and its residuals."""
-        x = place_point(x, self.placement)
-        if self.mode == "fwd_over_rev":
-            _, lin = jax.linearize(lambda z: self._first(z, dyn), x)
-        elif self.mode == "rev_over_rev":
-            _, lin = jax.vjp(lambda z: self._first(z, dyn), x)
-        else:
+        lin, _ = self._linear(place_point(x, self.placement), dyn)
+        if lin is None:
             return None, []
         leaves, tree = jax.tree_util.tree_flatten(lin)
         return tree, leaves
@@ -214,27 +272,9 @@ class Kernels:
         return (self._trees.get(("state", _signature(x, dyn))), leaves), out
 
     def _hvp(self, tree: Any, leaves: list, x: jax.Array, dyn: Any, v: jax.Array) -> jax.Array:
-        """H v for one direction ``v`` of shape ``(d,)``, as ``(p, n)``."""
-        lay = self.layout
-        if self.mode == "fwd_over_rev":
-            if tree is None:  # no state: see `_once_impl`
-                return jax.jvp(lambda z: self._first(z, dyn), (x,), (v,))[1]
-            return jax.tree_util.tree_unflatten(tree, leaves)(v)
-        if self.mode == "rev_over_rev":
-            pullback = jax.tree_util.tree_unflatten(tree, leaves)
-            if lay.batch is not None:
-                return pullback(v.reshape(lay.p, lay.n))[0].reshape(lay.p, lay.n)
-            cotangents = jnp.eye(lay.p, dtype=v.dtype)[:, :, None] * v[None, None, :]
-            return jax.vmap(lambda ct: pullback(ct)[0])(cotangents)
-
-        def directional(z: jax.Array) -> jax.Array:
-            return jax.jvp(lambda w: self._flat(w, dyn), (z,), (v,))[1]
-
-        if self._q() == 1:
-            g = jax.grad(lambda z: directional(z)[0], holomorphic=self.holomorphic)(x)
-        else:
-            g = jax.jacrev(directional, holomorphic=self.holomorphic)(x)
-        return g.reshape(lay.p, lay.n)
+        """H v for one direction ``v`` of shape ``(d,)``, as ``(p, n)``, from a kept state."""
+        lin = None if tree is None else jax.tree_util.tree_unflatten(tree, leaves)
+        return self._product(lin, x, dyn, v)[0]
 
     def _apply_impl(
         self, keep: bool, tree: Any, leaves: list, x: jax.Array, dyn: Any, v, serial=False
