@@ -35,8 +35,9 @@ ALIASES = {"numpy_dense": "numpy", "scipy_coo": "coo", "scipy_csr": "csr", "scip
 # (a transfer) than by ``jnp.asarray`` (a transfer and a compiled copy): 1e6 float64 took
 # 0.64 ms against 1.25 ms on CPU; below 3e4, ``jnp.asarray`` is faster (14 us vs 28 us).
 LARGE_TRANSFER = 2**16
-# Results of this many bytes or more are allocated as fresh pages (see host_zeros).
-LARGE_RESULT = 2**25
+# Results of this many bytes or more are allocated as fresh pages (see host_zeros): from
+# here on numpy asks the kernel for huge pages.
+LARGE_RESULT = 2**22
 
 
 # A host scalar reaches the device fastest as the argument of a compiled identity, whose
@@ -65,11 +66,13 @@ def to_device(values: Any) -> jax.Array:
 def host_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """A zero host array for a result; large ones are fresh pages, zeroed on first touch.
 
-    A large ``np.zeros`` is mapped too, but numpy asks for huge pages, so each 2 MB region
-    a scattered write touches is cleared whole: 100 rows at n = 1e5 (80 MB, ~300 entries)
-    cost 13 ms to fill, and the array's offset from the page (glibc's chunk header) made
-    DLPack copy it (56 ms). Here both are page-aligned 4 KB pages: the fill costs the pages
-    written, the hand-off to jax none, and pages never written read as zeros.
+    From 4 MiB numpy asks for huge pages, so each 2 MB region a scattered write touches is
+    cleared whole, sometimes after the kernel compacts memory for it: 100 rows at n = 1e5
+    (80 MB, ~300 entries) cost 13 ms to fill, and 100 rows at n = 1e4 (8 MB) 2.2-6.4 ms
+    on CLPLATEA and WOODS instead of 1.3-1.4 ms. The array's offset from the page also made
+    DLPack copy it (56 ms at 80 MB). Here pages are 4 KB and page-aligned: the fill costs
+    about 2 us per page written (RANDSP8's 800 scattered entries: 10.5 ms against 8.9 ms),
+    the hand-off to jax nothing, and pages never written read as zeros.
     """
     size = math.prod(shape) * np.dtype(dtype).itemsize
     if size < LARGE_RESULT:
