@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +65,7 @@ class Kernels:
         self._once = jax.jit(self._once_impl, static_argnums=0, static_argnames=("serial",))
         self._times: dict[tuple, dict[bool, list[float]]] = {}
         self._units = jax.jit(self._units_impl, static_argnums=0)
+        self._fixed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._first_order_jit = jax.jit(self._first_order)
 
     def _flat(self, x: jax.Array, dyn: Any) -> tuple[jax.Array, tuple[Any, Any]]:
@@ -195,14 +197,16 @@ class Kernels:
         leaves = self._linearize(x, dyn)
         return self._trees.get(("state", _signature(x, dyn))), leaves
 
-    def _once_impl(self, exact_nan: bool, x, dyn, labels, ids, serial: bool = False):
+    def _once_state(self, x, dyn) -> tuple[Any, list]:
         # Forward over reverse differentiates the gradient along the seeds directly: no
         # state is kept, and linearising first measured up to 1.7x slower for one seed
         # (CLPLATEA, n = 1e5: 556 us against 325 us; equal from 4 seeds on).
         if self.mode == "fwd_over_rev":
-            tree, leaves = None, []
-        else:
-            tree, leaves = self._state_impl(x, dyn)
+            return None, []
+        return self._state_impl(x, dyn)
+
+    def _once_impl(self, exact_nan: bool, x, dyn, labels, ids, serial: bool = False):
+        tree, leaves = self._once_state(x, dyn)
         return self._seeded_impl(exact_nan, tree, leaves, x, dyn, labels, ids, serial=serial)
 
     def serial(self, key: tuple) -> bool:
@@ -245,6 +249,26 @@ class Kernels:
         ``H.at(x).to_sparse()`` with the colors in one chunk.
         """
         return self._once(exact_nan, x, dyn, labels, ids, serial=serial)
+
+    def once_fixed(self, family: Any, x, dyn, seeds: Callable[[], Any], serial: bool = False):
+        """``once`` for a whole fixed family (a coloring), its seeds constants of the program.
+
+        XLA folds constant seeds through the derivative (gathers of the seed, products with
+        its zeros), which seeds built from labels on the device hide. ``seeds()`` builds
+        them (``(k, d)``), once per family and way; the program is kept while the
+        family lives (the structure holds it).
+        """
+        programs = self._fixed.setdefault(family, {})
+        program = programs.get(serial)
+        if program is None:
+            constant = seeds()
+
+            def fixed(x, dyn):
+                tree, leaves = self._once_state(x, dyn)
+                return self._apply_impl(False, tree, leaves, x, dyn, constant, serial)
+
+            program = programs[serial] = jax.jit(fixed)
+        return program(x, dyn)
 
     def _units_impl(self, chunk: int, x, dyn, labels):
         # The jitted linearisation: its trace is shared with `linearize`, so ``fun`` is

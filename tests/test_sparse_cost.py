@@ -188,6 +188,32 @@ def test_cached_colors_serve_later_requests_and_eviction_keeps_values():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fwd_over_rev", "rev_over_rev", "rev_over_fwd"])
+def test_whole_hessians_at_fresh_points_from_constant_seeds(mode):
+    """A fresh point's whole Hessian: its coloring's seeds are constants of one program."""
+    f, x = PROBLEMS["BAND9"].make(40)
+    H = lazyhess.hessian(f, x, mode=mode)
+    H.to_sparse()
+    reference = jax.jit(jax.hessian(f))
+    for shift in (0.1, 0.2):
+        fresh = H.at(x + shift)
+        dense = fresh.to_sparse("dense")
+        np.testing.assert_allclose(dense, reference(x + shift), rtol=1e-12, atol=1e-12)
+        assert hvps(fresh) == H._structure.whole_colored.num_colors
+    assert len(H._kernels._fixed) == 1  # one program for the family, reused
+
+    def per(w):
+        return jnp.sum(w[1:] ** 2 * w[:-1] ** 2) + jnp.sum(jnp.cos(w))
+
+    W = jax.random.normal(jax.random.PRNGKey(1), (3, 20))
+    Hb = lazyhess.hessian(jax.vmap(per), W, batch_axis=0, mode=mode)
+    Hb.to_sparse("bcoo")
+    batched = Hb.at(W + 0.5).to_sparse("bcoo").todense()
+    expected = jax.jit(jax.vmap(jax.hessian(per)))(W + 0.5)
+    np.testing.assert_allclose(batched, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
 def test_batch_one_coloring_serves_every_sample():
     def per(w):
         return jnp.sum(100.0 * (w[1:] - w[:-1] ** 2) ** 2 + (1.0 - w[:-1]) ** 2)
