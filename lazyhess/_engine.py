@@ -215,7 +215,6 @@ class Engine:
             return out[:k]
         kernels = self.kernels
         with concretely():
-            device_labels = self.structure.device_labels(family)
             once = self._first and only
             fixed = (
                 once
@@ -229,13 +228,14 @@ class Engine:
                 seeds = functools.partial(self._constant, family, labels)
                 run = functools.partial(kernels.once_fixed, family, self.x, self.dyn, seeds)
             elif once:
+                labels_on_device = self.structure.device_labels(family)
                 run = functools.partial(
-                    kernels.once, self.x, self.dyn, device_labels, ids, family.unit
+                    kernels.once, self.x, self.dyn, labels_on_device, ids, family.unit
                 )
             else:  # the point's linearisation, outside the timing below
-                state = self._state()
+                state, labels_on_device = self._state(), self.structure.device_labels(family)
                 run = functools.partial(
-                    kernels.seeded, state, self.x, self.dyn, device_labels, ids, family.unit
+                    kernels.seeded, state, self.x, self.dyn, labels_on_device, ids, family.unit
                 )
             start = time.perf_counter()
             block = fetch(run(serial))[:k]
