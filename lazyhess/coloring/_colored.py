@@ -1,7 +1,9 @@
 """The colored pattern: a coloring of a Hessian pattern and how to read the Hessian back."""
 
+import functools
 import json
 import os
+import warnings
 from typing import Any, Literal, cast, get_args
 
 import jax
@@ -103,6 +105,7 @@ class ColoredPattern:
         for array in (self.colors, self.rows, self.recover_color, self.recover_index):
             array.flags.writeable = False
         self._keys = None
+        self._steps = None
 
     def __repr__(self) -> str:
         return (
@@ -158,11 +161,19 @@ class ColoredPattern:
         """
         self._require_full_recovery("decompress_data")
         compressed = self._check_compressed(compressed)
-        if self.substitution is not None:
-            return self.substitution.solve(compressed)
         if isinstance(compressed, np.ndarray):
+            if self.substitution is not None:
+                return self.substitution.solve(compressed)
             return compressed.reshape(-1)[self._flat_index]
-        return take(compressed.reshape(-1), self._flat_index)
+        if self.substitution is None:
+            return take(compressed.reshape(-1), self._flat_index)
+        native = _native_module()
+        if native is None:
+            return self.substitution.solve(compressed)
+        if self._steps is None:
+            width = self.num_colors * self.n
+            self._steps = native.Steps(self.nnz, width, self.substitution)
+        return native.recover(compressed, self._steps, self.substitution.solve)
 
     def decompress_diagonal(self, compressed):
         """The Hessian's diagonal, read from the compressed matrix (any method).
@@ -277,6 +288,28 @@ class ColoredPattern:
                 f"{(self.num_colors, self.n)}; got {compressed.shape}"
             )
         return compressed
+
+
+@functools.cache
+def _native_module() -> Any:
+    """``_native`` (recovery on CPU in one compiled loop), or None without numba.
+
+    A jax whose FFI refuses the target (a future API version) also gets None, with a
+    warning: recovery then runs in XLA's own gather and scan, correct but slower.
+    """
+    try:
+        from . import _native
+    except ImportError:
+        return None
+    except RuntimeError as error:
+        warnings.warn(
+            f"lazyhess could not register its CPU recovery loop with XLA ({error}); "
+            "decompression falls back to XLA's gather, which is slower.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return _native
 
 
 def _direct_part(substitution: Substitution, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -146,6 +146,10 @@ class Substitution(NamedTuple):
             ``concatenate([B.ravel(), x])``: leaves and diagonal entries read ``B``,
             the others the solved ``x``.
         direct: bool per stored entry, True where ``source`` reads ``B`` itself.
+        edge: for each step, the position of its entry ``(parent, vertex)`` among the
+            stored entries, -1 for a root's step.
+        mirror: for each step, the position of the entry ``(vertex, parent)``, -1 for a
+            root's step.
     """
 
     read: np.ndarray
@@ -154,6 +158,8 @@ class Substitution(NamedTuple):
     sign: np.ndarray
     source: np.ndarray
     direct: np.ndarray
+    edge: np.ndarray
+    mirror: np.ndarray
 
     @classmethod
     def build(cls, csr: sp.csr_array, colors: np.ndarray, num_colors: int) -> "Substitution":
@@ -188,7 +194,7 @@ class Substitution(NamedTuple):
         source[mirror[down[edge]]] = solved
         direct = source < num_colors * n
         sign = np.where(depth % 2 == 0, 1, -1).astype(np.int8)
-        return cls(read, up, first, sign, source, direct)
+        return cls(read, up, first, sign, source, direct, down, np.where(edge, mirror[down], -1))
 
     def solve(self, compressed):
         """The pattern's stored entries from ``B`` (numpy: host loop; jax: prefix sum)."""
