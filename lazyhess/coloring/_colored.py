@@ -148,9 +148,10 @@ class ColoredPattern:
         A gather with constant index arrays: jit-able and differentiable in
         ``compressed``. Cost O(nnz). For an ``"acyclic"`` coloring the off-diagonal
         entries are solved by substitution, also O(nnz): on a numpy ``B`` a host loop
-        over the forest edges leaves first; on a jax ``B`` (traced or not) a gather, one
-        cumulative sum and two gathers, with rounding errors that grow with the size of
-        the trees (see the coloring guide for float32).
+        over the forest edges leaves first; on a jax ``B`` (traced or not) prefix sums,
+        run on CPU by one compiled loop inside the program (``_native``) and elsewhere
+        by a gather, a cumulative sum and two gathers, with rounding errors that grow
+        with the size of the trees (see the coloring guide for float32).
 
         Args:
             compressed: ``B``, shape ``(num_colors, n)``, ``B[c] = H @ s_c``.
