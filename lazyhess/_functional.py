@@ -35,6 +35,7 @@ from .coloring import (
     OrderOption,
     hessian_coloring_from_sparsity,
     input_avals,
+    whole_candidates,
 )
 from .coloring import check_options as check_coloring_options
 from .sparsity import hessian_sparsity
@@ -347,14 +348,10 @@ class Program:
             # Every process must compile the same program; timings would differ.
             self._way = (False, True)
             return self._way
-        if is_traced((args, kwargs)):
-            if self.sample is None:
-                return (False, True)
-            # Host copies: the sample's own placement (an explicit mesh, say) would leak
-            # into the caller's trace, in which this measurement runs.
-            args, kwargs = jax.tree_util.tree_map(
-                lambda a: np.asarray(a) if isinstance(a, jax.Array) else a, self.sample
-            )
+        concrete = self._concrete(args, kwargs)
+        if concrete is None:
+            return (False, True)
+        args, kwargs = concrete
         assert self._compiled is not None
         kernels = self._compiled[1]
         signature, primals = self.check(args, kwargs)
@@ -370,27 +367,56 @@ class Program:
                     jax.block_until_ready(self._jitted(way, primals, dyn)(primals, dyn))
                     kernels.timed(key, way, time.perf_counter() - start)
                 serial = kernels.serial(key)
-            seconds = {}
-            for materialise in (False, True) if not serial else ():
-                whole = jax.jit(self._whole(primals, dyn, materialise))
-                runs = []
-                for _ in range(3):
-                    start = time.perf_counter()
-                    jax.block_until_ready(whole(primals, dyn))
-                    runs.append(time.perf_counter() - start)
-                seconds[materialise] = min(runs[1:])
+            seconds = {
+                materialise: self._run_seconds(False, materialise, primals, dyn)
+                for materialise in ((False, True) if not serial else ())
+            }
         self._way = (serial, bool(seconds) and seconds[True] < seconds[False])
         return self._way
 
-    def _whole(self, primals: Any, dyn: list, materialise: bool) -> Callable:
-        """The vmapped program and its decompression, as a caller's trace holds them."""
-        program = self._traced(False, primals, dyn)
+    def _concrete(self, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        """Concrete arguments to time with: these, else host copies of the sample."""
+        if not is_traced((args, kwargs)):
+            return args, kwargs
+        if self.sample is None:
+            return None
+        # Host copies: the sample's own placement (an explicit mesh, say) would leak into
+        # the caller's trace, in which measurements run.
+        return jax.tree_util.tree_map(
+            lambda a: np.asarray(a) if isinstance(a, jax.Array) else a, self.sample
+        )
+
+    def seconds(self, args: tuple, kwargs: dict) -> float | None:
+        """The whole Hessian's time (HVPs and decompression, compiled, the ways chosen).
+
+        The best of two runs after a compiling one, at ``args`` or the sample's host copies;
+        ``None`` without concrete arguments.
+        """
+        concrete = self._concrete(args, kwargs)
+        if concrete is None:
+            return None
+        with concretely():
+            self(*concrete)
+            signature, primals = self.check(*concrete)
+            dyn = signature.dynamic(*concrete)
+            serial, materialise = self._choose(*concrete)
+            return self._run_seconds(serial, materialise, primals, dyn)
+
+    def _run_seconds(self, serial: bool, materialise: bool, primals: Any, dyn: list) -> float:
+        """Best of two runs, after a compiling one, of the program and its decompression."""
+        program = self._traced(serial, primals, dyn)
 
         def whole(primals: Any, dyn: list) -> jax.Array:
             _, _, compressed, anchor = program(primals, dyn)
             return self._decompressed(compressed, anchor if materialise else None)
 
-        return whole
+        compiled = jax.jit(whole)
+        runs = []
+        for _ in range(3):
+            start = time.perf_counter()
+            jax.block_until_ready(compiled(primals, dyn))
+            runs.append(time.perf_counter() - start)
+        return min(runs[1:])
 
     def _program(self, kernels: Kernels, serial: bool) -> Callable:
         layout, placement = kernels.layout, self.placement
@@ -527,6 +553,38 @@ class Program:
         return pattern_output(data, self.coloring.csr, format)
 
 
+class _Fastest:
+    """Of programs for one pattern with different colorings, the one that ran fastest.
+
+    ``whole_cost`` weighs an acyclic coloring against the direct one from the pattern
+    alone; how costly the HVPs are, and what XLA folds, only a run tells (RANDSP2's
+    Hessian is constant: its star program folds to a 16 µs copy, the acyclic one takes
+    135 µs; PENTADIAG's acyclic program is faster than star, which the model keeps). The
+    first call with concrete arguments, or with the sample's host copies inside a trace,
+    times each program's whole Hessian once (:meth:`Program.seconds`) and keeps the
+    fastest. Until then the first program (the model's choice) serves.
+    """
+
+    def __init__(self, programs: list[Program]):
+        self.programs = programs
+        self.chosen: Program | None = programs[0] if len(programs) == 1 else None
+
+    def __call__(self, args: tuple, kwargs: dict) -> Program:
+        if self.chosen is None:
+            # Every process must run the same program; timings would differ.
+            if jax.process_count() > 1:
+                self.chosen = self.programs[0]
+                return self.chosen
+            seconds = []
+            for program in self.programs:
+                measured = program.seconds(args, kwargs)
+                if measured is None:  # traced, and no concrete sample to time with
+                    return self.programs[0]
+                seconds.append(measured)
+            self.chosen = self.programs[int(np.argmin(seconds))]
+        return self.chosen
+
+
 def _detected(
     fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode, whole=True
 ) -> ColoredPattern:
@@ -626,10 +684,15 @@ def sparse_hessian(
     Detection and coloring run once here, from the shapes of ``sample_args`` (values are
     not used). Each call of the result costs ``num_colors`` HVPs; see
     :func:`sparse_hessian_from_coloring`. ``symmetric=True`` uses the cheapest coloring
-    for whole Hessians (``hessian_coloring(..., whole=True)``: acyclic with substitution
-    when its fewer colors pay, else star or column), ``False`` a column (distance-2)
-    coloring. With ``mesh=`` (see :func:`sparse_hessian_from_coloring`) every entry is
-    read directly (star or column), so each device decompresses its own colors.
+    for whole Hessians: when an acyclic coloring (recovery by substitution) needs fewer
+    colors than the direct one (star or column), the first call with concrete arguments
+    (or with the sample, inside a trace) runs the whole Hessian with each and keeps the
+    faster (``fun`` is then traced once per coloring, and two or three more programs
+    compile; ``lazyhess.coloring.whole_candidates``). Until then, and without a concrete
+    sample inside a trace, the one ``whole_cost`` prefers serves. ``False`` uses a column
+    (distance-2) coloring. With ``mesh=`` (see :func:`sparse_hessian_from_coloring`)
+    every entry is read directly (star or column), so each device decompresses its own
+    colors.
 
     Example:
         >>> import jax, jax.numpy as jnp, lazyhess
@@ -638,23 +701,26 @@ def sparse_hessian(
         >>> hess(jnp.ones(5)).shape
         (5, 5)
     """
-    format = format_name(output_format)
-    axis = check_mesh(mesh, seed_axis)
-    coloring = _detected(
-        fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode, mesh is None
-    )
-    return sparse_hessian_from_coloring(
+    value_and_hess = value_and_sparse_hessian(
         fun,
-        coloring,
-        format,
-        sample_args=sample_args,
+        *sample_args,
+        argnums=argnums,
         has_aux=has_aux,
         holomorphic=holomorphic,
+        mode=mode,
+        symmetric=symmetric,
+        output_format=output_format,
         chunk_size=chunk_size,
-        sample_kwargs=sample_kwargs,
         mesh=mesh,
-        seed_axis=axis,
+        seed_axis=seed_axis,
+        **sample_kwargs,
     )
+
+    def hess(*args: Any, **kwargs: Any) -> Any:
+        value, out = value_and_hess(*args, **kwargs)
+        return (out, value[1]) if has_aux else out
+
+    return hess
 
 
 def value_and_sparse_hessian(
@@ -678,15 +744,26 @@ def value_and_sparse_hessian(
     """
     format = format_name(output_format)
     placement = Placement(mesh, check_mesh(mesh, seed_axis))
-    coloring = _detected(
-        fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode, mesh is None
+    # Candidate colorings: the direct one and, when one needs fewer colors, an acyclic one
+    # (a mesh's devices each read their entries directly); the faster program serves.
+    direct = _detected(
+        fun, sample_args, sample_kwargs, argnums, has_aux, symmetric, mode, whole=False
     )
-    program = Program(
-        fun, coloring, None, has_aux, holomorphic, None, chunk_size, placement, reduce=True
-    )
-    program.sampled(sample_args, sample_kwargs)
+    colorings = [direct]
+    if symmetric and mesh is None:
+        colorings = whole_candidates(direct)
+        for colored in colorings:
+            colored.argnums, colored.inputs, colored.mode = direct.argnums, direct.inputs, mode
+    programs = [
+        Program(fun, c, None, has_aux, holomorphic, None, chunk_size, placement, reduce=True)
+        for c in colorings
+    ]
+    for program in programs:
+        program.sampled(tuple(sample_args), sample_kwargs)
+    fastest = _Fastest(programs)
 
     def value_and_hess(*args: Any, **kwargs: Any) -> Any:
+        program = fastest(args, kwargs)
         point = program(args, kwargs)
         value = (point.value, point.aux) if has_aux else point.value
         return value, program.decompress(point, format)

@@ -172,11 +172,14 @@ def test_value_and_sparse_hessian_traces_fun_once(mode):
 
     x = jnp.linspace(0.1, 1.0, 6)
     value_and_hess = lazyhess.value_and_sparse_hessian(f, x, mode=mode, chunk_size=2)
+    # A tridiagonal: star (3 colors) and acyclic (2) are both timed, each program once.
+    programs = len(lazyhess.coloring.whole_candidates(lazyhess.hessian_coloring(f, x)))
+    assert programs == 2
     traces.clear()
     value, H = value_and_hess(x)
-    assert len(traces) == 1
+    assert len(traces) == programs
     value_and_hess(x + 1.0)
-    assert len(traces) == 1
+    assert len(traces) == programs
     np.testing.assert_allclose(value, f(x), rtol=1e-12)
     np.testing.assert_allclose(H.todense(), jax.jit(jax.hessian(f))(x), rtol=1e-12)
     traces.clear()
@@ -224,3 +227,79 @@ def test_saved_coloring_keeps_what_it_was_built_for(tmp_path):
         lazyhess.sparse_hessian_from_coloring(f, loaded)(
             {"w": jnp.ones(2), "b": jnp.ones((2, 2))}, y
         )
+
+
+def test_whole_candidates_are_direct_and_fewer_acyclic_colors_model_first():
+    for name, model in (("BAND9", "acyclic"), ("PENTADIAG", "star")):
+        f, x = PROBLEMS[name].make(200)
+        direct = lazyhess.hessian_coloring(f, x)
+        candidates = lazyhess.coloring.whole_candidates(direct)
+        assert [c.method for c in candidates] == sorted(
+            ["star", "acyclic"], key=lambda m: m != model
+        )
+        assert direct in candidates
+        acyclic = next(c for c in candidates if c.method == "acyclic")
+        assert acyclic.num_colors < direct.num_colors
+        assert candidates[0].method == lazyhess.hessian_coloring(f, x, whole=True).method
+    f, x = PROBLEMS["ARWHEAD"].make(200)  # star: 2 colors, acyclic cannot do with fewer
+    direct = lazyhess.hessian_coloring(f, x)
+    assert lazyhess.coloring.whole_candidates(direct) == [direct]
+
+
+@pytest.mark.parametrize("faster", ["star", "acyclic"])
+@pytest.mark.parametrize("problem", ["BAND9", "PENTADIAG"])  # the model: acyclic, star
+@pytest.mark.parametrize("factory", ["sparse_hessian", "value_and_sparse_hessian"])
+def test_whole_hessian_programs_keep_the_coloring_that_ran_faster(
+    monkeypatch, faster, problem, factory
+):
+    # Both colorings are timed whichever the model prefers, and the run decides. Times are
+    # replaced so the choice is deterministic; which program serves is seen by its coloring.
+    f, x = PROBLEMS[problem].make(200)
+    used = []
+    measured = []
+    seconds = lazyhess._functional.Program.seconds
+
+    def timed(program, args, kwargs):
+        measured.append(seconds(program, args, kwargs))
+        return 1.0 if program.coloring.method == faster else 2.0
+
+    decompress = lazyhess._functional.Program.decompress
+
+    def recorded(program, point, format):
+        used.append(program.coloring.method)
+        return decompress(program, point, format)
+
+    monkeypatch.setattr(lazyhess._functional.Program, "seconds", timed)
+    monkeypatch.setattr(lazyhess._functional.Program, "decompress", recorded)
+    hess = getattr(lazyhess, factory)(f, x)
+    reference = jax.hessian(f)(x)
+    for point in (x, x + 0.5):
+        out = hess(point)
+        H = out[1] if factory == "value_and_sparse_hessian" else out
+        np.testing.assert_allclose(H.todense(), jax.hessian(f)(point), rtol=1e-10, atol=1e-10)
+    jitted = jax.jit(hess)(x)
+    H = jitted[1] if factory == "value_and_sparse_hessian" else jitted
+    np.testing.assert_allclose(H.todense(), reference, rtol=1e-10, atol=1e-10)
+    assert used == [faster] * 3
+    assert len(measured) == 2 and all(m is not None and m > 0 for m in measured)
+
+
+def test_whole_hessian_choice_waits_for_concrete_arguments(monkeypatch):
+    f, x = PROBLEMS["BAND9"].make(200)
+    measured = []
+    seconds = lazyhess._functional.Program.seconds
+
+    def recorded(program, args, kwargs):
+        measured.append(seconds(program, args, kwargs))
+        return measured[-1]
+
+    monkeypatch.setattr(lazyhess._functional.Program, "seconds", recorded)
+    shape = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    hess = lazyhess.sparse_hessian(f, shape)  # no concrete sample: nothing to time with
+    reference = jax.hessian(f)(x)
+    np.testing.assert_allclose(jax.jit(hess)(x).todense(), reference, rtol=1e-10, atol=1e-10)
+    assert measured == [None]  # traced: the model's choice serves, undecided
+    np.testing.assert_allclose(hess(x).todense(), reference, rtol=1e-10, atol=1e-10)
+    assert len(measured) == 3 and all(m is not None and m > 0 for m in measured[1:])
+    hess(x + 1.0)
+    assert len(measured) == 3  # decided once

@@ -5,7 +5,8 @@ and returns a ``ColoredPattern`` that knows how to read every entry back from th
 compressed Hessian; ``partial_coloring`` colors just the columns a requested block needs
 (``block_coloring`` when the block's entries are at hand).
 ``whole_cost`` is the model by which whole-Hessian colorings (``whole=True``,
-``whole_coloring``) weigh colors against recovery by substitution.
+``whole_coloring``) weigh colors against recovery by substitution; ``whole_candidates``
+lists the colorings a caller that can time them should try.
 
 A leaf package: it imports only the bottom layer of lazyhess (``_csr``, ``_formats``), never
 sparsity detection; ``lazyhess.hessian_coloring(fun, *args)``, which detects and then
@@ -20,6 +21,7 @@ from ._api import (
     hessian_coloring_from_sparsity,
     input_avals,
     partial_coloring,
+    whole_candidates,
     whole_coloring,
     whole_cost,
 )
@@ -34,6 +36,7 @@ __all__ = [
     "hessian_coloring_from_sparsity",
     "input_avals",
     "partial_coloring",
+    "whole_candidates",
     "whole_coloring",
     "whole_cost",
 ]

@@ -224,7 +224,7 @@ def _color(csr: sp.csr_array, method: str, order: str, pattern, whole: bool) -> 
         return ColoredPattern(csr, colors, method, order, pattern=pattern)
     best = _portfolio(graph, ("star", "column"), orders)
     direct = ColoredPattern(csr, best[3], best[1], best[2], pattern=pattern)
-    return _cheapest_whole(graph, direct, orders) if whole else direct
+    return _whole_candidates(graph, direct, orders)[0] if whole else direct
 
 
 def whole_coloring(direct: ColoredPattern) -> ColoredPattern:
@@ -235,20 +235,29 @@ def whole_coloring(direct: ColoredPattern) -> ColoredPattern:
     and any HVPs already computed with them, serve the whole Hessian too). Cost: the
     acyclic part of ``hessian_coloring_from_sparsity(..., whole=True)``.
     """
-    return _cheapest_whole(_Graph.of(direct.csr), direct, AUTO_ORDERS)
+    return whole_candidates(direct)[0]
 
 
-def _cheapest_whole(
+def whole_candidates(direct: ColoredPattern) -> list[ColoredPattern]:
+    """The colorings worth trying for a whole Hessian, ``whole_cost``'s preferred first.
+
+    ``direct``, and an acyclic coloring when one needs fewer colors. The model knows the
+    pattern only; a caller that can time both whole Hessians (as ``sparse_hessian`` does)
+    keeps the faster. Cost: as :func:`whole_coloring`.
+    """
+    return _whole_candidates(_Graph.of(direct.csr), direct, AUTO_ORDERS)
+
+
+def _whole_candidates(
     graph: "_Graph", direct: ColoredPattern, orders: tuple[Order, ...]
-) -> ColoredPattern:
-    """``direct``, or an acyclic coloring of ``graph`` that ``whole_cost`` prefers."""
+) -> list[ColoredPattern]:
     # Substitution only pays with fewer colors: the acyclic search stops at best - 1.
     best = (direct.num_colors, direct.method, direct.order, direct.colors)
     _, method, order, colors = _portfolio(graph, ("acyclic",), orders, best)
     if method != "acyclic":
-        return direct
+        return [direct]
     acyclic = ColoredPattern(graph.csr, colors, "acyclic", order, pattern=direct.pattern)
-    return acyclic if whole_cost(acyclic) < whole_cost(direct) else direct
+    return sorted([direct, acyclic], key=whole_cost)  # stable: a tie keeps direct
 
 
 def whole_cost(colored: ColoredPattern) -> float:
