@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple, cast
@@ -26,7 +27,7 @@ from ._arguments import (
 from ._engine import CONSTANT_SEED_BYTES, concretely, is_traced
 from ._errors import VerificationError
 from ._formats import Format, check_format, pattern_output
-from ._hvp import Kernels
+from ._hvp import Kernels, fastest_of
 from ._mesh import NO_MESH, Placement, gather_results, place_point, place_seeds, shard_rows
 from ._tree import Layout, Signature, leaf_infos
 from .coloring import (
@@ -333,7 +334,7 @@ class Program:
         rule (tried with ``SERIAL_MIN`` or more seeds per batch, or slow vmapped batches;
         each way's program run twice, the first compiles). ``materialise``: ``B`` passes through a
         conditional before decompression (see :meth:`data`), kept when the whole program
-        (HVPs and decompression) ran faster so (twice each way, the first compiles). The
+        (HVPs and decompression) ran faster so (the two raced by ``fastest_of``). The
         measurement needs concrete arguments: this call's, else host copies of the
         sample's; without them the defaults (vmapped, materialised) serve, undecided.
         Never on a mesh, whose devices share each chunk's seeds and reduce what they read,
@@ -367,11 +368,10 @@ class Program:
                     jax.block_until_ready(self._jitted(way, primals, dyn)(primals, dyn))
                     kernels.timed(key, way, time.perf_counter() - start)
                 serial = kernels.serial(key)
-            seconds = {
-                materialise: self._run_seconds(False, materialise, primals, dyn)
-                for materialise in ((False, True) if not serial else ())
-            }
-        self._way = (serial, bool(seconds) and seconds[True] < seconds[False])
+            materialise = not serial and bool(
+                fastest_of([self._run(False, m, primals, dyn) for m in (False, True)])
+            )
+        self._way = (serial, materialise)
         return self._way
 
     def _concrete(self, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
@@ -386,11 +386,11 @@ class Program:
             lambda a: np.asarray(a) if isinstance(a, jax.Array) else a, self.sample
         )
 
-    def seconds(self, args: tuple, kwargs: dict) -> float | None:
-        """The whole Hessian's time (HVPs and decompression, compiled, the ways chosen).
+    def runner(self, args: tuple, kwargs: dict) -> Callable[[], Any] | None:
+        """The whole Hessian (HVPs and decompression, the ways chosen), compiled, to time.
 
-        The best of two runs after a compiling one, at ``args`` or the sample's host copies;
-        ``None`` without concrete arguments.
+        A call of the result runs it at ``args``, or at the sample's host copies (inside a
+        trace, call it under ``concretely()``); ``None`` without concrete arguments.
         """
         concrete = self._concrete(args, kwargs)
         if concrete is None:
@@ -400,23 +400,17 @@ class Program:
             signature, primals = self.check(*concrete)
             dyn = signature.dynamic(*concrete)
             serial, materialise = self._choose(*concrete)
-            return self._run_seconds(serial, materialise, primals, dyn)
+            return self._run(serial, materialise, primals, dyn)
 
-    def _run_seconds(self, serial: bool, materialise: bool, primals: Any, dyn: list) -> float:
-        """Best of two runs, after a compiling one, of the program and its decompression."""
+    def _run(self, serial: bool, materialise: bool, primals: Any, dyn: list) -> Callable:
+        """A call of the program and its decompression at ``primals``, compiled."""
         program = self._traced(serial, primals, dyn)
 
         def whole(primals: Any, dyn: list) -> jax.Array:
             _, _, compressed, anchor = program(primals, dyn)
             return self._decompressed(compressed, anchor if materialise else None)
 
-        compiled = jax.jit(whole)
-        runs = []
-        for _ in range(3):
-            start = time.perf_counter()
-            jax.block_until_ready(compiled(primals, dyn))
-            runs.append(time.perf_counter() - start)
-        return min(runs[1:])
+        return functools.partial(jax.jit(whole), primals, dyn)
 
     def _program(self, kernels: Kernels, serial: bool) -> Callable:
         layout, placement = kernels.layout, self.placement
@@ -561,7 +555,7 @@ class _Fastest:
     Hessian is constant: its star program folds to a 16 µs copy, the acyclic one takes
     135 µs; PENTADIAG's acyclic program is faster than star, which the model keeps). The
     first call with concrete arguments, or with the sample's host copies inside a trace,
-    times each program's whole Hessian once (:meth:`Program.seconds`) and keeps the
+    races the programs' whole Hessians once (:meth:`Program.runner`, ``fastest_of``) and keeps the
     fastest. Until then the first program (the model's choice) serves.
     """
 
@@ -575,13 +569,14 @@ class _Fastest:
             if jax.process_count() > 1:
                 self.chosen = self.programs[0]
                 return self.chosen
-            seconds = []
+            runs = []
             for program in self.programs:
-                measured = program.seconds(args, kwargs)
-                if measured is None:  # traced, and no concrete sample to time with
+                run = program.runner(args, kwargs)
+                if run is None:  # traced, and no concrete sample to time with
                     return self.programs[0]
-                seconds.append(measured)
-            self.chosen = self.programs[int(np.argmin(seconds))]
+                runs.append(run)
+            with concretely():  # inside a trace, the runs would be staged into it
+                self.chosen = self.programs[fastest_of(runs)]
         return self.chosen
 
 
