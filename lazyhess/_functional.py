@@ -10,7 +10,7 @@ from typing import Any, Literal, NamedTuple, cast
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.core import jaxpr_as_fun
+from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 from jax.flatten_util import ravel_pytree
 from jax.sharding import PartitionSpec as P
 
@@ -244,17 +244,14 @@ class Program:
 
     def __call__(self, args: tuple, kwargs: dict) -> Point:
         """``f``'s value and aux, and ``B`` of shape ``(num_colors, n)``, at ``args``."""
-        signature, primals = self.check(args, kwargs)
-        dyn = signature.dynamic(args, kwargs)
-        if self._compiled is None or not self._compiled[0].same_statics(signature):
-            self._static_aux.clear()
-            self._compiled = (signature, self._kernels(signature, primals), {})
+        primals, dyn = self._prepared(args, kwargs)
         serial = self._choose(args, kwargs)[0]
         # Inside a caller's trace the program is traced inline: a nested jit's seeds reach
         # XLA as the inner call's operands, which it then folds less (CLPLATEA star at
         # n = 1e4: 276 against 130 us).
         traced = is_traced((args, kwargs))
         if traced:
+            assert self._compiled is not None
             run = self._program(self._compiled[1], serial)
         else:
             run = self._jitted(serial, primals, dyn)
@@ -266,6 +263,14 @@ class Program:
                 treedef, [next(arrays) if s is None else s[0] for s in static]
             )
         return Point(value, aux, compressed, input_avals(args, self.argnums), anchor)
+
+    def _prepared(self, args: tuple, kwargs: dict) -> tuple[Any, list]:
+        """``(primals, dyn)`` of checked ``args``, the kernels built for their statics."""
+        signature, primals = self.check(args, kwargs)
+        if self._compiled is None or not self._compiled[0].same_statics(signature):
+            self._static_aux.clear()
+            self._compiled = (signature, self._kernels(signature, primals), {})
+        return primals, signature.dynamic(args, kwargs)
 
     def _kernels(self, signature: Signature, primals: Any) -> Kernels:
         """The HVP kernels of ``fun`` as a scalar of the flat differentiated inputs.
@@ -307,7 +312,11 @@ class Program:
         if key not in programs:
             program = self._program(self._compiled[1], serial)
             closed, shape = jax.make_jaxpr(program, return_shape=True)(primals, dyn)
-            body, tree = jaxpr_as_fun(closed), jax.tree_util.tree_structure(shape)
+            # Constants (the seeds) as host arrays: jit embeds those in the program, where
+            # XLA folds them; device arrays it passes as operands, which it cannot fold.
+            consts = [np.asarray(c) if isinstance(c, jax.Array) else c for c in closed.consts]
+            body = jaxpr_as_fun(ClosedJaxpr(closed.jaxpr, consts))
+            tree = jax.tree_util.tree_structure(shape)
 
             def traced(primals: Any, dyn: list) -> Any:
                 return jax.tree_util.tree_unflatten(
@@ -360,17 +369,22 @@ class Program:
         size = self._per_batch()
         key = ("program", size)
         serial = False
-        with concretely():
-            if size >= 2:
-                for _ in range(4):
-                    way = kernels.serial(key)
+        if size >= 2:
+            runs = {}
+            for _ in range(4):
+                way = kernels.serial(key)
+                if way not in runs:
+                    runs[way] = _executable(self._traced(way, primals, dyn), primals, dyn)
+                with concretely():
                     start = time.perf_counter()
-                    jax.block_until_ready(self._jitted(way, primals, dyn)(primals, dyn))
+                    jax.block_until_ready(runs[way]())
                     kernels.timed(key, way, time.perf_counter() - start)
-                serial = kernels.serial(key)
-            materialise = not serial and bool(
-                fastest_of([self._run(False, m, primals, dyn) for m in (False, True)])
-            )
+            serial = kernels.serial(key)
+        materialise = False
+        if not serial:
+            runs = [self._run(False, m, primals, dyn) for m in (False, True)]
+            with concretely():
+                materialise = bool(fastest_of(runs))
         self._way = (serial, materialise)
         return self._way
 
@@ -395,22 +409,19 @@ class Program:
         concrete = self._concrete(args, kwargs)
         if concrete is None:
             return None
-        with concretely():
-            self(*concrete)
-            signature, primals = self.check(*concrete)
-            dyn = signature.dynamic(*concrete)
-            serial, materialise = self._choose(*concrete)
-            return self._run(serial, materialise, primals, dyn)
+        primals, dyn = self._prepared(*concrete)
+        serial, materialise = self._choose(*concrete)
+        return self._run(serial, materialise, primals, dyn)
 
     def _run(self, serial: bool, materialise: bool, primals: Any, dyn: list) -> Callable:
-        """A call of the program and its decompression at ``primals``, compiled."""
+        """The program and its decompression at ``primals``, compiled (see `_executable`)."""
         program = self._traced(serial, primals, dyn)
 
         def whole(primals: Any, dyn: list) -> jax.Array:
             _, _, compressed, anchor = program(primals, dyn)
             return self._decompressed(compressed, anchor if materialise else None)
 
-        return functools.partial(jax.jit(whole), primals, dyn)
+        return _executable(whole, primals, dyn)
 
     def _program(self, kernels: Kernels, serial: bool) -> Callable:
         layout, placement = kernels.layout, self.placement
@@ -533,7 +544,9 @@ class Program:
     def _decompressed(self, compressed: jax.Array, anchor: Any) -> Any:
         """``B``'s entries; through a conditional on ``anchor`` when given and traced."""
         decompress = self.coloring.decompress_data
-        if anchor is None or not is_traced(compressed):
+        if not is_traced(compressed):
+            return self._decompress_concrete(compressed)
+        if anchor is None:
             return decompress(compressed)
 
         def materialised(b: jax.Array) -> jax.Array:
@@ -541,10 +554,37 @@ class Program:
 
         return jax.lax.platform_dependent(compressed, cpu=materialised, default=decompress)
 
+    @functools.cached_property
+    def _decompress_concrete(self) -> Callable[[jax.Array], jax.Array]:
+        """``decompress_data`` compiled, for concrete ``B``.
+
+        Op by op, its gathers and reshapes took ~0.5 ms of a 0.86 ms call of
+        ``sparse_hessian(f, x)(x)`` (GENROSE, n = 1e4; jitted, the call takes 0.16 ms).
+        """
+        return jax.jit(self.coloring.decompress_data)
+
     def decompress(self, point: Point, format: Format) -> Any:
         """The flat ``n x n`` Hessian of ``point`` in ``format`` (lazyhess's format names)."""
         data = point.compressed if self.reduce else self.data(point)
         return pattern_output(data, self.coloring.csr, format)
+
+
+def _executable(fun: Callable, primals: Any, dyn: list) -> Callable[[], Any]:
+    """``fun(primals, dyn)`` compiled ahead of time, to time: a call runs the executable.
+
+    Its arguments go to the device once (host copies of a sample would be sent at every
+    call). Call it under ``concretely()`` inside a trace; build it outside: under
+    ``concretely()`` (``jax.ensure_compile_time_eval``, which folds constant
+    subexpressions eagerly) tracing would evaluate everything that does not depend on
+    the arguments in Python (RANDSP2's constant Hessian: every candidate compiled to a
+    copy). Ahead of time because inside a trace a jitted call takes jit's slow path, ~60
+    us more than the executable's.
+    """
+    with concretely():
+        on_device = jax.tree_util.tree_map(
+            lambda a: jax.device_put(a) if isinstance(a, np.ndarray) else a, (primals, dyn)
+        )
+    return functools.partial(jax.jit(fun).lower(*on_device).compile(), *on_device)
 
 
 class _Fastest:
