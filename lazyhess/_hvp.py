@@ -252,10 +252,15 @@ class Kernels:
         it also tries ``lax.map`` (one more compile) when it has at least ``SERIAL_MIN``
         seeds, or at least two whose vmapped run took ``SERIAL_SLOW`` or more (long enough
         for the compile to pay soon); then it keeps whichever ran faster (by
-        ``SERIAL_MARGIN``). Never on a mesh, whose devices share each chunk's seeds.
+        ``SERIAL_MARGIN``). Never on a mesh, whose devices share each chunk's seeds, nor with
+        several processes.
         """
         size = key[-1]
         if size < 2 or self.placement.devices > 1:  # a mesh splits seeds
+            return False
+        if jax.process_count() > 1:
+            # Every process must compile the same program: timings differ between them,
+            # and one running lax.map while another runs vmap deadlocks their collectives.
             return False
         seen = self._times.get(key, {})
         vmapped, mapped = seen.get(False, []), seen.get(True, [])

@@ -179,6 +179,21 @@ def test_small_slow_chunks_try_lax_map():
     assert not kernels.serial(one)  # a single seed has nothing to map over
 
 
+def test_several_processes_never_choose_by_timing(monkeypatch):
+    # Each process times its own runs: one choosing lax.map while another runs vmap would
+    # compile different programs around the same collectives, and deadlock.
+    kernels = lazyhess.hessian(genrose, X)._kernels
+    key = ("once", False, 4)
+    kernels.timed(key, False, 1.0)
+    kernels.timed(key, False, 0.02)
+    assert kernels.serial(key)  # one process: slow vmapped chunks try lax.map
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    assert not kernels.serial(key)
+    kernels.timed(key, True, 1.0)
+    kernels.timed(key, True, 0.001)
+    assert not kernels.serial(key)
+
+
 def test_large_results_are_exact_and_independent():
     """Results of 4 MiB or more are built in fresh pages and handed to jax without a copy."""
     n = 20_000
