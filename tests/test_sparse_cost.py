@@ -272,6 +272,28 @@ def test_sparse_formats_have_stable_coordinates():
         H.to_sparse("lil")
 
 
+def test_bcoo_coordinates_go_to_the_device_once_per_pattern():
+    import gc
+
+    from lazyhess import _formats
+
+    f, x = tridiagonal_problem(50)
+    H = lazyhess.hessian(f, x)
+    a, b = H.to_sparse("bcoo"), H.at(jnp.ones(50)).to_sparse("bcoo")
+    assert a.indices is b.indices  # one device copy, not one per call
+    np.testing.assert_allclose(b.todense(), jax.hessian(f)(jnp.ones(50)), rtol=1e-12)
+    hess = lazyhess.sparse_hessian(f, x)
+    assert hess(x).indices is hess(x + 1.0).indices
+    pattern = sp.csr_array(np.eye(3, k=1) + np.eye(3))
+    before = len(_formats._DEVICE_INDICES)
+    M = _formats.pattern_output(np.arange(5.0), pattern, "bcoo")
+    np.testing.assert_array_equal(M.todense(), np.array([[0, 1, 0], [0, 2, 3], [0, 0, 4.0]]))
+    assert len(_formats._DEVICE_INDICES) == before + 1
+    del pattern
+    gc.collect()
+    assert len(_formats._DEVICE_INDICES) == before  # released with its pattern
+
+
 @pytest.mark.slow
 def test_linear_operator_and_batched_sparse_outputs():
     f, x = tridiagonal_problem(40)
