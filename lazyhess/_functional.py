@@ -341,7 +341,8 @@ class Program:
 
         ``serial``: seed after seed (``lax.map``) instead of vmapped, by ``Kernels.serial``'s
         rule (tried with ``SERIAL_MIN`` or more seeds per batch, or slow vmapped batches;
-        each way's program run twice, the first compiles). ``materialise``: ``B`` passes through a
+        each way's program, compiled ahead of time, runs twice and its first run is not
+        counted). ``materialise``: ``B`` passes through a
         conditional before decompression (see :meth:`data`), kept when the whole program
         (HVPs and decompression) ran faster so (the two raced by ``fastest_of``). The
         measurement needs concrete arguments: this call's, else host copies of the
@@ -593,10 +594,11 @@ class _Fastest:
     ``whole_cost`` weighs an acyclic coloring against the direct one from the pattern
     alone; how costly the HVPs are, and what XLA folds, only a run tells (RANDSP2's
     Hessian is constant: its star program folds to a 16 µs copy, the acyclic one takes
-    135 µs; PENTADIAG's acyclic program is faster than star, which the model keeps). The
-    first call with concrete arguments, or with the sample's host copies inside a trace,
-    races the programs' whole Hessians once (:meth:`Program.runner`, ``fastest_of``) and keeps the
-    fastest. Until then the first program (the model's choice) serves.
+    71 µs; PENTADIAG's star program, which the model keeps, is faster than asdex's but
+    its acyclic one was faster still in some runs). The first call with concrete
+    arguments, or with the sample's host copies inside a trace, races the programs'
+    whole Hessians once (:meth:`Program.runner`, ``fastest_of``) and keeps the fastest.
+    Until then the first program (the model's choice) serves.
     """
 
     def __init__(self, programs: list[Program]):
