@@ -545,24 +545,13 @@ class Program:
     def _decompressed(self, compressed: jax.Array, anchor: Any) -> Any:
         """``B``'s entries; through a conditional on ``anchor`` when given and traced."""
         decompress = self.coloring.decompress_data
-        if not is_traced(compressed):
-            return self._decompress_concrete(compressed)
-        if anchor is None:
+        if anchor is None or not is_traced(compressed):
             return decompress(compressed)
 
         def materialised(b: jax.Array) -> jax.Array:
             return jax.lax.cond(anchor == anchor, decompress, decompress, b)
 
         return jax.lax.platform_dependent(compressed, cpu=materialised, default=decompress)
-
-    @functools.cached_property
-    def _decompress_concrete(self) -> Callable[[jax.Array], jax.Array]:
-        """``decompress_data`` compiled, for concrete ``B``.
-
-        Op by op, its gathers and reshapes took ~0.5 ms of a 0.86 ms call of
-        ``sparse_hessian(f, x)(x)`` (GENROSE, n = 1e4; jitted, the call takes 0.16 ms).
-        """
-        return jax.jit(self.coloring.decompress_data)
 
     def decompress(self, point: Point, format: Format) -> Any:
         """The flat ``n x n`` Hessian of ``point`` in ``format`` (lazyhess's format names)."""
