@@ -106,3 +106,22 @@ def test_other_dtypes_diagonals_and_empty_patterns():
     assert jax.jit(diagonal.decompress_data)(jnp.ones((1, 5))).tolist() == [1.0] * 5
     empty = acyclic(np.zeros((5, 5), bool))
     assert jax.jit(empty.decompress_data)(jnp.zeros((0, 5))).shape == (0,)
+
+
+def test_indices_past_32_bits_take_xla_recovery():
+    from lazyhess.coloring import _native
+
+    pattern = band(2)(60)
+    colored = acyclic(pattern)
+    B, expected = compressed(colored, pattern)
+    steps = _native.Steps(colored.nnz, colored.num_colors * colored.n, colored.substitution)
+    assert steps.narrow
+    steps.narrow = False  # as when num_colors * n or nnz reaches 2**31
+
+    def recover(b):
+        return _native.recover(b, steps, colored.substitution.solve)
+
+    hlo = jax.jit(recover).lower(jnp.asarray(B)).compile().as_text()
+    assert "lazyhess_recover" not in hlo
+    values = np.asarray(jax.jit(recover)(jnp.asarray(B)))
+    np.testing.assert_allclose(values, expected, rtol=1e-12, atol=1e-12)

@@ -3,9 +3,9 @@
 Substitution reads ``B`` at each step of the two-colored forests, runs a prefix sum over
 the steps and gathers every entry (see ``_substitution``). XLA's CPU backend runs the
 prefix sum (``associative_scan``, log-depth) at about 3 ns a step and each gather at about
-1 ns an element. One loop over the steps, compiled by numba, does it all in a pass with no
-scratch memory: GENROSE at n = 1e4 (10 000 steps, 30 000 entries), the jitted recovery
-takes 63 µs against 94 µs, and the whole acyclic program 122 µs against 156 µs.
+1 ns an element. One loop over the steps, compiled by numba, does it all in a pass: GENROSE
+at n = 1e4 (10 000 steps, 30 000 entries), the jitted recovery takes 29 µs against XLA's
+70-120 µs; BAND9 at n = 1e5 (400 000 steps), 3.9 ms (see :class:`Steps` for what made it so).
 
 The loop is a C function (numba's ``cfunc``) registered as an XLA FFI target on the CPU
 platform, so it runs inside jitted programs like any XLA op. It reads its operands from
@@ -86,16 +86,16 @@ def _dtype_code(table, k):
 
 
 @njit(inline="always")
-def _recover(flat, sizes, sources, positions, read, first, sign, edge, mirror, out):
-    """Every batch's entries, written to ``out`` from its ``B`` in ``flat``; no scratch.
+def _recover(flat, sizes, sources, positions, read, first, sign, edge, mirror, out, before):
+    """Every batch's entries, written to ``out`` from its ``B`` in ``flat``, in one pass.
 
     ``sizes`` is ``(nnz, width)``: entries and elements of ``B`` per batch. The entries
     no step solves (the diagonal) are read from ``B``: ``out[positions[i]] =
-    B[sources[i]]``. The others are the prefix-sum solve of ``Substitution.solve``, in one
-    pass: step ``k`` adds ``sign[k] * B[read[k]]`` to a running total ``Q``, and its edge
-    is ``sign[k] * (Q after k - Q before first[k])`` (a leaf reads ``B`` itself). ``Q``
-    before each step is parked at the step's mirror entry, where the ancestors of its
-    subtree read it, until a last pass copies every edge to its mirror.
+    B[sources[i]]``. The others are the prefix-sum solve of ``Substitution.solve``: step
+    ``k`` adds ``sign[k] * B[read[k]]`` to a running total ``Q``, and its edge, stored at
+    ``edge[k]`` and ``mirror[k]``, is ``sign[k] * (Q after k - Q before first[k])`` (a
+    leaf reads ``B`` itself). ``before`` (one element per step) keeps ``Q`` before each
+    step for the subtrees that end later.
     """
     nnz, width = sizes[0], sizes[1]
     for b in range(len(out) // nnz):
@@ -105,25 +105,23 @@ def _recover(flat, sizes, sources, positions, read, first, sign, edge, mirror, o
         total = flat[base] * 0
         for k in range(len(read)):
             y = flat[base + read[k]]
-            before = total
+            before[k] = total
             total += sign[k] * y
-            if edge[k] < 0:
+            e = edge[k]
+            if e < 0:
                 continue
-            if first[k] == k:
-                out[into + edge[k]] = y
-            else:
-                out[into + edge[k]] = sign[k] * (total - out[into + mirror[first[k]]])
-            out[into + mirror[k]] = before
-        for k in range(len(read)):
-            if edge[k] >= 0:
-                out[into + mirror[k]] = out[into + edge[k]]
+            start = first[k]
+            x = y if start == k else sign[k] * (total - before[start])
+            out[into + e] = x
+            out[into + mirror[k]] = x
 
 
 @cfunc(types.voidptr(types.voidptr), cache=True)
 def _handler(frame):
     """The FFI entry point: answers XLA's metadata query, then recovers at execution.
 
-    Operands, in order: ``B``, then the ``Steps`` arrays as :func:`_call` passes them.
+    Operands, in order: ``B``, then the ``Steps`` arrays as :func:`_call` passes them;
+    results: the entries, then the scratch of running totals (one per step).
     """
     words = carray(frame, 16, np.int64)
     extension = words[_FRAME_EXTENSION_WORD]
@@ -138,16 +136,27 @@ def _handler(frame):
         return _pointer(0)
     args = _words(words[_ARGS_TABLE_WORD], words[_ARGS_SIZE_WORD])
     rets = _words(words[_RETS_TABLE_WORD], words[_RETS_SIZE_WORD])
-    sizes, sources = _buffer(args, 1, np.int64), _buffer(args, 2, np.int64)
-    positions, read = _buffer(args, 3, np.int64), _buffer(args, 4, np.int64)
-    first, sign = _buffer(args, 5, np.int64), _buffer(args, 6, np.int8)
-    edge, mirror = _buffer(args, 7, np.int64), _buffer(args, 8, np.int64)
+    sizes, packed, sign = (
+        _buffer(args, 1, np.int64),
+        _buffer(args, 2, np.int32),
+        _buffer(args, 3, np.int8),
+    )
+    count, steps = sizes[2], sizes[3]
+    sources, positions = packed[:count], packed[count : 2 * count]
+    read = packed[2 * count : 2 * count + steps]
+    first = packed[2 * count + steps : 2 * count + 2 * steps]
+    edge = packed[2 * count + 2 * steps : 2 * count + 3 * steps]
+    mirror = packed[2 * count + 3 * steps : 2 * count + 4 * steps]
     if _dtype_code(args, 0) == _F64:
         flat, out = _buffer(args, 0, np.float64), _buffer(rets, 0, np.float64)
-        _recover(flat, sizes, sources, positions, read, first, sign, edge, mirror, out)
+        before = _buffer(rets, 1, np.float64)
+        _recover(flat, sizes, sources, positions, read, first, sign, edge, mirror, out, before)
     else:
         flat32, out32 = _buffer(args, 0, np.float32), _buffer(rets, 0, np.float32)
-        _recover(flat32, sizes, sources, positions, read, first, sign, edge, mirror, out32)
+        before32 = _buffer(rets, 1, np.float32)
+        _recover(
+            flat32, sizes, sources, positions, read, first, sign, edge, mirror, out32, before32
+        )
     return _pointer(0)
 
 
@@ -157,33 +166,41 @@ jax.ffi.register_ffi_target(
 
 
 class Steps:
-    """A substitution's constant index arrays, in the layout :func:`_recover` reads."""
+    """A substitution's constant index arrays, in the layout :func:`_recover` reads.
+
+    Indices are 32-bit, in one array (``packed``: sources and positions, then read, first,
+    edge and mirror per step; ``sizes`` is ``(nnz, width, len(positions), steps)``), and
+    the running totals get a scratch result of their own instead of being parked in the
+    output and copied at the end: GENROSE's jitted recovery at n = 1e4 went from 52 to
+    29 µs, BAND9's at n = 1e5 from 6.2 to 3.9 ms (the loop mostly streams its indices).
+    Passed as separate operands, the arrays that look like an iota or a broadcast were
+    rebuilt by XLA at every call. ``narrow`` is False when some index does not fit in 32
+    bits (``num_colors * n`` or ``nnz`` of 2**31 or more); XLA's own recovery then serves.
+    """
 
     def __init__(self, nnz: int, width: int, substitution: Substitution):
-        def index(array) -> np.ndarray:
-            return np.ascontiguousarray(array, np.int64)
-
-        self.sizes = np.array([nnz, width], np.int64)
+        self.narrow = max(nnz, width) < 2**31
+        steps = len(substitution.read)
+        self.steps = steps
         solved = np.zeros(nnz, bool)
-        steps = substitution.edge >= 0
-        solved[substitution.edge[steps]] = solved[substitution.mirror[steps]] = True
-        self.positions = index(np.flatnonzero(~solved))
-        self.sources = index(substitution.source[self.positions])
-        self.read, self.first = index(substitution.read), index(substitution.first)
-        self.edge, self.mirror = index(substitution.edge), index(substitution.mirror)
+        solving = substitution.edge >= 0
+        solved[substitution.edge[solving]] = solved[substitution.mirror[solving]] = True
+        positions = np.flatnonzero(~solved)
+        self.sizes = np.array([nnz, width, positions.size, steps], np.int64)
+        parts = (
+            substitution.source[positions],
+            positions,
+            substitution.read,
+            substitution.first,
+            substitution.edge,
+            substitution.mirror,
+        )
+        self.packed = np.concatenate(parts).astype(np.int32) if self.narrow else None
         self.sign = np.ascontiguousarray(substitution.sign, np.int8)
 
     def operands(self) -> tuple[np.ndarray, ...]:
-        return (
-            self.sizes,
-            self.sources,
-            self.positions,
-            self.read,
-            self.first,
-            self.sign,
-            self.edge,
-            self.mirror,
-        )
+        assert self.packed is not None
+        return self.sizes, self.packed, self.sign
 
 
 def recover(compressed: jax.Array, steps: Steps, native: Callable) -> jax.Array:
@@ -199,7 +216,7 @@ def recover(compressed: jax.Array, steps: Steps, native: Callable) -> jax.Array:
     Returns:
         Shape ``(..., nnz)``.
     """
-    if compressed.dtype not in (np.float32, np.float64) or not steps.sizes[0]:
+    if compressed.dtype not in (np.float32, np.float64) or not steps.sizes[0] or not steps.narrow:
         return native(compressed)
 
     @jax.custom_jvp
@@ -214,6 +231,10 @@ def recover(compressed: jax.Array, steps: Steps, native: Callable) -> jax.Array:
 
 
 def _call(compressed: jax.Array, steps: Steps) -> jax.Array:
-    shape = jax.ShapeDtypeStruct((*compressed.shape[:-2], int(steps.sizes[0])), compressed.dtype)
-    call = jax.ffi.ffi_call(TARGET, shape, vmap_method="expand_dims")
-    return call(compressed, *steps.operands())
+    lead = compressed.shape[:-2]
+    shapes = (
+        jax.ShapeDtypeStruct((*lead, int(steps.sizes[0])), compressed.dtype),
+        jax.ShapeDtypeStruct((max(steps.steps, 1),), compressed.dtype),  # scratch
+    )
+    call = jax.ffi.ffi_call(TARGET, shapes, vmap_method="expand_dims")
+    return call(compressed, *steps.operands())[0]
