@@ -182,14 +182,11 @@ class Steps:
         self.narrow = max(nnz, width) < 2**31
         steps = len(substitution.read)
         self.steps = steps
-        solved = np.zeros(nnz, bool)
-        solving = substitution.edge >= 0
-        solved[substitution.edge[solving]] = solved[substitution.mirror[solving]] = True
-        positions = np.flatnonzero(~solved)
-        self.sizes = np.array([nnz, width, positions.size, steps], np.int64)
+        kept = substitution.kept
+        self.sizes = np.array([nnz, width, kept.size, steps], np.int64)
         parts = (
-            substitution.source[positions],
-            positions,
+            substitution.source[kept],
+            kept,
             substitution.read,
             substitution.first,
             substitution.edge,

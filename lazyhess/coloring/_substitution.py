@@ -124,13 +124,25 @@ def _forests(indptr, indices, colors):
 
 
 @kernel
-def _substitute(y, up):
-    """The sequential solve: ``x[k] = y[k] - sum of x[j] over j with up[j] == k``."""
-    acc = y.copy()
-    for k in range(len(acc)):
+def _substitute(flat, read, up, source, out):
+    """The sequential solve, then every entry gathered in order into ``out``.
+
+    ``x[k] = B[read[k]] - sum of x[j] over j with up[j] == k`` (in post-order each edge's
+    children come first); entry ``p`` is ``B[source[p]]``, or ``x[source[p] - B.size]``
+    when it is solved. The entries are written in order: writing each edge to its two
+    positions as it is solved took 4.4 ms against 2.4 ms (BAND9 at n = 1e5, whose fresh
+    pages were then touched out of order).
+    """
+    x = np.empty(len(read), flat.dtype)
+    for k in range(len(read)):
+        x[k] = flat[read[k]]
+    for k in range(len(read)):
         if up[k] >= 0:
-            acc[up[k]] -= acc[k]
-    return acc
+            x[up[k]] -= x[k]
+    width = len(flat)
+    for p in range(len(source)):
+        at = source[p]
+        out[p] = flat[at] if at < width else x[at - width]
 
 
 class Substitution(NamedTuple):
@@ -150,6 +162,8 @@ class Substitution(NamedTuple):
             stored entries, -1 for a root's step.
         mirror: for each step, the position of the entry ``(vertex, parent)``, -1 for a
             root's step.
+        kept: the positions of the entries no step solves (the diagonal's), read from
+            ``B`` at ``source``.
     """
 
     read: np.ndarray
@@ -160,6 +174,7 @@ class Substitution(NamedTuple):
     direct: np.ndarray
     edge: np.ndarray
     mirror: np.ndarray
+    kept: np.ndarray
 
     @classmethod
     def build(cls, csr: sp.csr_array, colors: np.ndarray, num_colors: int) -> "Substitution":
@@ -194,14 +209,16 @@ class Substitution(NamedTuple):
         source[mirror[down[edge]]] = solved
         direct = source < num_colors * n
         sign = np.where(depth % 2 == 0, 1, -1).astype(np.int8)
-        return cls(read, up, first, sign, source, direct, down, np.where(edge, mirror[down], -1))
+        mirrors = np.where(edge, mirror[down], -1)
+        return cls(read, up, first, sign, source, direct, down, mirrors, np.flatnonzero(diagonal))
 
     def solve(self, compressed):
         """The pattern's stored entries from ``B`` (numpy: host loop; jax: prefix sum)."""
         flat = compressed.reshape(-1)
         if isinstance(compressed, np.ndarray):
-            x = _substitute(flat[self.read], self.up)
-            return np.concatenate([flat, x])[self.source]
+            out = np.empty(len(self.source), compressed.dtype)
+            _substitute(flat, self.read, self.up, self.source, out)
+            return out
         sign = jnp.asarray(self.sign, compressed.dtype)
         # A log-depth scan: its partial sums are sums of contiguous runs of steps, and
         # measured faster on CPU than jnp.cumsum's reduce_window.
