@@ -339,10 +339,10 @@ class Program:
     def _choose(self, args: tuple, kwargs: dict) -> tuple[bool, bool]:
         """``(serial, materialise)``: how the seeds run and ``B`` is read, measured once.
 
-        ``serial``: seed after seed (``lax.map``) instead of vmapped, by ``Kernels.serial``'s
-        rule (tried with ``SERIAL_MIN`` or more seeds per batch, or slow vmapped batches;
-        each way's program, compiled ahead of time, runs twice and its first run is not
-        counted). ``materialise``: ``B`` passes through a
+        ``serial``: seed after seed (``lax.map``) instead of vmapped, where ``Kernels.serial``
+        would try it (``SERIAL_MIN`` or more seeds per batch, or slow vmapped batches: the
+        vmapped program, compiled ahead of time, runs twice, its first run not counted) and
+        it won the race against vmap (``Kernels.race``). ``materialise``: ``B`` passes through a
         conditional before decompression (see :meth:`data`), kept when the whole program
         (HVPs and decompression) ran faster so (the two raced by ``fastest_of``). The
         measurement needs concrete arguments: this call's, else host copies of the
@@ -371,16 +371,16 @@ class Program:
         key = ("program", size)
         serial = False
         if size >= 2:
-            runs = {}
-            for _ in range(4):
-                way = kernels.serial(key)
-                if way not in runs:
-                    runs[way] = _executable(self._traced(way, primals, dyn), primals, dyn)
-                with concretely():
+            vmapped = _executable(self._traced(False, primals, dyn), primals, dyn)
+            with concretely():
+                for _ in range(2):
                     start = time.perf_counter()
-                    jax.block_until_ready(runs[way]())
-                    kernels.timed(key, way, time.perf_counter() - start)
-            serial = kernels.serial(key)
+                    jax.block_until_ready(vmapped())
+                    kernels.timed(key, False, time.perf_counter() - start)
+            if kernels.serial(key):
+                mapped = _executable(self._traced(True, primals, dyn), primals, dyn)
+                with concretely():
+                    serial = kernels.race(key, lambda way: (mapped if way else vmapped)())
         materialise = False
         if not serial:
             runs = [self._run(False, m, primals, dyn) for m in (False, True)]

@@ -96,6 +96,7 @@ class Kernels:
         )
         self._once = jax.jit(self._once_impl, static_argnums=0, static_argnames=("serial",))
         self._times: dict[tuple, dict[bool, list[float]]] = {}
+        self._settled: dict[tuple, bool] = {}
         self._units = jax.jit(self._units_impl, static_argnums=0)
         self._fixed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._first_order_jit = jax.jit(self._first_order)
@@ -251,9 +252,10 @@ class Kernels:
         (BDQRTIC, ARROW2, GENROSE). A chunk kind runs vmapped first; once timed compiled,
         it also tries ``lax.map`` (one more compile) when it has at least ``SERIAL_MIN``
         seeds, or at least two whose vmapped run took ``SERIAL_SLOW`` or more (long enough
-        for the compile to pay soon); then it keeps whichever ran faster (by
-        ``SERIAL_MARGIN``). Never on a mesh, whose devices share each chunk's seeds, nor with
-        several processes.
+        for the compile to pay soon). Callers then :meth:`race` the two ways once and keep
+        the winner; until then (or without a race) the recorded runs decide, ``lax.map``
+        needing to be faster by ``SERIAL_MARGIN``. Never on a mesh, whose devices share each
+        chunk's seeds, nor with several processes.
         """
         size = key[-1]
         if size < 2 or self.placement.devices > 1:  # a mesh splits seeds
@@ -262,6 +264,9 @@ class Kernels:
             # Every process must compile the same program: timings differ between them,
             # and one running lax.map while another runs vmap deadlocks their collectives.
             return False
+        settled = self._settled.get(key)
+        if settled is not None:
+            return settled
         seen = self._times.get(key, {})
         vmapped, mapped = seen.get(False, []), seen.get(True, [])
         if len(vmapped) < 2:
@@ -269,6 +274,21 @@ class Kernels:
         if len(mapped) < 2:
             return size >= SERIAL_MIN or min(vmapped[1:]) >= SERIAL_SLOW
         return min(mapped[1:]) * SERIAL_MARGIN < min(vmapped[1:])
+
+    def unsettled(self, key: tuple) -> bool:
+        """Whether ``key``'s way is still to be raced (see :meth:`race`)."""
+        return key not in self._settled
+
+    def race(self, key: tuple, run: Callable[[bool], Any]) -> bool:
+        """Race ``run(False)`` (vmapped) against ``run(True)`` (``lax.map``); keep the winner.
+
+        For the first time :meth:`serial` would try ``lax.map``. The recorded runs are
+        single timings, one per request: on SPARSINE's 26 whole-Hessian seeds (n = 1e4) one
+        slow vmapped run kept ``lax.map`` at 8.0 ms against vmap's 5.4 ms. ``fastest_of``
+        runs both (the first ``lax.map`` run compiles it) in alternating rounds, once.
+        """
+        self._settled[key] = settled = bool(fastest_of([lambda: run(False), lambda: run(True)]))
+        return settled
 
     def timed(self, key: tuple, serial: bool, seconds: float) -> None:
         """Record a concrete run of a ``key`` chunk (the first of each way compiles)."""

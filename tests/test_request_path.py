@@ -1,6 +1,7 @@
 """The request path: cache hits, costs announced before paying, threads, what is computed."""
 
 import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -177,6 +178,49 @@ def test_small_slow_chunks_try_lax_map():
     kernels.timed(one, False, 1.0)
     kernels.timed(one, False, 0.05)
     assert not kernels.serial(one)  # a single seed has nothing to map over
+
+
+def test_a_race_settles_the_way_once():
+    kernels = lazyhess.hessian(genrose, X)._kernels
+    key = ("once", False, 4)
+    kernels.timed(key, False, 1.0)
+    kernels.timed(key, False, 0.02)
+    assert kernels.serial(key) and kernels.unsettled(key)  # slow vmapped runs: try lax.map
+    ways = []
+
+    def run(serial):
+        ways.append(serial)
+        time.sleep(0.004 if serial else 0.001)
+
+    assert not kernels.race(key, run)  # vmap ran faster
+    assert set(ways) == {False, True} and ways.count(True) >= 3
+    assert not kernels.unsettled(key)
+    kernels.timed(key, True, 1.0)
+    kernels.timed(key, True, 0.001)
+    assert not kernels.serial(key)  # recorded runs no longer decide
+
+
+def test_requests_race_when_they_would_try_lax_map(monkeypatch):
+    H = lazyhess.hessian(genrose, X)
+    kernels = H._kernels
+    colors = H._structure.global_family.size
+    key = ("fixed", False, colors)
+    kernels.timed(key, False, 1.0)
+    kernels.timed(key, False, 0.02)  # as if vmapped whole Hessians were slow
+    raced = []
+    race = kernels.race
+
+    def spy(key, run):
+        raced.append(key)
+        return race(key, run)
+
+    monkeypatch.setattr(kernels, "race", spy)
+    for point in (X, X * 0.5):
+        at = H.at(point)
+        expected = np.asarray(jax.hessian(genrose)(point))
+        np.testing.assert_allclose(at.to_sparse("numpy"), expected, rtol=1e-12, atol=1e-12)
+        assert at.cache_info().hvps == colors  # the race's runs are not the request's
+    assert raced == [key]  # once, at the first request that would try lax.map
 
 
 def test_several_processes_never_choose_by_timing(monkeypatch):
