@@ -89,7 +89,7 @@ def _dtype_code(table, k):
 def _recover(flat, sizes, sources, positions, read, first, sign, edge, mirror, out, before):
     """Every batch's entries, written to ``out`` from its ``B`` in ``flat``, in one pass.
 
-    ``sizes`` is ``(nnz, width)``: entries and elements of ``B`` per batch. The entries
+    ``sizes`` starts ``(nnz, width)``: entries and elements of ``B`` per batch. The entries
     no step solves (the diagonal) are read from ``B``: ``out[positions[i]] =
     B[sources[i]]``. The others are the prefix-sum solve of ``Substitution.solve``: step
     ``k`` adds ``sign[k] * B[read[k]]`` to a running total ``Q``, and its edge, stored at
