@@ -34,7 +34,6 @@ from ._arguments import (
     split_aux,
 )
 from ._cache import CacheInfo, DirectionCache, format_bytes
-from ._csr import entry_rows
 from ._engine import Cost, Engine, concretely, is_traced
 from ._estimators import (
     DIAGONAL_METHODS,
@@ -46,7 +45,7 @@ from ._estimators import (
     Which,
     check_choice,
 )
-from ._formats import Format, check_format, pattern_output
+from ._formats import Format, check_format, coordinates, pattern_output
 from ._hvp import Kernels
 from ._index import entry, grid, line, resolve
 from ._mesh import Placement, chunk_budget
@@ -1084,7 +1083,7 @@ class Hessian(_ArrayOps):
         """
         self._scalar("tril()")
         csr, values = self._pattern_values()
-        rows, cols = entry_rows(csr.indptr), csr.indices
+        _, rows, cols = coordinates(csr)
         lower = rows >= cols
         n = self._layout.n
         return sp.coo_array((np.asarray(values)[lower], (rows[lower], cols[lower])), shape=(n, n))

@@ -294,6 +294,37 @@ def test_bcoo_coordinates_go_to_the_device_once_per_pattern():
     assert len(_formats._DEVICE_INDICES) == before  # released with its pattern
 
 
+def test_scipy_outputs_own_their_coordinates():
+    # One 32-bit copy of the pattern's coordinates serves every output; each output gets
+    # its own, so changing one in place leaves the next intact.
+    import gc
+
+    from lazyhess import _formats
+
+    f, x = tridiagonal_problem(50)
+    ref = np.asarray(jax.jit(jax.hessian(f))(x))
+    H = lazyhess.hessian(f, x)
+    for format in ["csr", "csc", "coo"]:
+        M = H.to_sparse(format)
+        coords = M.coords if format == "coo" else (M.indices, M.indptr)
+        assert all(c.dtype == np.int32 for c in coords)
+        M.data[:] = 0
+        for c in coords:
+            c[:] = 0
+        np.testing.assert_allclose(H.to_sparse(format).toarray(), ref, rtol=1e-12)
+    lower = H.tril()
+    lower.coords[0][:] = 0
+    np.testing.assert_allclose(H.tril().toarray(), np.tril(ref), rtol=1e-12)
+    pattern = sp.csr_array(np.eye(3, k=1) + np.eye(3))
+    before = len(_formats._HOST_COORDINATES)
+    M = _formats.pattern_output(np.arange(5.0), pattern, "csr")
+    np.testing.assert_array_equal(M.toarray(), np.array([[0, 1, 0], [0, 2, 3], [0, 0, 4.0]]))
+    assert len(_formats._HOST_COORDINATES) == before + 1
+    del pattern
+    gc.collect()
+    assert len(_formats._HOST_COORDINATES) == before  # released with its pattern
+
+
 @pytest.mark.slow
 def test_linear_operator_and_batched_sparse_outputs():
     f, x = tridiagonal_problem(40)
