@@ -282,7 +282,7 @@ class Kernels:
     def race(self, key: tuple, run: Callable[[bool], Any]) -> bool:
         """Race ``run(False)`` (vmapped) against ``run(True)`` (``lax.map``); keep the winner.
 
-        For the first time :meth:`serial` would try ``lax.map``. The recorded runs are
+        Called the first time :meth:`serial` would try ``lax.map``. The recorded runs are
         single timings, one per request: on SPARSINE's 26 whole-Hessian seeds (n = 1e4) one
         slow vmapped run kept ``lax.map`` at 8.0 ms against vmap's 5.4 ms. ``fastest_of``
         runs both (the first ``lax.map`` run compiles it) in alternating rounds, once.
