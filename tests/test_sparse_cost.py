@@ -273,10 +273,6 @@ def test_sparse_formats_have_stable_coordinates():
 
 
 def test_bcoo_coordinates_go_to_the_device_once_per_pattern():
-    import gc
-
-    from lazyhess import _formats
-
     f, x = tridiagonal_problem(50)
     H = lazyhess.hessian(f, x)
     a, b = H.to_sparse("bcoo"), H.at(jnp.ones(50)).to_sparse("bcoo")
@@ -284,23 +280,31 @@ def test_bcoo_coordinates_go_to_the_device_once_per_pattern():
     np.testing.assert_allclose(b.todense(), jax.hessian(f)(jnp.ones(50)), rtol=1e-12)
     hess = lazyhess.sparse_hessian(f, x)
     assert hess(x).indices is hess(x + 1.0).indices
+
+
+@pytest.mark.parametrize(
+    "format, cache", [("bcoo", "_DEVICE_INDICES"), ("csr", "_HOST_COORDINATES")]
+)
+def test_coordinates_kept_per_pattern_are_released_with_it(format, cache):
+    import gc
+
+    from lazyhess import _formats
+
+    kept = getattr(_formats, cache)
     pattern = sp.csr_array(np.eye(3, k=1) + np.eye(3))
-    before = len(_formats._DEVICE_INDICES)
-    M = _formats.pattern_output(np.arange(5.0), pattern, "bcoo")
+    gc.collect()  # earlier tests' patterns, collected now rather than in the count below
+    before = len(kept)
+    M = _formats.pattern_output(np.arange(5.0), pattern, format)
     np.testing.assert_array_equal(M.todense(), np.array([[0, 1, 0], [0, 2, 3], [0, 0, 4.0]]))
-    assert len(_formats._DEVICE_INDICES) == before + 1
+    assert len(kept) == before + 1
     del pattern
     gc.collect()
-    assert len(_formats._DEVICE_INDICES) == before  # released with its pattern
+    assert len(kept) == before  # released with its pattern
 
 
 def test_scipy_outputs_own_their_coordinates():
     # One 32-bit copy of the pattern's coordinates serves every output; each output gets
     # its own, so changing one in place leaves the next intact.
-    import gc
-
-    from lazyhess import _formats
-
     f, x = tridiagonal_problem(50)
     ref = np.asarray(jax.jit(jax.hessian(f))(x))
     H = lazyhess.hessian(f, x)
@@ -315,14 +319,6 @@ def test_scipy_outputs_own_their_coordinates():
     lower = H.tril()
     lower.coords[0][:] = 0
     np.testing.assert_allclose(H.tril().toarray(), np.tril(ref), rtol=1e-12)
-    pattern = sp.csr_array(np.eye(3, k=1) + np.eye(3))
-    before = len(_formats._HOST_COORDINATES)
-    M = _formats.pattern_output(np.arange(5.0), pattern, "csr")
-    np.testing.assert_array_equal(M.toarray(), np.array([[0, 1, 0], [0, 2, 3], [0, 0, 4.0]]))
-    assert len(_formats._HOST_COORDINATES) == before + 1
-    del pattern
-    gc.collect()
-    assert len(_formats._HOST_COORDINATES) == before  # released with its pattern
 
 
 @pytest.mark.slow
