@@ -27,7 +27,7 @@ from ._arguments import (
 from ._engine import CONSTANT_SEED_BYTES, concretely, is_traced
 from ._errors import VerificationError
 from ._formats import Format, check_format, pattern_output
-from ._hvp import Kernels, fastest_of
+from ._hvp import Kernels, fastest_of, materialised
 from ._mesh import NO_MESH, Placement, gather_results, place_point, place_seeds, shard_rows
 from ._tree import Layout, Signature, leaf_infos
 from .coloring import (
@@ -529,15 +529,10 @@ class Program:
     def data(self, point: Point) -> Any:
         """The Hessian's stored entries in pattern order from ``point.compressed`` (``B``).
 
-        Inside a trace on CPU, ``B`` passes through a conditional first where that
-        measured faster (see :meth:`_choose`; both branches decompress alike, on a
-        predicate from ``point.anchor``, the sum of ``x``): XLA's CPU compiler otherwise
-        fuses the HVPs into every gather that reads ``B`` and recomputes them per entry
-        read (PENTADIAG and CLPLATEA at n = 1e4: 2.4x slower), while a conditional's
-        operand is always materialised. Where the HVPs are cheap (WOODS) or constant
-        (RANDSP2, folded away by XLA with the decompression) fusing is as fast or faster.
-        A predicate read from ``B`` itself would split its fusion (WOODS: 1.4x slower).
-        Other platforms decompress directly.
+        Inside a trace, ``B`` is written out first (see :func:`materialised`, on a
+        predicate from ``point.anchor``, the sum of ``x``) where that measured faster (see
+        :meth:`_choose`). Where the HVPs are cheap (WOODS) or constant (RANDSP2, folded
+        away by XLA with the decompression) fusing is as fast or faster.
         """
         materialise = self._way is None or self._way[1]
         return self._decompressed(point.compressed, point.anchor if materialise else None)
@@ -547,11 +542,7 @@ class Program:
         decompress = self.coloring.decompress_data
         if anchor is None or not is_traced(compressed):
             return decompress(compressed)
-
-        def materialised(b: jax.Array) -> jax.Array:
-            return jax.lax.cond(anchor == anchor, decompress, decompress, b)
-
-        return jax.lax.platform_dependent(compressed, cpu=materialised, default=decompress)
+        return materialised(decompress, compressed, anchor)
 
     def decompress(self, point: Point, format: Format) -> Any:
         """The flat ``n x n`` Hessian of ``point`` in ``format`` (lazyhess's format names)."""

@@ -54,6 +54,22 @@ def fastest_of(runs: Sequence[Callable[[], Any]]) -> int:
     return int(np.argmin(best))
 
 
+def materialised(decompress: Callable[[Any], Any], compressed: Any, anchor: Any) -> Any:
+    """``decompress(compressed)`` with ``compressed`` written out first on CPU.
+
+    XLA's CPU compiler otherwise fuses the HVPs into every gather that reads ``B`` and
+    recomputes them per entry read (PENTADIAG and CLPLATEA at n = 1e4: 2.4x slower); a
+    conditional's operand is always materialised. Its predicate comes from ``anchor``
+    (a reduction of ``x``): one read from ``B`` itself would split its fusion (WOODS: 1.4x
+    slower). Both branches decompress alike; other platforms decompress directly.
+    """
+
+    def on_cpu(b: Any) -> Any:
+        return jax.lax.cond(anchor == anchor, decompress, decompress, b)
+
+    return jax.lax.platform_dependent(compressed, cpu=on_cpu, default=decompress)
+
+
 class Kernels:
     """Compiled HVP kernels for one function, input layout and mode, shared across points.
 
@@ -275,17 +291,35 @@ class Kernels:
             return size >= SERIAL_MIN or min(vmapped[1:]) >= SERIAL_SLOW
         return min(mapped[1:]) * SERIAL_MARGIN < min(vmapped[1:])
 
+    def decided(self, key: tuple) -> bool:
+        """Whether :meth:`serial`'s answer for ``key`` is final.
+
+        Raced, never asked (one seed, a mesh, several processes), or run vmapped enough
+        to know that ``lax.map`` will not be tried.
+        """
+        if key in self._settled or key[-1] < 2 or self.placement.devices > 1:
+            return True
+        if jax.process_count() > 1:
+            return True
+        vmapped = self._times.get(key, {}).get(False, [])
+        return len(vmapped) >= 2 and not self.serial(key)
+
     def unsettled(self, key: tuple) -> bool:
         """Whether ``key``'s way is still to be raced (see :meth:`race`)."""
         return key not in self._settled
 
-    def race(self, key: tuple, run: Callable[[bool], Any]) -> bool:
-        """Race ``run(False)`` (vmapped) against ``run(True)`` (``lax.map``); keep the winner.
+    def settled(self, key: tuple) -> bool:
+        """The way a :meth:`race` kept for ``key``."""
+        return self._settled[key]
 
-        Called the first time :meth:`serial` would try ``lax.map``. The recorded runs are
-        single timings, one per request: on SPARSINE's 26 whole-Hessian seeds (n = 1e4) one
-        slow vmapped run kept ``lax.map`` at 8.0 ms against vmap's 5.4 ms. ``fastest_of``
-        runs both (the first ``lax.map`` run compiles it) in alternating rounds, once.
+    def race(self, key: tuple, run: Callable[[bool], Any]) -> bool:
+        """Race ``run(False)`` against ``run(True)`` once; keep and return the winner.
+
+        For chunk kinds the two ways are vmapped and ``lax.map``, raced the first time
+        :meth:`serial` would try ``lax.map``. The recorded runs are single timings, one
+        per request: on SPARSINE's 26 whole-Hessian seeds (n = 1e4) one slow vmapped run
+        kept ``lax.map`` at 8.0 ms against vmap's 5.4 ms. ``fastest_of`` runs both (the
+        first run of each may compile it) in alternating rounds, once.
         """
         self._settled[key] = settled = bool(fastest_of([lambda: run(False), lambda: run(True)]))
         return settled
@@ -326,6 +360,44 @@ class Kernels:
 
             program = programs[serial] = jax.jit(fixed)
         return program(x, dyn)
+
+    def fixed_values(
+        self,
+        family: Any,
+        decompress: Callable[[Any], Any],
+        x,
+        dyn,
+        seeds: Callable[[], Any],
+        serial: bool,
+        materialise: bool,
+    ) -> jax.Array:
+        """``once_fixed``'s results read into stored entries in the same program: ``(p, nnz)``.
+
+        ``decompress`` maps ``B`` (``(size, n)``) to the pattern's values. The program
+        never writes ``B`` out, nor, unless ``materialise`` (see :func:`materialised`),
+        even forms it. Kept with ``once_fixed``'s programs, one per way.
+        """
+        programs = self._fixed.setdefault(family, {})
+        program = programs.get(("values", serial, materialise))
+        if program is None:
+            constant = seeds()
+
+            def fixed(x, dyn):
+                tree, leaves = self._once_state(x, dyn)
+                compressed = self._apply_impl(False, tree, leaves, x, dyn, constant, serial)
+                anchor = jnp.sum(x)
+
+                def values(b: jax.Array) -> jax.Array:
+                    return materialised(decompress, b, anchor) if materialise else decompress(b)
+
+                return jax.vmap(values, in_axes=1)(compressed)
+
+            program = programs["values", serial, materialise] = jax.jit(fixed)
+        return program(x, dyn)
+
+    def has_fixed(self, family: Any, serial: bool) -> bool:
+        """Whether ``once_fixed``'s program for ``family`` and this way is compiled."""
+        return serial in self._fixed.get(family, {})
 
     def _units_impl(self, chunk: int, x, dyn, labels):
         # The jitted linearisation: its trace is shared with `linearize`, so ``fun`` is

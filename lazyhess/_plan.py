@@ -51,7 +51,11 @@ def _readings(
     """
     if family.unit:
         return [(None, c, r), (None, r, c)]
-    if pos is not None and family is structure.__dict__.get("global_family"):
+    if pos is None:  # a dense structure: only unit seeds
+        return []
+    if family.key == "values":  # every stored entry, read at its pattern position
+        return [(None, np.zeros_like(c), pos)]
+    if family.key == "global":
         colored = structure.colored
         return [(None, colored.recover_color[pos], colored.recover_index[pos])]
     if family.rows is None:  # the diagonal family: distance-1 colors recover H[k, k]
@@ -110,8 +114,6 @@ def plan(
     for family, held in coverage:
         if not open_.size:
             break
-        if pos is None and not family.unit:
-            continue
         p = None if pos is None else pos[open_]
         remaining = np.ones(open_.size, dtype=bool)
         for valid, lab, at in _readings(family, structure, rows[open_], cols[open_], p):

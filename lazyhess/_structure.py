@@ -249,6 +249,16 @@ class Structure:
         return SeedFamily("whole", np.asarray(self.whole_colored.colors, np.int64), fixed=True)
 
     @cached_property
+    def values_family(self) -> SeedFamily:
+        """Every stored entry's value at a point, cached as one result ``(p, nnz)``.
+
+        Not a seed: the cache keeps ``Engine.pattern_values``'s result under
+        ``(values_family, 0)``, from which each entry inside the pattern is read at its
+        pattern position, with no HVP. Every column is labelled 0: the result covers all.
+        """
+        return SeedFamily("values", np.zeros(self.n, dtype=np.int64), fixed=True)
+
+    @cached_property
     def diagonal_family(self) -> SeedFamily:
         """A distance-1 coloring: seed ``labels[k]`` read at row ``k`` is ``H[k, k]``."""
         from .coloring import hessian_coloring_from_sparsity

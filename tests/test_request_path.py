@@ -220,7 +220,9 @@ def test_requests_race_when_they_would_try_lax_map(monkeypatch):
         expected = np.asarray(jax.hessian(genrose)(point))
         np.testing.assert_allclose(at.to_sparse("numpy"), expected, rtol=1e-12, atol=1e-12)
         assert at.cache_info().hvps == colors  # the race's runs are not the request's
-    assert raced == [key]  # once, at the first request that would try lax.map
+    # Once, at the first request that would try lax.map; then, once, how the combined
+    # program of the next new point reads its values (Engine._fixed_values).
+    assert raced == [key, ("values", colors, kernels.settled(key))]
 
 
 def test_several_processes_never_choose_by_timing(monkeypatch):
@@ -264,3 +266,79 @@ def test_large_results_are_exact_and_independent():
     np.testing.assert_array_equal(first, reference(x, rows))
     np.testing.assert_array_equal(second, reference(2 * x, rows))
     np.testing.assert_array_equal(third, first)
+
+
+def _batched(x):
+    return jnp.sum(jnp.sin(x[:, 1:] * x[:, :-1]), axis=1) + jnp.sum(x**3, axis=1)
+
+
+@pytest.mark.parametrize(
+    "fun, x, options",
+    [
+        (genrose, X, {}),
+        (genrose, X, {"argnums": 0}),
+        (_batched, jnp.linspace(0.1, 1.2, 24).reshape(3, 8), {"batch_axis": 0}),
+    ],
+)
+def test_a_whole_hessian_at_a_new_point_is_computed_once_and_answers_everything(fun, x, options):
+    H0 = lazyhess.hessian(fun, x, **options)
+    H0.to_sparse()  # the first point compiles the whole family's HVP program
+    y = x * 1.1 - 0.05
+    dense = np.asarray(jax.jit(jax.hessian(fun))(y))
+    if "batch_axis" in options:
+        ref = np.stack([dense[b, b, :, b, :] for b in range(y.shape[0])])
+    else:
+        ref = dense
+    H = H0.at(y)
+    sparse = H.to_sparse("bcoo")
+    np.testing.assert_allclose(sparse.todense().reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
+    spent = H.cache_info().hvps
+    assert spent == H._structure.whole_family.size  # one HVP per color, nothing else
+    for key in [1, (slice(0, 2), [0, 2]), (1, 2)]:
+        assert H.cost(key).new_hvps == 0
+        np.testing.assert_allclose(H[key], ref[key], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        H.diagonal(), np.diagonal(ref, axis1=-2, axis2=-1), rtol=1e-12, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        H.to_sparse("numpy").reshape(ref.shape), ref, rtol=1e-12, atol=1e-12
+    )
+    assert H.cache_info().hvps == spent
+
+
+def test_whole_hessian_outputs_do_not_share_the_cached_values():
+    H0 = lazyhess.hessian(genrose, X)
+    H0.to_sparse("csr")
+    H = H0.at(X)
+    first = H.to_sparse("csr")
+    first.data[:] = 7.0  # the caller owns what it was given
+    again = H.to_sparse("csr")
+    np.testing.assert_allclose(again.toarray(), REF, rtol=1e-12)
+    np.testing.assert_allclose(H[4], REF[4], rtol=1e-12)
+    tril = H.tril()
+    tril.data[:] = -1.0
+    np.testing.assert_allclose(H.tril().toarray(), np.tril(REF), rtol=1e-12)
+    assert H.cache_info().hvps == H._structure.whole_family.size
+
+
+@pytest.mark.parametrize("materialise", [False, True])
+def test_both_ways_of_the_combined_program_recover_the_same_values(materialise):
+    H0 = lazyhess.hessian(genrose, X)
+    H0.to_sparse()
+    engine = H0._engine
+    family, _ = engine._whole()
+    kernels = engine.kernels
+    fixed_key = engine._fixed_key(family)
+    shift = 0.0
+    while not kernels.decided(fixed_key):  # earlier points settle the HVP program's way
+        shift += 0.125
+        H0.at(X + shift).to_sparse()
+    serial = kernels.serial(fixed_key)
+    kernels._settled["values", family.size, serial] = materialise
+    engine = H0.at(X)._engine
+    colored = engine._colored(family)
+    values = engine.pattern_values()
+    np.testing.assert_allclose(values[0], REF[colored.rows, colored.cols], rtol=1e-12)
+    assert engine.info().hvps == family.size
+    assert ("values", serial, materialise) in kernels._fixed[family]
+    assert ("values", serial, not materialise) not in kernels._fixed[family]

@@ -53,6 +53,8 @@ def test_hess_matches_jax_hessian_and_reuses_pattern():
     hess = lazyhess.scipy.hess(counted)
     x0 = np.asarray(x0)
     first = hess(x0)
+    for warm in (0.25, 0.125):  # the first points settle and compile how the whole
+        hess(x0 + warm)  # Hessian is computed at once (Engine._at_once)
     traced = len(calls)
     points = [x0, x0 + 0.5, np.cos(np.arange(40.0))]
     for x in points:
