@@ -24,6 +24,7 @@ import numpy as np
 from jax._src import core as jax_core  # trace_state_clean: is a trace active?
 
 from ._cache import CacheInfo, DirectionCache, format_bytes
+from ._csr import sorted_unique
 from ._formats import host_zeros, to_device
 from ._hvp import Kernels
 from ._mesh import fetch, home
@@ -520,7 +521,9 @@ class Engine:
         def part(block):
             return block if whole_p else block[:, P]
 
-        labels = np.union1d(ucols[slabs.cached_cols], urows[slabs.cached_rows])
+        labels = sorted_unique(
+            np.concatenate([ucols[slabs.cached_cols], urows[slabs.cached_rows]])
+        )
         held = {int(label): self.cache.take((unit, int(label))) for label in labels}
         for t in slabs.cached_cols:
             out[:, :, t] = part(held[int(ucols[t])][None])[0][:, urows]
@@ -729,7 +732,9 @@ class Engine:
                 request, _ = self._plan_grid(rows, cols)
         if isinstance(request, _Slabs):
             new = request.new.size
-            cached = np.union1d(cols[request.cached_cols], rows[request.cached_rows]).size
+            cached = sorted_unique(
+                np.concatenate([cols[request.cached_cols], rows[request.cached_rows]])
+            ).size
         else:
             new, cached = len(request.new), request.reused
         return self._priced(size, new, cached)

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import scipy.sparse as sp
 
-from ._csr import entry_rows, lookup, segments
+from ._csr import entry_rows, lookup, segments, sorted_unique
 from ._progress import stage
 
 
@@ -49,7 +49,7 @@ def distinct(values: np.ndarray, n: int) -> np.ndarray:
     O(size log size) for a few values, O(size + n) with marks for many.
     """
     if values.size * 16 < n:
-        return np.unique(values)
+        return sorted_unique(values)
     mark = np.zeros(n, dtype=bool)
     mark[values] = True
     return np.flatnonzero(mark)

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._arguments import argnums_key
-from .._csr import entry_rows, segments, shape_of
+from .._csr import entry_rows, segments, shape_of, sorted_unique
 from . import _greedy
 from ._colored import METHODS, ColoredPattern, Method
 from ._normalize import square_csr, symmetric_csr
@@ -132,7 +132,7 @@ def partial_coloring(pattern, rows, cols) -> np.ndarray:
     rows = _check_indices("rows", rows, n)
     cols = _check_indices("cols", cols, n)
     unique_cols, position = np.unique(cols, return_inverse=True)
-    unique_rows = np.unique(rows)
+    unique_rows = sorted_unique(rows)
     i, j = _block(csr, unique_rows, unique_cols)
     return block_coloring(i, j, unique_rows.size, unique_cols.size)[position.reshape(-1)]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._csr import shape_of
+from .._csr import shape_of, sorted_unique
 
 
 def csr(indptr: np.ndarray, indices: np.ndarray, shape: tuple[int, int]) -> sp.csr_array:
@@ -71,7 +71,7 @@ def row_counts(d: sp.csr_array) -> np.ndarray:
 
 def row_union(d: sp.csr_array) -> np.ndarray:
     """The sorted set of columns used by any row of ``d``."""
-    return np.unique(d.indices)
+    return sorted_unique(d.indices)
 
 
 class IndexMap:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from .._csr import entry_rows
+from .._csr import entry_rows, sorted_unique
 
 _FORMAT_VERSION = 1
 
@@ -17,7 +17,7 @@ _FORMAT_VERSION = 1
 def _canonical_csr(rows: np.ndarray, cols: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted, duplicate-free CSR arrays (indptr, indices) of the coordinates (rows, cols)."""
     keys = (
-        np.unique(rows.astype(np.int64) * n + cols.astype(np.int64))
+        sorted_unique(rows.astype(np.int64) * n + cols.astype(np.int64))
         if n
         else np.zeros(0, np.int64)
     )

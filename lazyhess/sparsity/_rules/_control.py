@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..._csr import sorted_unique
 from .._graph import MAX_FIXED_POINT_SWEEPS, LoopOp, Node, is_float
 from .._maps import GroupMap, IndexMap, row_union, union
 from ._common import register
@@ -71,7 +72,7 @@ def _fresh(nodes, deps):
 
 def _saturated(n: int, carry: list[Node], entering: list[Node]) -> list:
     """Carried dependencies when every carried element may depend on all that enters."""
-    cols = np.unique(
+    cols = sorted_unique(
         np.concatenate(
             [row_union(e.dep) for e in entering if e.dep is not None] or [np.zeros(0, np.int64)]
         )

@@ -6,6 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 from jax import lax
 
+from ..._csr import sorted_unique
 from .. import _structure as st
 from .._graph import Node
 from .._maps import IndexMap, MatrixMap
@@ -181,7 +182,7 @@ def _scatter(ctx, eqn, ins):
         if name in ("scatter-mul", "scatter_mul"):
             targets = maybe[keep]
             ctx.pair(out, op, targets, upd, np.flatnonzero(keep), targets)
-            if np.unique(targets).size < targets.size:
+            if sorted_unique(targets).size < targets.size:
                 ctx.nonlinear(out)
         return [out]
     if name in ("scatter-mul", "scatter_mul"):
