@@ -6,6 +6,7 @@ import base64
 import html
 import struct
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,7 +16,8 @@ from ._cache import format_bytes
 from ._csr import entry_rows
 
 if TYPE_CHECKING:
-    from ._hessian import Hessian
+    from ._engine import Cost, Engine
+    from ._tree import Layout
 
 _CELLS = 64
 _SPY_CELLS = 512
@@ -23,23 +25,6 @@ _EMPTY, _NONZERO, _COMPUTED = 0, 1, 2
 # white, grey, orange: structural zero, may be nonzero, computed (its seed is cached).
 _PALETTE = np.array([[255, 255, 255], [170, 178, 189], [228, 87, 46]], dtype=np.uint8)
 _BLOCK_LINE = np.array([40, 70, 160], dtype=np.uint8)
-
-
-def _known_csr(H: Hessian) -> tuple[bool, sp.csr_array | None]:
-    """``(known, csr)``: the pattern if already detected (``None`` when dense), without work."""
-    structure = H._engine.structure
-    if not structure.known:
-        return False, None
-    return True, structure.csr
-
-
-def computed_columns(H: Hessian) -> np.ndarray:
-    """Boolean mask over the flat columns whose seed direction is in ``H``'s cache.
-
-    Column ``j`` is computed when a cached seed ``(family, label)`` has
-    ``family.labels[j] == label``; by symmetry row ``j`` is then known as well.
-    """
-    return H._engine.computed_columns()
 
 
 def _cell_grid(csr: sp.csr_array | None, n: int, cells: int, seeded: np.ndarray) -> np.ndarray:
@@ -85,21 +70,21 @@ def _png(rgb: np.ndarray) -> bytes:
     )
 
 
-def _cost_line(H: Hessian, known: bool) -> str:
-    """What ``H[:]`` would cost, once the pattern is known (pricing may color it)."""
+def _cost_line(price: Callable[[], Cost], known: bool) -> str:
+    """What ``H[:]`` would cost (``price()``), once the pattern is known (it may color it)."""
     if not known:
         return "priced once the pattern is known (H.sparsity detects it)"
-    cost = H.cost()
+    cost = price()
     return (
         f"{cost.new_hvps:,} new HVPs, {cost.cached_hvps:,} from the cache; result "
         f"{format_bytes(cost.result_bytes)}"
     )
 
 
-def _blocks(H: Hessian, cells: int, scale: int) -> tuple[list[int], str]:
+def _blocks(layout: Layout, cells: int, scale: int) -> tuple[list[int], str]:
     """Pixel positions of the boundaries between input leaves, and their labels as HTML."""
-    inputs = H._engine.layout.inputs
-    n = H._engine.layout.n
+    inputs = layout.inputs
+    n = layout.n
     if len(inputs) < 2 or not n:
         return [], ""
     size = cells * scale
@@ -115,8 +100,13 @@ def _blocks(H: Hessian, cells: int, scale: int) -> tuple[list[int], str]:
     )
 
 
-def hessian_html(H: Hessian) -> str:
-    """An HTML summary of ``H`` for notebooks, computing no HVP and running no detection.
+def hessian_html(
+    engine: Engine, shape: Any, lead: tuple[int, ...], price: Callable[[], Cost]
+) -> str:
+    """An HTML summary of a Hessian for notebooks, computing no HVP and running no detection.
+
+    ``engine`` is the Hessian's point, ``shape`` its (possibly nested) shape, ``lead`` the
+    leading axes of its flat view, and ``price()`` what ``H[:]`` costs.
 
     Shows the shape and dtype, the sparsity pattern's nnz and the number of colors when
     they are already known, what ``H[:]`` would cost (new HVPs and cache reads, once the
@@ -125,11 +115,11 @@ def hessian_html(H: Hessian) -> str:
     HVP is cached) with the block grid of pytree inputs and the leaves' names. Cost:
     O(N + nnz) host work, plus coloring the pattern if it is known but not yet colored.
     """
-    info = H.cache_info()
-    engine = H._engine
+    info = engine.info()
     n = engine.layout.n
-    known, csr = _known_csr(H)
     structure = engine.structure
+    known = structure.known
+    csr = structure.csr if known else None
     if not known:
         pattern = "not detected yet"
     elif csr is None:
@@ -139,17 +129,17 @@ def hessian_html(H: Hessian) -> str:
         )
     else:
         pattern = f"{csr.nnz:,} nonzeros ({csr.nnz / max(n * n, 1):.2e} of the entries)"
-    cost = _cost_line(H, known)
+    cost = _cost_line(price, known)
     colors = (
         f"{structure.colored.num_colors} ({structure.colored.method})"
         if structure.colored_known
         else "not computed yet"
     )
-    seeded = computed_columns(H)
-    shape = H.shape if isinstance(H.shape, tuple) else "nested (H.shape lists the blocks)"
+    seeded = engine.computed_columns()
+    shape = shape if isinstance(shape, tuple) else "nested (H.shape lists the blocks)"
     rows = [
         ("shape", str(shape)),
-        ("flat", f"{H.flat.shape} {engine.layout.dtype}"),
+        ("flat", f"{lead + (n, n)} {engine.layout.dtype}"),
         ("pattern", pattern),
         ("colors", colors),
         ("H[:] would cost", cost),
@@ -178,7 +168,7 @@ def hessian_html(H: Hessian) -> str:
     if cells:
         scale = max(1, 192 // cells)
         image = _PALETTE[np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)]
-        edges, labels = _blocks(H, cells, scale)
+        edges, labels = _blocks(engine.layout, cells, scale)
         for edge in edges:
             image[edge, :] = image[:, edge] = _BLOCK_LINE
         if edges:

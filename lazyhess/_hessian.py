@@ -954,7 +954,7 @@ class Hessian(_ArrayOps):
 
     def _repr_html_(self) -> str:
         """An HTML summary for notebooks: shape, pattern, colors, HVPs, cache and a picture."""
-        return _display.hessian_html(self)
+        return _display.hessian_html(self._engine, self.shape, self._lead, self.cost)
 
     def spy(self, ax: Any = None, colors: Any = None) -> Any:
         """Plot the flat sparsity pattern with seeded rows and columns; see lazyhess.spy."""

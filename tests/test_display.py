@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 import lazyhess
 from benchmarks.problems import PROBLEMS
-from lazyhess._display import _PALETTE, _cell_grid, computed_columns, hessian_html, spy
+from lazyhess._display import _PALETTE, _cell_grid, spy
 
 
 def _decode_png(data: bytes) -> np.ndarray:
@@ -73,7 +73,7 @@ def test_cell_grid_downsamples():
 @pytest.mark.slow
 def test_html_computes_nothing():
     H = _genrose(200)
-    html = hessian_html(H)
+    html = H._repr_html_()
     assert H.cache_info().hvps == 0
     assert "pattern" not in H._structure.__dict__, "the summary triggered detection"
     assert "not detected yet" in html and "not computed yet" in html
@@ -86,8 +86,8 @@ def test_html_after_a_column_shows_it():
         lambda x: jnp.sum(jnp.sin(x) ** 2) * jnp.sum(x), jnp.ones(40), sparsity=None
     )
     H[:, 7]
-    np.testing.assert_array_equal(np.flatnonzero(computed_columns(H)), [7])
-    html = hessian_html(H)
+    np.testing.assert_array_equal(np.flatnonzero(H._engine.computed_columns()), [7])
+    html = H._repr_html_()
     assert "dense (every entry may be nonzero)" in html
     assert "1 of 40 columns (and rows) in cached HVP seeds" in html
     assert "HVPs spent</th><td style='text-align:left'>1 " in html
@@ -102,7 +102,7 @@ def test_html_after_full_sparse_hessian():
     H = _genrose(200)
     H.to_sparse("csr")
     colored = H._structure.colored
-    html = hessian_html(H)
+    html = H._repr_html_()
     assert "598 nonzeros" in html
     assert f"{colored.num_colors} ({colored.method})" in html
     assert "200 of 200 columns (and rows)" in html
@@ -115,7 +115,7 @@ def test_html_after_full_sparse_hessian():
 def test_html_with_a_given_pattern():
     pattern = PROBLEMS["ARWHEAD"].pattern(30)
     H = lazyhess.hessian(PROBLEMS["ARWHEAD"].make(30)[0], jnp.ones(30), sparsity=pattern)
-    html = hessian_html(H)
+    html = H._repr_html_()
     assert f"{pattern.nnz} nonzeros" in html and H.cache_info().hvps == 0
     np.testing.assert_array_equal(_picture(html, 30), _PALETTE[pattern.to_dense().astype(np.int8)])
 
@@ -125,20 +125,20 @@ def test_html_for_pytree_and_batch():
     H = lazyhess.hessian(
         lambda p: jnp.sum(p["a"] ** 3) * jnp.sum(p["b"]), {"a": jnp.ones(3), "b": jnp.ones(2)}
     )
-    html = hessian_html(H)
+    html = H._repr_html_()
     assert "nested (H.shape lists the blocks)" in html
     assert "[&#x27;a&#x27;]" in html and "[&#x27;b&#x27;]" in html
     assert "priced once the pattern is known" in html
     dense = lazyhess.hessian(H._fun, {"a": jnp.ones(3), "b": jnp.ones(2)}, sparsity=None)
     dense["a"]["b"][1]
     line = "H[:] would cost</th><td style='text-align:left'>4 new HVPs, 1 from the cache"
-    assert line in hessian_html(dense)
+    assert line in dense._repr_html_()
     assert (H.cache_info().hvps, dense.cache_info().hvps) == (0, 1)
     image = _picture(html, 5)
     assert image.shape == (5, 5, 3)
     Hb = lazyhess.hessian(lambda x: jnp.sum(x**3, axis=1), jnp.ones((4, 3)), batch_axis=0)
     Hb[:, 1]
-    assert "1 of 3 columns" in hessian_html(Hb)
+    assert "1 of 3 columns" in Hb._repr_html_()
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_spy_hessian_marks_computed(plt):
     H[:, 10]
     ax = spy(H)
     image = np.asarray(ax.images[0].get_array())
-    expected = _cell_grid(H._structure.csr, 50, 50, computed_columns(H))
+    expected = _cell_grid(H._structure.csr, 50, 50, H._engine.computed_columns())
     np.testing.assert_array_equal(image, expected)
     assert expected[10, 11] == 2 and expected[20, 21] == 1
     assert ax.get_title() == "50 x 50, nnz = 148"
