@@ -318,10 +318,10 @@ class HessianBlock(_ArrayOps):
                 f"diagonal() needs a square block (the same input twice); {self._name} "
                 "pairs two different inputs."
             )
-        p_count, n = math.prod(self._prefix), self._rows.size
-        p = np.repeat(np.arange(p_count), n)
-        k = np.tile(np.arange(n), p_count)
-        return self._entries(p, k, k, diagonal=True).reshape(self._prefix + self._rows.shape)
+        P = self._p_offset + np.arange(math.prod(self._prefix))
+        start = self._rows.offset
+        values = self._hessian._engine.diagonal(P, start, start + self._rows.size)
+        return self._answer(values, self._prefix + self._rows.shape)
 
     def _product(self, v: Any, rows: LeafInfo, cols: LeafInfo) -> jax.Array:
         """``block @ v`` contracting the ``cols`` axes, by HVPs; v may carry a trailing k."""

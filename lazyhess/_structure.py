@@ -11,7 +11,7 @@ import dataclasses
 import weakref
 from collections.abc import Hashable
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -69,6 +69,20 @@ def distinct_inverse(values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray
     return np.flatnonzero(mark), (np.cumsum(mark) - 1)[values]
 
 
+class DiagonalReading(NamedTuple):
+    """How the diagonal entries of some lines are read from one family's seeds.
+
+    Entry ``inside[e]`` of the lines (``None``: every line) is ``B[slot[e], :, read[e]]``
+    where ``B`` holds the products of ``family``'s seeds ``needed``.
+    """
+
+    family: SeedFamily
+    needed: np.ndarray
+    slot: np.ndarray
+    read: np.ndarray
+    inside: np.ndarray | None
+
+
 class Structure:
     """Where the flat ``n x n`` Hessian can be nonzero, and the seed families that fit it.
 
@@ -85,6 +99,7 @@ class Structure:
         self.progress = progress
         self.unverified = verify
         self._device_labels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._diagonal_readings: dict[tuple[int, int], DiagonalReading | None] = {}
 
     @property
     def known(self) -> bool:
@@ -257,6 +272,40 @@ class Structure:
         pattern position, with no HVP. Every column is labelled 0: the result covers all.
         """
         return SeedFamily("values", np.zeros(self.n, dtype=np.int64), fixed=True)
+
+    def diagonal_reading(self, start: int, stop: int) -> DiagonalReading | None:
+        """How the diagonal of lines ``start..stop-1`` is read when nothing is cached.
+
+        The planner's choice for those entries, made once per range: the fewest of the
+        global coloring's colors that recover them, the distance-1 (diagonal) coloring's,
+        or one unit seed per line, preferring them in that order on ties. ``None`` for unit
+        seeds (the planner serves them) or a dense structure. Needs the pattern.
+        """
+        key = (start, stop)
+        if key not in self._diagonal_readings:
+            self._diagonal_readings[key] = self._read_diagonal(np.arange(start, stop))
+        return self._diagonal_readings[key]
+
+    def _read_diagonal(self, lines: np.ndarray) -> DiagonalReading | None:
+        if self.dense:
+            return None
+        pos = self.diagonal_positions[lines]
+        inside = np.flatnonzero(pos >= 0)
+        if inside.size <= 1:
+            return None
+        colored, glob, diag = self.colored, self.global_family, self.diagonal_family
+        color, index = colored.recover_color[pos[inside]], colored.recover_index[pos[inside]]
+        label = diag.labels[lines[inside]]
+        glob_count = distinct(color, max(glob.size, 1)).size
+        diag_count = distinct(label, diag.size).size
+        if min(glob_count, diag_count) > inside.size:
+            return None
+        family = glob
+        if diag_count < glob_count:
+            family, color, index = diag, label, lines[inside]
+        needed, slot = distinct_inverse(color, family.size)
+        every = inside.size == lines.size
+        return DiagonalReading(family, needed, slot, index, None if every else inside)
 
     @cached_property
     def diagonal_family(self) -> SeedFamily:

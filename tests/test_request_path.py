@@ -342,3 +342,59 @@ def test_both_ways_of_the_combined_program_recover_the_same_values(materialise):
     assert engine.info().hvps == family.size
     assert ("values", serial, materialise) in kernels._fixed[family]
     assert ("values", serial, not materialise) not in kernels._fixed[family]
+
+
+def _pytree_fun(t):
+    a, b = t["a"], t["b"]
+    # b[0] and b[3] enter linearly: their diagonal entries are structural zeros.
+    return jnp.sum(a**4) + jnp.sum(a[:5] * b) + jnp.sum(jnp.sin(b[1:3]) ** 2) + b[4] ** 3
+
+
+def _vector_fun(x):
+    return jnp.stack([genrose(x), jnp.sum(jnp.cos(x[1:] * x[:-1]))])
+
+
+def _planned_hvps(H, lines):
+    """HVPs the planner would spend on the diagonal entries of ``lines`` at a fresh point."""
+    engine = H._engine
+    request, _ = engine._plan_entries(lines, lines, diagonal=True)
+    return len(request.seeds)
+
+
+TREE = {"a": jnp.linspace(0.5, 1.5, 7), "b": jnp.linspace(-1.0, 1.0, 5)}
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1])
+@pytest.mark.parametrize(
+    "fun, x, name, lines",
+    [
+        (genrose, X, None, np.arange(40)),
+        (_vector_fun, X, None, np.arange(40)),
+        (_pytree_fun, TREE, "a", np.arange(7)),
+        (_pytree_fun, TREE, "b", np.arange(7, 12)),
+    ],
+)
+def test_a_fresh_diagonal_is_read_like_the_planner_would(fun, x, name, lines, chunk_size):
+    H0 = lazyhess.hessian(fun, x, chunk_size=chunk_size)
+    H0.sparsity  # noqa: B018 (detect)
+    ref = jax.jit(jax.hessian(fun))(x)
+    if name is not None:
+        ref = ref[name][name]
+    H = H0.at(x)
+    view = H if name is None else H[name][name]
+    diagonal = view.diagonal()
+    np.testing.assert_allclose(
+        diagonal, np.diagonal(np.asarray(ref), axis1=-2, axis2=-1), rtol=1e-12, atol=1e-12
+    )
+    assert H.cache_info().hvps == _planned_hvps(H0.at(x), lines)
+
+
+def test_the_diagonal_after_the_whole_hessian_costs_no_hvp():
+    H = lazyhess.hessian(_vector_fun, X)
+    H.to_sparse()
+    spent = H.cache_info().hvps
+    ref = np.asarray(jax.jit(jax.hessian(_vector_fun))(X))
+    np.testing.assert_allclose(
+        H.diagonal(), np.diagonal(ref, axis1=-2, axis2=-1), rtol=1e-12, atol=1e-12
+    )
+    assert H.cache_info().hvps == spent
