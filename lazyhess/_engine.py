@@ -249,8 +249,8 @@ class Engine:
             kernels.timed(key, serial, time.perf_counter() - start)
             return block
 
-    def _device_labels(self, family: SeedFamily) -> jax.Array:
-        """``family.labels`` on the device, sent once per family and shared by every point.
+    def _device_labels(self, family: SeedFamily) -> jax.Array | np.ndarray:
+        """``family.labels`` as the kernels take them (see ``Structure.device_labels``).
 
         Always concrete (built at compile time when a trace is active), so it may be kept.
         """

@@ -413,7 +413,7 @@ class Kernels:
         )
         return leaves, out.reshape((count * chunk,) + out.shape[2:])[:n]
 
-    def units(self, x, dyn, labels: jax.Array, chunk: int) -> tuple[tuple, jax.Array]:
+    def units(self, x, dyn, labels: jax.Array | np.ndarray, chunk: int) -> tuple[tuple, jax.Array]:
         """The per-point state and ``H e_j`` for every unit seed ``j``: ``(n, p, n)``.
 
         The whole dense Hessian in one compiled call: the linearisation, then ``chunk``
@@ -472,7 +472,7 @@ class Kernels:
         state: tuple,
         x,
         dyn,
-        labels: jax.Array,
+        labels: jax.Array | np.ndarray,
         ids: jax.Array | np.ndarray,
         exact_nan: bool,
         serial: bool = False,

@@ -343,3 +343,29 @@ def test_linear_operator_and_batched_sparse_outputs():
         Hb.to_sparse("csr")
     with pytest.raises(ValueError, match="one scalar output"):
         Hb.as_linear_operator()
+
+
+@pytest.mark.slow
+def test_requests_colored_for_themselves_at_new_points_do_not_retrace():
+    band, x = PROBLEMS["RANDSP2"].make(200)
+    traces = []
+
+    def f(y):
+        traces.append(1)
+        return band(y)
+
+    rows = np.sort(np.random.default_rng(1).choice(200, 20, replace=False))
+    H = lazyhess.hessian(f, x)
+    for point in (x, x + 0.1):  # a point's first request, and a later one
+        fresh = H.at(point)
+        fresh[rows]
+        fresh[rows[::2]]
+    families = {family.key for family, _ in fresh._engine.cache.families(None)}
+    assert "partial" in families  # colorings fitted to the requests, not the global one
+    first = len(traces)
+    for shift in (0.2, 0.3):
+        fresh = H.at(x + shift)
+        ref = np.asarray(jax.jit(jax.hessian(band))(x + shift))
+        np.testing.assert_allclose(fresh[rows], ref[rows], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(fresh[rows[::2]], ref[rows[::2]], rtol=1e-12, atol=1e-12)
+    assert len(traces) == first
