@@ -107,7 +107,8 @@ i = H.flat.shape[-1] // 2
 first = once(lambda: H.flat[i])
 peak = rss("VmHWM")
 print(json.dumps(dict(first=first, peak=peak, before=before,
-                      n=H.flat.shape[-1], dense=H._structure.dense, what=repr(H.sparsity)[:60])))
+                      n=H.flat.shape[-1], dense=H._engine.structure.dense,
+                      what=repr(H.sparsity)[:60])))
 """
 
 

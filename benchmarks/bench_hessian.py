@@ -92,7 +92,7 @@ def full_row(name: str, n: int, asdex) -> list[str]:
     first = once(lambda: lazyhess.hessian(f, x).to_sparse("bcoo").data)
     H = lazyhess.hessian(f, x)
     H.to_sparse("bcoo")
-    colors = H._structure.colored.num_colors
+    colors = H._engine.structure.colored.num_colors
     at_point = median_time(lambda: H.at(x).to_sparse("bcoo").data)
     hess = jax.jit(lazyhess.sparse_hessian(f, x))
     hess(x)

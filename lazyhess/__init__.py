@@ -21,8 +21,9 @@ from ._functional import (
     sparse_hessian_from_coloring,
     value_and_sparse_hessian,
 )
-from ._hessian import Hessian, HessianBlock, HessianNode, hessian
+from ._hessian import Hessian, hessian
 from ._progress import set_progress_default
+from ._views import HessianBlock, HessianNode
 from .coloring import ColoredPattern, hessian_coloring_from_sparsity
 from .sparsity import SparsityPattern, hessian_sparsity
 

@@ -222,6 +222,30 @@ def check_flag(name: str, flag: Any) -> None:
         raise TypeError(f"{name} must be True or False; got {flag!r}.")
 
 
+def check_new_point(old: tuple[tuple, dict], new: tuple[tuple, dict]) -> None:
+    """``H.at``'s arguments ``new`` are structured as ``old``, arrays alike in shape, dtype."""
+    mine = jax.tree_util.tree_flatten_with_path(old)
+    theirs = jax.tree_util.tree_flatten_with_path(new)
+    if mine[1] != theirs[1]:
+        raise ValueError(
+            f"H.at needs arguments structured as the original ({mine[1]}); got {theirs[1]}. "
+            "Build a new Hessian with lazyhess.hessian for a different structure."
+        )
+    for (path, a), (_, b) in zip(mine[0], theirs[0], strict=True):
+        if not (is_array(a) or is_array(b)):
+            continue
+        dtype = getattr(a, "dtype", None)
+        if dtype is not None and dtype == getattr(b, "dtype", None) and a.shape == b.shape:
+            continue  # arrays alike: no dtype resolution needed
+        sa, sb = (jnp.shape(a), jnp.result_type(a)), (jnp.shape(b), jnp.result_type(b))
+        if sa != sb:
+            raise ValueError(
+                f"H.at: argument {jax.tree_util.keystr(path)[1:]} has shape {sb[0]} and "
+                f"dtype {sb[1]}, but the Hessian was built with {sa[0]} and {sa[1]}; "
+                "keep shapes and dtypes, or build a new Hessian."
+            )
+
+
 def check_kwargs(fun: Callable, kwargs: dict) -> None:
     """Keywords passed on to ``fun`` must be its parameters.
 

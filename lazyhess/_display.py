@@ -186,6 +186,22 @@ def hessian_html(
     )
 
 
+def engine_spy(engine: Engine) -> tuple[sp.csr_array | None, int, np.ndarray | None, np.ndarray]:
+    """``(csr, n, colors, seeded)`` of a Hessian's point.
+
+    The pattern (detected if not yet; ``None`` when dense), the global coloring's colors if
+    known, and the columns whose seed is cached.
+    """
+    structure = engine.structure
+    colored = structure.colored if structure.colored_known else None
+    return (
+        structure.csr,
+        engine.layout.n,
+        None if colored is None else colored.colors,
+        engine.computed_columns(),
+    )
+
+
 def _spy_source(obj: Any) -> tuple[sp.csr_array | None, int, np.ndarray | None, np.ndarray]:
     """``(csr, n, colors, seeded)`` for a Hessian, a pattern or a matrix."""
     from .coloring import ColoredPattern

@@ -21,6 +21,7 @@ import jax
 import jax.core
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse as sp
 from jax._src import core as jax_core  # trace_state_clean: is a trace active?
 
 from ._cache import CacheInfo, DirectionCache, format_bytes
@@ -807,6 +808,15 @@ class Engine:
             chunk_bytes=min(new, self.chunk_size) * per_seed,
         )
 
+    def stored(self) -> tuple[sp.csr_array, Any]:
+        """The flat pattern and its entries' values ``(p, nnz)``; every entry when dense."""
+        if not self.structure.dense:
+            return self.structure.stored_csr, self.pattern_values()
+        lay = self.layout
+        everything = np.arange(lay.n)
+        values = self.grid(np.arange(lay.p), everything, everything)
+        return sp.csr_array(np.ones((lay.n, lay.n), dtype=bool)), values.reshape(lay.p, -1)
+
     def pattern_values(self) -> Any:
         """Every stored entry of the sparse pattern, shaped ``(p, nnz)`` in row-major order.
 
@@ -998,6 +1008,14 @@ class Engine:
                 in_seed = labels >= 0
                 seeded[in_seed] |= held[labels[in_seed]]
         return seeded
+
+    @functools.cached_property
+    def first_order(self) -> tuple[Any, Any, Any]:
+        """``fun``'s output, its gradient and aux at this point (computed on first access)."""
+        if self.traced:
+            return self.kernels.first_order(self.x, self.dyn)
+        with concretely():
+            return self.kernels.first_order(self.x, self.dyn)
 
     def info(self) -> CacheInfo:
         """HVP directions spent, cache hits and misses, and the cache's use."""

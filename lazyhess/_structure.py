@@ -136,6 +136,16 @@ class Structure:
         """Whether every entry may be nonzero."""
         return self.csr is None
 
+    def describe(self) -> str:
+        """What serves requests, for a repr: auto (not detected yet), dense or sparse."""
+        if not self.known:
+            return "auto (pattern not detected yet)"
+        if self.pattern is None:
+            return "dense"
+        if self.dense:
+            return "dense (detected: every entry may be nonzero)"
+        return f"sparse (nnz={self.pattern.nnz})"
+
     @cached_property
     def stored_csr(self) -> sp.csr_array:
         """The pattern's CSR array, built also for a detected dense pattern when asked.

@@ -167,6 +167,15 @@ class Layout:
         self.p = batch if batch is not None else sum(o.size for o in outputs)
         self.dtype = np.dtype(jnp.result_type(*(leaf.dtype for leaf in inputs)))
 
+    @cached_property
+    def lead(self) -> tuple[int, ...]:
+        """The leading axes of the flat view: the batch, the output's shape, or all outputs."""
+        if self.batch is not None:
+            return (self.batch,)
+        if len(self.outputs) == 1:
+            return self.outputs[0].shape
+        return (self.p,)
+
     @property
     def d(self) -> int:
         """Length of the flat vector over all samples."""
@@ -196,6 +205,57 @@ class Layout:
             for leaf in self.inputs
         ]
         return jax.tree_util.tree_unflatten(self.in_tree, leaves)
+
+    def vectors(self, v: Any) -> tuple[jax.Array, bool]:
+        """``v``, a pytree like the inputs, as flat seeds ``(k, d)``; and whether it held k.
+
+        Leaves have the inputs' full shapes (with a batch, one vector per sample), or each
+        those plus the same trailing axis of ``k`` vectors.
+        """
+        leaves, tree = jax.tree_util.tree_flatten(v)
+        if tree != self.in_tree:
+            raise ValueError(
+                f"hvp needs v structured like the inputs ({self.in_tree}); got {tree}."
+            )
+        lead = () if self.batch is None else (self.batch,)
+        shapes = [lead + leaf.shape for leaf in self.inputs]
+        matrix = [np.shape(a) != s for a, s in zip(leaves, shapes, strict=True)]
+        ks = {np.shape(a)[-1] for a, m in zip(leaves, matrix, strict=True) if m}
+        if (
+            any(np.shape(a)[: len(s)] != s for a, s in zip(leaves, shapes, strict=True))
+            or len(ks) > 1
+            or (ks and not all(matrix))
+        ):
+            got = [np.shape(a) for a in leaves]
+            raise ValueError(
+                f"hvp needs leaves of shapes {shapes} (or each with the same trailing axis of "
+                f"vectors); got {got}."
+            )
+        k = ks.pop() if ks else 1
+        cols = [
+            jnp.asarray(a, self.dtype).reshape(lead + (leaf.size, k))
+            for a, leaf in zip(leaves, self.inputs, strict=True)
+        ]
+        seeds = jnp.moveaxis(jnp.concatenate(cols, axis=-2), -1, 0).reshape(k, self.d)
+        return seeds, any(matrix)
+
+    def products(self, out: jax.Array, matrix: bool) -> Any:
+        """HVP results ``(k, p, n)`` nested as ``jax.jacrev``'s output.
+
+        Leaves ``out + x_i.shape``, with a trailing ``(k,)`` when ``matrix``.
+        """
+        k = out.shape[0]
+        blocks = []
+        for o, out_leaf in enumerate(self.outputs):
+            prefix = self.prefix(o)
+            start = 0 if self.batch is not None else out_leaf.offset
+            row = []
+            for leaf in self.inputs:
+                part = out[:, start : start + math.prod(prefix), leaf.offset : leaf.stop]
+                part = part.reshape((k,) + prefix + leaf.shape).astype(leaf.dtype)
+                row.append(jnp.moveaxis(part, 0, -1) if matrix else part[0])
+            blocks.append(jax.tree_util.tree_unflatten(self.in_tree, row))
+        return jax.tree_util.tree_unflatten(self.out_tree, blocks)
 
     def block_shape(self, spec: BlockSpec) -> tuple[int, ...]:
         """Shape of one block, as jax.hessian (or its vmap, with a batch) gives it."""

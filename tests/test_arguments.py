@@ -232,9 +232,9 @@ def test_at_recompiles_for_true_and_1():
 def test_at_reuses_kernels_for_the_same_statics():
     fun = lambda x, s, name: jnp.sum(x**2) * s  # noqa: E731
     H = lazyhess.hessian(fun, X, 1.5, "a")
-    assert H.at(2 * X, 1.5, "a")._kernels is H._kernels
-    assert H.at(2 * X, float("1.5"), "a")._kernels is H._kernels
-    assert H.at(2 * X, 1.5, "b")._kernels is not H._kernels
+    assert H.at(2 * X, 1.5, "a")._engine.kernels is H._engine.kernels
+    assert H.at(2 * X, float("1.5"), "a")._engine.kernels is H._engine.kernels
+    assert H.at(2 * X, 1.5, "b")._engine.kernels is not H._engine.kernels
 
 
 # ---------------------------------------------------- batches whose samples interact

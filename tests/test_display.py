@@ -75,7 +75,7 @@ def test_html_computes_nothing():
     H = _genrose(200)
     html = H._repr_html_()
     assert H.cache_info().hvps == 0
-    assert "pattern" not in H._structure.__dict__, "the summary triggered detection"
+    assert "pattern" not in H._engine.structure.__dict__, "the summary triggered detection"
     assert "not detected yet" in html and "not computed yet" in html
     picture = _picture(html, 64)
     assert np.all(picture == _PALETTE[0])  # nothing known, nothing computed
@@ -101,13 +101,13 @@ def test_html_after_a_column_shows_it():
 def test_html_after_full_sparse_hessian():
     H = _genrose(200)
     H.to_sparse("csr")
-    colored = H._structure.colored
+    colored = H._engine.structure.colored
     html = H._repr_html_()
     assert "598 nonzeros" in html
     assert f"{colored.num_colors} ({colored.method})" in html
     assert "200 of 200 columns (and rows)" in html
     picture = _picture(html, 64)
-    grid = _cell_grid(H._structure.csr, 200, 64, np.ones(200, dtype=bool))
+    grid = _cell_grid(H._engine.structure.csr, 200, 64, np.ones(200, dtype=bool))
     np.testing.assert_array_equal(picture, _PALETTE[grid])
     assert np.all(np.diag(grid) == 2) and grid[0, -1] == 0
 
@@ -129,7 +129,7 @@ def test_html_for_pytree_and_batch():
     assert "nested (H.shape lists the blocks)" in html
     assert "[&#x27;a&#x27;]" in html and "[&#x27;b&#x27;]" in html
     assert "priced once the pattern is known" in html
-    dense = lazyhess.hessian(H._fun, {"a": jnp.ones(3), "b": jnp.ones(2)}, sparsity=None)
+    dense = lazyhess.hessian(H._shared.fun, {"a": jnp.ones(3), "b": jnp.ones(2)}, sparsity=None)
     dense["a"]["b"][1]
     line = "H[:] would cost</th><td style='text-align:left'>4 new HVPs, 1 from the cache"
     assert line in dense._repr_html_()
@@ -159,7 +159,7 @@ def test_spy_hessian_marks_computed(plt):
     H[:, 10]
     ax = spy(H)
     image = np.asarray(ax.images[0].get_array())
-    expected = _cell_grid(H._structure.csr, 50, 50, H._engine.computed_columns())
+    expected = _cell_grid(H._engine.structure.csr, 50, 50, H._engine.computed_columns())
     np.testing.assert_array_equal(image, expected)
     assert expected[10, 11] == 2 and expected[20, 21] == 1
     assert ax.get_title() == "50 x 50, nnz = 148"

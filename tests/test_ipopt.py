@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import lazyhess
-import lazyhess._hessian
+import lazyhess._setup
 from lazyhess.ipopt import IpoptProblem
 
 
@@ -37,13 +37,13 @@ def dense_lagrangian_hessian(x, lam, sigma):
 def counted(monkeypatch):
     """Counts of detector calls and of traces of the Lagrangian."""
     counts = {"detections": 0, "traces": 0}
-    detect = lazyhess._hessian.call_sparsity
+    detect = lazyhess._setup.call_sparsity
 
     def counting_detect(*args, **kwargs):
         counts["detections"] += 1
         return detect(*args, **kwargs)
 
-    monkeypatch.setattr(lazyhess._hessian, "call_sparsity", counting_detect)
+    monkeypatch.setattr(lazyhess._setup, "call_sparsity", counting_detect)
 
     def lagrangian(x, lam):
         counts["traces"] += 1

@@ -168,7 +168,7 @@ def test_repr():
 
 
 def test_a_point_is_freed_when_dropped_and_its_views_outlive_it():
-    """No reference cycle holds a point's cache; views handed out keep their Hessian."""
+    """No reference cycle holds a point's cache; views handed out keep their point."""
     import gc
     import weakref
 

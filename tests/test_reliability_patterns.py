@@ -141,13 +141,13 @@ def test_batch_with_a_correct_pattern():
     tri = EYE | np.eye(3, k=1, dtype=bool) | np.eye(3, k=-1, dtype=bool)
     H = lazyhess.hessian(per_sample, XS, batch_axis=0, sparsity=tri)
     np.testing.assert_allclose(H[:], jax.vmap(jax.hessian(per_sample))(XS), rtol=1e-12)
-    assert not H._structure.unverified
+    assert not H._engine.structure.unverified
 
 
 def test_a_full_pattern_needs_no_check():
     H = lazyhess.hessian(product, jnp.arange(3.0), sparsity=np.ones((3, 3), dtype=bool))
     np.testing.assert_allclose(H[:], jax.hessian(product)(jnp.arange(3.0)))
-    assert hvps(H) == 3 and not H._structure.unverified
+    assert hvps(H) == 3 and not H._engine.structure.unverified
 
 
 def test_verify_must_be_a_bool():
@@ -164,8 +164,8 @@ def test_a_first_whole_request_under_jit_checks_the_pattern():
     colors = H.cost(slice(None)).new_hvps
     with jax.check_tracer_leaks(True):
         jax.jit(lambda: H.to_sparse("dense"))()
-    assert not H._structure.unverified and hvps(H) == colors + 1
+    assert not H._engine.structure.unverified and hvps(H) == colors + 1
     fresh = lazyhess.hessian(product, jnp.arange(3.0), sparsity=good)
     moved = jax.jit(lambda y: fresh.at(y)[:])(jnp.ones(3))
     np.testing.assert_allclose(moved, jax.hessian(product)(jnp.ones(3)))
-    assert fresh._structure.unverified  # a traced point's values cannot be checked
+    assert fresh._engine.structure.unverified  # a traced point's values cannot be checked

@@ -145,7 +145,7 @@ def test_large_chunks_run_seed_after_seed_when_that_was_faster():
     x = jnp.linspace(0.1, 1.0, 40)
     ref = np.asarray(jax.hessian(f)(x))
     H = lazyhess.hessian(f, x, sparsity=None, chunk_size=16)
-    kernels = H._kernels
+    kernels = H._engine.kernels
     key = ("seeded", True, 16)
     assert not kernels.serial(key) and not kernels.serial(("seeded", True, 8))
     kernels.timed(key, False, 1.0)  # the first run of each way compiles: not compared
@@ -162,7 +162,7 @@ def test_large_chunks_run_seed_after_seed_when_that_was_faster():
 
 
 def test_small_slow_chunks_try_lax_map():
-    kernels = lazyhess.hessian(genrose, X)._kernels
+    kernels = lazyhess.hessian(genrose, X)._engine.kernels
     slow, fast = ("once", False, 4), ("once", False, 6)
     for key, seconds in ((slow, 0.02), (fast, 0.002)):
         kernels.timed(key, False, 1.0)  # compiles: not compared
@@ -181,7 +181,7 @@ def test_small_slow_chunks_try_lax_map():
 
 
 def test_a_race_settles_the_way_once():
-    kernels = lazyhess.hessian(genrose, X)._kernels
+    kernels = lazyhess.hessian(genrose, X)._engine.kernels
     key = ("once", False, 4)
     kernels.timed(key, False, 1.0)
     kernels.timed(key, False, 0.02)
@@ -202,8 +202,8 @@ def test_a_race_settles_the_way_once():
 
 def test_requests_race_when_they_would_try_lax_map(monkeypatch):
     H = lazyhess.hessian(genrose, X)
-    kernels = H._kernels
-    colors = H._structure.global_family.size
+    kernels = H._engine.kernels
+    colors = H._engine.structure.global_family.size
     key = ("fixed", False, colors)
     kernels.timed(key, False, 1.0)
     kernels.timed(key, False, 0.02)  # as if vmapped whole Hessians were slow
@@ -228,7 +228,7 @@ def test_requests_race_when_they_would_try_lax_map(monkeypatch):
 def test_several_processes_never_choose_by_timing(monkeypatch):
     # Each process times its own runs: one choosing lax.map while another runs vmap would
     # compile different programs around the same collectives, and deadlock.
-    kernels = lazyhess.hessian(genrose, X)._kernels
+    kernels = lazyhess.hessian(genrose, X)._engine.kernels
     key = ("once", False, 4)
     kernels.timed(key, False, 1.0)
     kernels.timed(key, False, 0.02)
@@ -293,7 +293,7 @@ def test_a_whole_hessian_at_a_new_point_is_computed_once_and_answers_everything(
     sparse = H.to_sparse("bcoo")
     np.testing.assert_allclose(sparse.todense().reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
     spent = H.cache_info().hvps
-    assert spent == H._structure.whole_family.size  # one HVP per color, nothing else
+    assert spent == H._engine.structure.whole_family.size  # one HVP per color, nothing else
     for key in [1, (slice(0, 2), [0, 2]), (1, 2)]:
         assert H.cost(key).new_hvps == 0
         np.testing.assert_allclose(H[key], ref[key], rtol=1e-12, atol=1e-12)
@@ -318,7 +318,7 @@ def test_whole_hessian_outputs_do_not_share_the_cached_values():
     tril = H.tril()
     tril.data[:] = -1.0
     np.testing.assert_allclose(H.tril().toarray(), np.tril(REF), rtol=1e-12)
-    assert H.cache_info().hvps == H._structure.whole_family.size
+    assert H.cache_info().hvps == H._engine.structure.whole_family.size
 
 
 @pytest.mark.parametrize("materialise", [False, True])

@@ -89,7 +89,7 @@ def test_whole_hessian_is_solved_from_fewer_acyclic_colors():
     H = lazyhess.hessian(f, x)
     np.testing.assert_allclose(H.to_sparse("csr").toarray(), ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(H.tril().toarray(), np.tril(ref), rtol=1e-12, atol=1e-12)
-    structure = H._structure
+    structure = H._engine.structure
     assert (structure.colored.num_colors, structure.whole_colored.num_colors) == (9, 5)
     assert hvps(H) == 5  # acyclic colors: a 9-band needs 5, star 9
     traced = jax.jit(lambda y: lazyhess.hessian(f, y).to_sparse("dense"))(x)
@@ -117,7 +117,7 @@ def test_whole_hessian_of_several_outputs_by_substitution():
 
     H = lazyhess.hessian(f, x)
     np.testing.assert_allclose(H.to_sparse("dense"), jax.hessian(f)(x), rtol=1e-12, atol=1e-12)
-    assert hvps(H) == H._structure.whole_colored.num_colors == 5
+    assert hvps(H) == H._engine.structure.whole_colored.num_colors == 5
 
 
 @pytest.mark.slow
@@ -204,8 +204,8 @@ def test_whole_hessians_at_fresh_points_from_constant_seeds(mode):
         fresh = H.at(x + shift)
         dense = fresh.to_sparse("dense")
         np.testing.assert_allclose(dense, reference(x + shift), rtol=1e-12, atol=1e-12)
-        assert hvps(fresh) == H._structure.whole_colored.num_colors
-    assert len(H._kernels._fixed) == 1  # one program for the family, reused
+        assert hvps(fresh) == H._engine.structure.whole_colored.num_colors
+    assert len(H._engine.kernels._fixed) == 1  # one program for the family, reused
 
     def per(w):
         return jnp.sum(w[1:] ** 2 * w[:-1] ** 2) + jnp.sum(jnp.cos(w))

@@ -275,7 +275,7 @@ def test_default_hessian_on_the_corpus(name):
     H = lazyhess.hessian(f, x)
     np.testing.assert_allclose(H[:], jax.jit(_reference(name, f))(x), rtol=1e-10, atol=1e-10)
     assert H.sparsity is not None
-    assert H.cache_info().hvps == (H._structure.colored.num_colors if H.sparsity.nnz else 0)
+    assert H.cache_info().hvps == (H._engine.structure.colored.num_colors if H.sparsity.nnz else 0)
 
 
 def test_corpus_size():
