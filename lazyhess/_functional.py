@@ -437,7 +437,7 @@ class Program:
             ids = np.arange(self.coloring.num_colors, dtype=np.int32)
             rows, extra = self._rows(product, flat, ids, serial)
             if first is None:  # rev_over_fwd: every seed's trace evaluated fun; read the first.
-                first = kernels._call(layout.unravel(flat), dyn) if extra is None else extra
+                first = kernels.call(layout.unravel(flat), dyn) if extra is None else extra
             return first[0], first[1], gather_results(rows, flat, placement, False), anchor
 
         return program
@@ -503,7 +503,7 @@ class Program:
             product, first = kernels.products(z, dyn)
             rows, extra = self._rows(product, z, mine, False)
             if first is None:
-                first = kernels._call(kernels.layout.unravel(z), dyn) if extra is None else extra
+                first = kernels.call(kernels.layout.unravel(z), dyn) if extra is None else extra
             # Replicated over the mesh's other axes, should x be sharded over them.
             rows = gather_results(rows, z, NO_MESH, False)
             if not self.reduce:

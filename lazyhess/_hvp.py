@@ -99,7 +99,7 @@ class Kernels:
         holomorphic: bool,
         placement: Placement = NO_MESH,
     ):
-        self._call = call
+        self.call = call
         self.placement = placement
         self.layout = layout
         self.mode = mode
@@ -119,7 +119,7 @@ class Kernels:
 
     def _flat(self, x: jax.Array, dyn: Any) -> tuple[jax.Array, tuple[Any, Any]]:
         """The flat output (``q`` elements) and ``(output, aux)`` of the same evaluation."""
-        out, aux = self._call(self.layout.unravel(x), dyn)
+        out, aux = self.call(self.layout.unravel(x), dyn)
         y = jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree_util.tree_leaves(out)])
         return (jnp.sum(y, keepdims=True) if self.layout.batch is not None else y), (out, aux)
 
@@ -130,7 +130,7 @@ class Kernels:
         """
 
         def target(primals: Any) -> tuple[Any, tuple[Any, Any]]:
-            out, aux = self._call(primals, dyn)
+            out, aux = self.call(primals, dyn)
             return (jnp.sum(out) if self.layout.batch is not None else out), (out, aux)
 
         jac = jax.jacrev(target, has_aux=True, holomorphic=self.holomorphic)
