@@ -443,7 +443,12 @@ class Kernels:
         def product(u: jax.Array) -> jax.Array:
             return self._hvp(tree, leaves, x, dyn, u)
 
-        out = jax.lax.map(product, v) if serial else jax.vmap(product)(v)
+        if v.shape[0] == 1:
+            # One seed (a row, an entry): unbatched, the program compiles ~15 % faster
+            # (ARROW2, n = 1e3: 58 against 69 ms), which is most of a first request.
+            out = product(v[0])[None]
+        else:
+            out = jax.lax.map(product, v) if serial else jax.vmap(product)(v)
         return gather_results(out, x, self.placement, keep)[:k]
 
     def _seeded_impl(self, exact_nan: bool, tree, leaves, x, dyn, labels, ids, serial=False):
