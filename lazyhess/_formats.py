@@ -170,6 +170,20 @@ def coordinates(csr: sp.csr_array) -> Coordinates:
     return _per_pattern(_HOST_COORDINATES, csr, build)
 
 
+def scipy_shell(csr: sp.csr_array, format: str, data: np.ndarray) -> Any:
+    """The scipy array in ``csr``'s pattern whose entries, in row-major order, are ``data``.
+
+    ``"csr"`` and ``"csc"`` give a CSR array (a CSC one is converted from it once its
+    values are in), ``"coo"`` a COO array. The array holds ``data`` itself, not a copy:
+    writing ``data`` later fills it, so it can be built while the values are computed.
+    """
+    n = shape_of(csr)[0]
+    kept = coordinates(csr)
+    if format == "coo":
+        return sp.coo_array((data, (kept.rows.copy(), kept.cols.copy())), shape=(n, n))
+    return sp.csr_array((data, kept.cols.copy(), kept.indptr.copy()), shape=(n, n))
+
+
 def pattern_output(
     data: Any, csr: sp.csr_array, format: Format, lead: tuple[int, ...] = ()
 ) -> Any:
@@ -183,9 +197,7 @@ def pattern_output(
     name = check_format(format)
     n = shape_of(csr)[0]
     if name in ("csr", "csc") and not lead:
-        data = np.asarray(data)
-        kept = coordinates(csr)
-        matrix = sp.csr_array((data, kept.cols.copy(), kept.indptr.copy()), shape=(n, n))
+        matrix = scipy_shell(csr, name, np.asarray(data))
         return matrix if name == "csr" else matrix.tocsc()
     if name == "bcoo":
         data = to_device(data)
@@ -219,4 +231,4 @@ def pattern_output(
             "(output elements or samples); use 'bcoo', 'dense' or 'numpy', or select one "
             "output first."
         )
-    return sp.coo_array((data, (rows.copy(), cols.copy())), shape=(n, n))
+    return scipy_shell(csr, name, data)

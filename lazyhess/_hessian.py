@@ -16,7 +16,7 @@ from ._arguments import Mode, check_mesh, check_new_point, check_options, other_
 from ._cache import CacheInfo, format_bytes
 from ._engine import Cost, concretely
 from ._estimators import DiagonalMethod, Eigen, Estimate, SpectralDensity, TraceMethod, Which
-from ._formats import Format, check_format, coordinates, pattern_output
+from ._formats import Format, check_format, coordinates, pattern_output, scipy_shell
 from ._setup import Shared, engine_at, share
 from ._tree import Signature
 from ._views import HessianBlock, _ArrayOps, flat, view
@@ -335,9 +335,17 @@ class Hessian(_ArrayOps):
                 and no batch), ``"dense"`` (jax array) or ``"numpy"``; asdex's names
                 ``"scipy_csr"``, ``"scipy_csc"``, ``"scipy_coo"`` and ``"numpy_dense"`` too.
         """
-        check_format(format)
+        name = check_format(format)
+        engine = self._engine
+        lead = engine.layout.lead
+        scipy = name in ("csr", "csc", "coo") and not lead
+        if scipy and not engine.traced and not engine.structure.dense:
+            # Built while the HVPs run; see Engine.pattern_values.
+            csr = engine.structure.stored_csr
+            matrix = engine.pattern_values(lambda data: scipy_shell(csr, name, data[0]))
+            return matrix.tocsc() if name == "csc" else matrix
         csr, values = self._stored()
-        return pattern_output(values, csr, format, self._engine.layout.lead)
+        return pattern_output(values, csr, format, lead)
 
     def tril(self) -> sp.coo_array:
         """The lower triangle of the flat Hessian as a scipy COO array.
