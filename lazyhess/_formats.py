@@ -113,6 +113,7 @@ def check_format(format: Any) -> str:
 
 _DEVICE_INDICES: dict[int, jax.Array] = {}
 _HOST_COORDINATES: dict[int, Coordinates] = {}
+_HOST_LOWER: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
 def _per_pattern(cache: dict, csr: sp.csr_array, build: Callable[[], Any]) -> Any:
@@ -182,6 +183,25 @@ def scipy_shell(csr: sp.csr_array, format: str, data: np.ndarray) -> Any:
     if format == "coo":
         return sp.coo_array((data, (kept.rows.copy(), kept.cols.copy())), shape=(n, n))
     return sp.csr_array((data, kept.cols.copy(), kept.indptr.copy()), shape=(n, n))
+
+
+def tril_shell(csr: sp.csr_array, dtype: Any) -> tuple[sp.coo_array, np.ndarray]:
+    """A COO array of ``csr``'s lower triangle, values unset, and their stored positions.
+
+    ``np.take(values, positions, out=matrix.data)`` fills it from all stored entries'
+    values. The positions and the triangle's coordinates are computed once per pattern
+    (recomputed at every call, they took half of ``H.tril()``: GENROSE, n = 1e4).
+    """
+
+    def build() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        _, rows, cols = coordinates(csr)
+        positions = np.flatnonzero(rows >= cols)
+        return positions, rows[positions], cols[positions]
+
+    positions, rows, cols = _per_pattern(_HOST_LOWER, csr, build)
+    n = shape_of(csr)[0]
+    data = np.empty(positions.size, dtype)
+    return sp.coo_array((data, (rows.copy(), cols.copy())), shape=(n, n)), positions
 
 
 def pattern_output(

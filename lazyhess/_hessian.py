@@ -16,7 +16,7 @@ from ._arguments import Mode, check_mesh, check_new_point, check_options, other_
 from ._cache import CacheInfo, format_bytes
 from ._engine import Cost, concretely
 from ._estimators import DiagonalMethod, Eigen, Estimate, SpectralDensity, TraceMethod, Which
-from ._formats import Format, check_format, coordinates, pattern_output, scipy_shell
+from ._formats import Format, check_format, pattern_output, scipy_shell, tril_shell
 from ._setup import Shared, engine_at, share
 from ._tree import Signature
 from ._views import HessianBlock, _ArrayOps, flat, view
@@ -355,11 +355,18 @@ class Hessian(_ArrayOps):
         :meth:`to_sparse` costs.
         """
         self._scalar("tril()")
-        csr, values = self._stored()
-        _, rows, cols = coordinates(csr)
-        lower = rows >= cols
-        n = self._engine.layout.n
-        return sp.coo_array((np.asarray(values)[lower], (rows[lower], cols[lower])), shape=(n, n))
+        engine = self._engine
+        if not engine.traced and not engine.structure.dense:
+            # Built while the HVPs run; see Engine.pattern_values.
+            csr = engine.structure.stored_csr
+            values, (matrix, positions) = engine.pattern_values(
+                lambda data: (data, tril_shell(csr, data.dtype))
+            )
+        else:
+            csr, values = self._stored()
+            matrix, positions = tril_shell(csr, values.dtype)
+        np.take(np.asarray(values).reshape(-1), positions, out=matrix.data)
+        return matrix
 
     def as_linear_operator(self) -> LinearOperator:
         """The flat Hessian as a symmetric scipy ``LinearOperator``; products are HVPs.
