@@ -171,6 +171,21 @@ def coordinates(csr: sp.csr_array) -> Coordinates:
     return _per_pattern(_HOST_COORDINATES, csr, build)
 
 
+def host_data(data: Any, what: str) -> np.ndarray:
+    """``data`` as a numpy array for a host output (numpy or scipy), named ``what``.
+
+    Raises a TypeError inside a jax transformation, whose values are traced: without it,
+    numpy's conversion failed with an error naming neither the output nor the way out.
+    """
+    if isinstance(data, jax.core.Tracer):
+        raise TypeError(
+            f"{what} gives host arrays (numpy or scipy), which cannot hold the traced values "
+            "of a call inside jax.jit, vmap or grad; use the 'bcoo' or 'dense' format there, "
+            "or ask outside the transformation."
+        )
+    return np.asarray(data)
+
+
 def scipy_shell(csr: sp.csr_array, format: str, data: np.ndarray) -> Any:
     """The scipy array in ``csr``'s pattern whose entries, in row-major order, are ``data``.
 
@@ -217,7 +232,7 @@ def pattern_output(
     name = check_format(format)
     n = shape_of(csr)[0]
     if name in ("csr", "csc") and not lead:
-        matrix = scipy_shell(csr, name, np.asarray(data))
+        matrix = scipy_shell(csr, name, host_data(data, f"format={format!r}"))
         return matrix if name == "csr" else matrix.tocsc()
     if name == "bcoo":
         data = to_device(data)
@@ -240,7 +255,7 @@ def pattern_output(
     if name == "dense":
         data = to_device(data)
         return jnp.zeros(lead + (n, n), data.dtype).at[..., rows, cols].set(data)
-    data = np.asarray(data)
+    data = host_data(data, f"format={format!r}")
     if name == "numpy":
         dense = np.zeros(lead + (n, n), data.dtype)
         dense[..., rows, cols] = data

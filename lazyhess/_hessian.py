@@ -16,7 +16,14 @@ from ._arguments import Mode, check_mesh, check_new_point, check_options, other_
 from ._cache import CacheInfo, format_bytes
 from ._engine import Cost, concretely
 from ._estimators import DiagonalMethod, Eigen, Estimate, SpectralDensity, TraceMethod, Which
-from ._formats import Format, check_format, pattern_output, scipy_shell, tril_shell
+from ._formats import (
+    Format,
+    check_format,
+    host_data,
+    pattern_output,
+    scipy_shell,
+    tril_shell,
+)
 from ._setup import Shared, engine_at, share
 from ._tree import Signature
 from ._views import HessianBlock, _ArrayOps, flat, view
@@ -363,9 +370,10 @@ class Hessian(_ArrayOps):
                 lambda data: (data, tril_shell(csr, data.dtype))
             )
         else:
-            csr, values = self._stored()
+            csr, stored = self._stored()
+            values = host_data(stored, "tril()")
             matrix, positions = tril_shell(csr, values.dtype)
-        np.take(np.asarray(values).reshape(-1), positions, out=matrix.data)
+        np.take(values.reshape(-1), positions, out=matrix.data)
         return matrix
 
     def as_linear_operator(self) -> LinearOperator:

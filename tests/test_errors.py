@@ -1,6 +1,8 @@
 """Bad input fails early with an error that names the argument and the fix."""
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from helpers import mixed
 
@@ -159,3 +161,26 @@ def test_at_with_other_shapes_or_structure():
         H.at(X.astype(jnp.float32))
     with pytest.raises(ValueError, match="structured as the original"):
         H.at(X, X)
+
+
+@pytest.mark.parametrize("format", ["csr", "csc", "coo", "numpy", "scipy_csr", "tril"])
+def test_host_outputs_inside_a_transformation(format):
+    f = lambda x: jnp.sum(x**3) + x[0] * x[1]  # noqa: E731
+    x = jnp.linspace(0.1, 1.0, 5)
+
+    def lazy(y):
+        H = lazyhess.hessian(f, y)
+        return H.tril() if format == "tril" else H.to_sparse(format)
+
+    match = "cannot hold the traced values.*'bcoo' or 'dense'"
+    with pytest.raises(TypeError, match=match):
+        jax.jit(lazy)(x)
+    if format != "tril":
+        functional = lazyhess.sparse_hessian(f, x, output_format=format)
+        with pytest.raises(TypeError, match=match):
+            jax.jit(functional)(x)
+        np.testing.assert_allclose(  # outside the transformation, the same calls work
+            np.asarray(lazy(x).todense() if format != "numpy" else lazy(x)),
+            jax.hessian(f)(x),
+            rtol=1e-6,
+        )
