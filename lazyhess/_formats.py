@@ -196,8 +196,11 @@ def scipy_shell(csr: sp.csr_array, format: str, data: np.ndarray) -> Any:
     n = shape_of(csr)[0]
     kept = coordinates(csr)
     if format == "coo":
-        return sp.coo_array((data, (kept.rows.copy(), kept.cols.copy())), shape=(n, n))
-    return sp.csr_array((data, kept.cols.copy(), kept.indptr.copy()), shape=(n, n))
+        matrix = sp.coo_array((data, (kept.rows.copy(), kept.cols.copy())), shape=(n, n))
+    else:
+        matrix = sp.csr_array((data, kept.cols.copy(), kept.indptr.copy()), shape=(n, n))
+    matrix.data = data  # held, not copied, whatever the constructor chose to do
+    return matrix
 
 
 def tril_shell(csr: sp.csr_array, dtype: Any) -> tuple[sp.coo_array, np.ndarray]:
