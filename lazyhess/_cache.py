@@ -64,17 +64,30 @@ class DirectionCache:
     The coverage (for each family, a mask of its labels held) is kept as results come and
     go, so a request never scans the cache's keys. All methods hold one lock: a Hessian can
     be indexed from several threads.
+
+    ``shares``: the cache of another point whose results this one holds too, with counters
+    of its own (the points of a constant Hessian, whose HVPs never read the point).
+    ``nonfinite`` holds the unit seeds whose result had a non-finite value, which cannot be
+    read as rows by symmetry; it is shared with the results.
     """
 
-    def __init__(self, max_bytes: int):
+    def __init__(self, max_bytes: int, shares: DirectionCache | None = None):
         self.max_bytes = max_bytes
-        self.lock = threading.RLock()
-        self._lru: _Lru | None = _Lru(max_bytes) if max_bytes else None
-        self._held: dict[Any, np.ndarray] = {} if self._lru is None else self._lru.held
-        self._count: dict[Any, int] = {} if self._lru is None else self._lru.count
         self.hvps = 0
         self.hits = 0
         self.misses = 0
+        if shares is None:
+            lru = _Lru(max_bytes) if max_bytes else None
+            self.lock = threading.RLock()
+            self._lru: _Lru | None = lru
+            self._held: dict[Any, np.ndarray] = {} if lru is None else lru.held
+            self._count: dict[Any, int] = {} if lru is None else lru.count
+            self.nonfinite: set[int] = set()
+        else:
+            self.max_bytes = shares.max_bytes
+            self.lock, self._lru = shares.lock, shares._lru
+            self._held, self._count = shares._held, shares._count
+            self.nonfinite = shares.nonfinite
 
     def get(self, key: Hashable) -> np.ndarray | None:
         """The cached result for ``key``, counted as a hit, or ``None``."""

@@ -153,7 +153,6 @@ class Engine:
         self._home = None if self.traced else home(x, kernels.placement)
         self._point_state: tuple | None = None
         self._first = True  # no HVP computed at this point yet
-        self._nonfinite: np.ndarray | None = None  # unit seeds whose product is not finite
 
     # --- HVPs ----------------------------------------------------------------------------
 
@@ -697,23 +696,21 @@ class Engine:
         row of a NaN), and ``jax.hessian`` (forward over reverse) assembles columns: such
         a request is read again from its columns' own seeds. Finite products are trusted.
         """
-        bad = self._nonfinite
-        return bad is not None and self.structure.dense and bool(bad[lines].any())
+        bad = self.cache.nonfinite
+        return bool(bad) and self.structure.dense and not bad.isdisjoint(lines.tolist())
 
     def _symmetric(self, line: int) -> bool:
         """Whether line ``line``'s unit seed may be read as its row (by symmetry).
 
         Not where its product has a non-finite value: see :meth:`_asymmetric`.
         """
-        return self._nonfinite is None or not self._nonfinite[line]
+        return line not in self.cache.nonfinite
 
     def _mark_nonfinite(self, labels: np.ndarray, block: np.ndarray) -> None:
         """Remember which unit seeds gave a non-finite value (one pass over the block)."""
         finite = np.isfinite(block.reshape(len(labels), -1)).all(axis=1)
         if not finite.all():
-            if self._nonfinite is None:
-                self._nonfinite = np.zeros(self.layout.n, dtype=bool)
-            self._nonfinite[labels[~finite]] = True
+            self.cache.nonfinite.update(np.asarray(labels)[~finite].tolist())
 
     def _column_slabs(self, cols: np.ndarray) -> _Slabs:
         """A grid over ``cols`` read from the columns' own unit seeds (cached ones first).

@@ -14,7 +14,7 @@ from scipy.sparse.linalg import LinearOperator
 from . import _display
 from ._arguments import Mode, check_mesh, check_new_point, check_options, other_inputs_hint
 from ._cache import CacheInfo, format_bytes
-from ._engine import Cost, concretely
+from ._engine import Cost, Engine, concretely
 from ._estimators import DiagonalMethod, Eigen, Estimate, SpectralDensity, TraceMethod, Which
 from ._formats import (
     Format,
@@ -127,12 +127,19 @@ class Hessian(_ArrayOps):
         shared, signature = share(fun, args, kwargs, options)
         self._point(shared, signature, args, kwargs)
 
-    def _point(self, shared: Shared, signature: Signature, args: tuple, kwargs: dict) -> None:
+    def _point(
+        self,
+        shared: Shared,
+        signature: Signature,
+        args: tuple,
+        kwargs: dict,
+        previous: Engine | None = None,
+    ) -> None:
         self._shared = shared
         self._signature = signature
         self._args = args
         self._kwargs = kwargs
-        self._engine = engine = engine_at(shared, signature, args, kwargs)
+        self._engine = engine = engine_at(shared, signature, args, kwargs, previous)
         self._root = view(engine, engine.layout.structure, "H")
 
     # --- navigation and arrays -------------------------------------------------------------
@@ -311,7 +318,11 @@ class Hessian(_ArrayOps):
         """The same function and options at a new point, with a fresh cache.
 
         Inputs must keep their shapes and dtypes; compiled kernels are reused when the
-        non-array arguments are the same.
+        non-array arguments are the same. A constant Hessian (the function is at most
+        quadratic in the differentiated inputs, with no other argument in its second
+        derivative; decided from the traced HVP at the first ``at``) is the same at every
+        point: the new point's cache holds this one's results, and what either computes
+        serves both (``cache_info`` still counts each point's own HVPs and hits).
         """
         old = self._signature
         check_new_point((self._args, self._kwargs), (args, kwargs))
@@ -319,7 +330,7 @@ class Hessian(_ArrayOps):
         shared = self._shared
         if signature.same_statics(old):
             new = object.__new__(Hessian)
-            new._point(shared, signature, args, kwargs)
+            new._point(shared, signature, args, kwargs, self._engine)
             return new
         return Hessian(shared.fun, *args, **shared.options, **kwargs)
 
@@ -422,7 +433,10 @@ class Hessian(_ArrayOps):
         return self._engine.info()
 
     def clear_cache(self) -> None:
-        """Drop every cached HVP result (counters are kept)."""
+        """Drop every cached HVP result (counters are kept), at every point sharing them.
+
+        Only the points of a constant Hessian share results (see :meth:`at`).
+        """
         self._engine.cache.clear()
 
     def __repr__(self) -> str:

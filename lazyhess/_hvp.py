@@ -14,6 +14,7 @@ import numpy as np
 from ._arguments import Mode
 from ._mesh import NO_MESH, Placement, gather_results, pad_rows, place_point, place_seeds
 from ._tree import Layout
+from .sparsity import depends
 
 # Chunks of this many seeds or more try lax.map as well as vmap (see Kernels.serial), and
 # keep lax.map when it ran this many times faster; smaller ones try it when their
@@ -116,6 +117,7 @@ class Kernels:
         self._units = jax.jit(self._units_impl, static_argnums=0)
         self._fixed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._first_order_jit = jax.jit(self._first_order)
+        self._constant: bool | None = None
 
     def _flat(self, x: jax.Array, dyn: Any) -> tuple[jax.Array, tuple[Any, Any]]:
         """The flat output (``q`` elements) and ``(output, aux)`` of the same evaluation."""
@@ -227,6 +229,27 @@ class Kernels:
         """
         lin, first = self._linear(x, dyn, value=True)
         return (lambda v: self._product(lin, x, dyn, v, value=True)), first
+
+    def constant(self, x: jax.Array, dyn: Any) -> bool:
+        """Whether the Hessian is the same at every point: the HVP reads only its direction.
+
+        Decided once per function, from the jaxpr of this mode's product at ``x`` (traced,
+        not run): no output may depend on the point or on the other arguments ``dyn``. True
+        for functions at most quadratic in the differentiated inputs whose second
+        derivative no other argument scales (not for ``lam * x**2`` with ``lam`` passed).
+        Sound but not complete: a piecewise quadratic (``where``, ``relu``) or a quadratic
+        written through a square root (``norm(x)**2``) reads the point.
+        """
+        if self._constant is None:
+
+            def product(x: jax.Array, dyn: Any, v: jax.Array) -> jax.Array:
+                lin, _ = self._linear(x, dyn)
+                return self._product(lin, x, dyn, v)[0]
+
+            closed = jax.make_jaxpr(product)(x, dyn, x)
+            point = [True] * len(jax.tree_util.tree_leaves((x, dyn))) + [False]
+            self._constant = not closed.effects and not any(depends(closed, point))
+        return self._constant
 
     def _state_impl(self, x: jax.Array, dyn: Any) -> tuple[Any, list]:
         """``(tree, leaves)``: the linear map's static structure and its residuals."""

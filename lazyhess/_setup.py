@@ -151,8 +151,18 @@ def share(
     return Shared(fun, options, kernels, structure), signature
 
 
-def engine_at(shared: Shared, signature: Signature, args: tuple, kwargs: dict) -> Engine:
-    """The engine of one point, with a fresh cache; chunks sized to about 64 MiB of results."""
+def engine_at(
+    shared: Shared,
+    signature: Signature,
+    args: tuple,
+    kwargs: dict,
+    previous: Engine | None = None,
+) -> Engine:
+    """The engine of one point; chunks sized to about 64 MiB of results.
+
+    Its cache is fresh, or, when the Hessian is constant (``Kernels.constant``), holds the
+    results of the ``previous`` point's cache, which it shares: both points are concrete.
+    """
     kernels = shared.kernels
     layout = kernels.layout
     x = layout.ravel(jax.tree_util.tree_leaves(signature.primals(args)))
@@ -162,8 +172,12 @@ def engine_at(shared: Shared, signature: Signature, args: tuple, kwargs: dict) -
         _MAX_CHUNK, 1 << max((budget // per_direction).bit_length() - 1, 0)
     )
     chunk *= kernels.placement.devices
-    cache = DirectionCache(shared.options["cache_bytes"])
     dyn = signature.dynamic(args, kwargs)
+    shares = None
+    if previous is not None and not previous.traced and not is_traced((x, dyn)):
+        if kernels.constant(x, dyn):
+            shares = previous.cache
+    cache = DirectionCache(shared.options["cache_bytes"], shares)
     return Engine(kernels, x, dyn, chunk, cache, shared.structure, shared.structure.progress)
 
 

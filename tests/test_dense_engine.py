@@ -58,7 +58,12 @@ def test_a_new_point_reuses_the_traced_program():
     count = len(traces)
     moved = jax.tree_util.tree_map(lambda a: a + 0.5, PARAMS)
     assert_tree_close(H.at(moved)[:], jax.jit(jax.hessian(LOSS))(moved))
-    assert len(traces) == count
+    # The first new point traces the HVP once more, to tell whether the Hessian is constant
+    # (Kernels.constant); the kernels themselves are not traced again, at any point.
+    assert len(traces) == count + 1
+    again = jax.tree_util.tree_map(lambda a: a - 0.25, PARAMS)
+    assert_tree_close(H.at(again)[:], jax.jit(jax.hessian(LOSS))(again))
+    assert len(traces) == count + 1
 
 
 def test_a_small_cache_keeps_the_last_columns_of_the_whole():

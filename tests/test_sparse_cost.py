@@ -134,17 +134,18 @@ def test_whole_hessians_at_new_points_compile_once():
     first = len(traces)
     for shift in (0.1, 0.2, 0.3, 0.4):
         if shift == 0.3:
-            # The first new point traced the rows' linearisation; the next, once the HVP
+            # The first new point traced the HVP to tell whether the Hessian is constant
+            # (Kernels.constant) and the rows' linearisation; the next, once the HVP
             # program's way was settled, the program that computes and recovers the whole
             # Hessian at once, both ways it races (Engine._at_once).
-            assert len(traces) == first + 3
+            assert len(traces) == first + 4
         fresh = H.at(x + shift)
         ref = np.asarray(jax.jit(jax.hessian(rosen))(x + shift))
         np.testing.assert_allclose(fresh.to_sparse("csr").toarray(), ref, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(fresh[7], ref[7], rtol=1e-12)  # served by the cached values
         np.testing.assert_allclose(H.at(x + shift)[7], ref[7], rtol=1e-12)
         assert hvps(fresh) == 3
-    assert len(traces) == first + 3  # nothing more from the third point on
+    assert len(traces) == first + 4  # nothing more from the third point on
 
 
 @pytest.mark.slow
