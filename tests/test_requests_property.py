@@ -39,15 +39,18 @@ def patterns(draw):
     return sizes, mask
 
 
-def _function(mask, seed):
-    """``f(x) = sum over stored (i <= j) of w_ij x_i x_j (1 + x_i x_j / 7)``: H has ``mask``."""
+def _function(mask, seed, quadratic=False):
+    """``f(x) = sum over stored (i <= j) of w_ij x_i x_j (1 + x_i x_j / 7)``: H has ``mask``.
+
+    ``quadratic``: ``w_ij x_i x_j`` alone, a constant Hessian (its points share a cache).
+    """
     rows, cols = np.nonzero(np.triu(mask))
     w = np.random.default_rng(seed).uniform(0.5, 2.0, rows.size)
 
     def f(leaves):
         x = jnp.concatenate([jnp.ravel(leaf) for leaf in leaves])
         t = x[rows] * x[cols]
-        return jnp.sum(w * t * (1.0 + t / 7.0))
+        return jnp.sum(w * t) if quadratic else jnp.sum(w * t * (1.0 + t / 7.0))
 
     return f
 
@@ -72,6 +75,7 @@ def _keys(draw, n):
                 st.just("diagonal"),
                 st.just("to_sparse"),
                 st.just("blocks"),
+                st.just("move"),
             ),
             min_size=1,
             max_size=6,
@@ -81,19 +85,31 @@ def _keys(draw, n):
 
 @pytest.mark.slow
 @settings(settings.get_profile("requests"))
-@given(data=st.data(), pattern=patterns(), cache=st.sampled_from([256 * 2**20, 300, 0]))
-def test_any_requests_match_the_dense_reference(data, pattern, cache):
+@given(
+    data=st.data(),
+    pattern=patterns(),
+    cache=st.sampled_from([256 * 2**20, 300, 0]),
+    quadratic=st.booleans(),
+)
+def test_any_requests_match_the_dense_reference(data, pattern, cache, quadratic):
     sizes, mask = pattern
     n = int(mask.shape[0])
-    f = _function(mask, seed=n)
+    f = _function(mask, seed=n, quadratic=quadratic)
+    hessian = jax.jit(jax.hessian(f))
     leaves = tuple(jnp.linspace(-1.0, 1.0 + k, s) for k, s in enumerate(sizes))
-    ref = jax.jit(jax.hessian(f))(leaves)
+    ref = hessian(leaves)
     dense = np.block([[np.asarray(block) for block in row] for row in ref])
     H = lazyhess.hessian(f, leaves, cache_bytes=cache)
-    flat = H.flat
     mask = H.sparsity.to_scipy("csr").toarray()
     assert not (dense[~mask]).any()
     for key in _keys(data.draw, n):
+        if key == "move":  # a new point: shared results if the Hessian is constant
+            leaves = tuple(leaf * 0.5 + 0.25 for leaf in leaves)
+            ref = hessian(leaves)
+            dense = np.block([[np.asarray(block) for block in row] for row in ref])
+            H = H.at(leaves)
+            continue
+        flat = H.flat
         before = H.cache_info().hvps
         if key == "diagonal":
             cost_new = None
