@@ -89,6 +89,19 @@ def test_points_of_a_constant_hessian_share_their_results():
     np.testing.assert_allclose(again.grad, jax.grad(_form)(X - 2.0), rtol=1e-12)
 
 
+def test_a_diagonal_at_another_point_reads_the_shared_seeds():
+    x = jnp.linspace(-1.0, 1.0, 30)
+    H = lazyhess.hessian(_band, x)
+    np.testing.assert_allclose(H.diagonal(), np.diag(jax.hessian(_band)(x)), rtol=1e-12)
+    moved = H.at(x + 1.0)
+    np.testing.assert_allclose(moved.diagonal(), np.diag(jax.hessian(_band)(x + 1.0)), rtol=1e-12)
+    assert moved.cache_info().hvps == 0
+
+
+def _band(x):
+    return jnp.sum(x**2) + jnp.sum(x[:-1] * x[1:]) + 2.0 * jnp.sum(x[:-2] * x[2:])
+
+
 def test_hessians_scaled_by_another_argument_are_not_shared():
     def lagrangian(x, lam):
         return lam * jnp.sum(x**2) + jnp.sum(x[:-1] * x[1:])

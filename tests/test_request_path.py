@@ -387,6 +387,15 @@ def test_a_fresh_diagonal_is_read_like_the_planner_would(fun, x, name, lines, ch
         diagonal, np.diagonal(np.asarray(ref), axis1=-2, axis2=-1), rtol=1e-12, atol=1e-12
     )
     assert H.cache_info().hvps == _planned_hvps(H0.at(x), lines)
+    spent = H.cache_info().hvps
+    np.testing.assert_array_equal(view.diagonal(), diagonal)  # its seeds held: read again
+    assert H.cache_info().hvps == spent
+    if name is not None:  # the other leaf's diagonal, planned around what is held
+        other = "b" if name == "a" else "a"
+        ref_other = jax.jit(jax.hessian(fun))(x)[other][other]
+        np.testing.assert_allclose(
+            H[other][other].diagonal(), np.diagonal(np.asarray(ref_other)), rtol=1e-12
+        )
 
 
 def test_the_diagonal_after_the_whole_hessian_costs_no_hvp():
