@@ -161,7 +161,8 @@ def engine_at(
     """The engine of one point; chunks sized to about 64 MiB of results.
 
     Its cache is fresh, or, when the Hessian is constant (``Kernels.constant``), holds the
-    results of the ``previous`` point's cache, which it shares: both points are concrete.
+    results of the ``previous`` point's cache, which it shares: both points are concrete
+    and caching is on (without it, constancy is not even asked).
     """
     kernels = shared.kernels
     layout = kernels.layout
@@ -174,8 +175,8 @@ def engine_at(
     chunk *= kernels.placement.devices
     dyn = signature.dynamic(args, kwargs)
     shares = None
-    if previous is not None and not previous.traced and not is_traced((x, dyn)):
-        if kernels.constant(x, dyn):
+    if previous is not None and previous.cache.max_bytes and not previous.traced:
+        if not is_traced((x, dyn)) and kernels.constant(x, dyn):
             shares = previous.cache
     cache = DirectionCache(shared.options["cache_bytes"], shares)
     return Engine(kernels, x, dyn, chunk, cache, shared.structure, shared.structure.progress)

@@ -186,3 +186,19 @@ def test_traced_points_do_not_share():
 
     np.testing.assert_allclose(at(X + 1.0), jax.hessian(_form)(X + 1.0), rtol=1e-12)
     assert H.cache_info() == spent
+
+
+def test_without_a_cache_constancy_is_not_asked():
+    traces = []
+
+    def f(x):
+        traces.append(1)
+        return _form(x)
+
+    H = lazyhess.hessian(f, X, cache_bytes=0)
+    H[1]
+    count = len(traces)
+    moved = H.at(X + 1.0)
+    assert len(traces) == count  # no trace of the HVP to tell constancy
+    np.testing.assert_allclose(moved[1], jax.hessian(_form)(X + 1.0)[1], rtol=1e-12)
+    assert moved.cache_info().hvps == 1
