@@ -398,6 +398,25 @@ def test_a_fresh_diagonal_is_read_like_the_planner_would(fun, x, name, lines, ch
         )
 
 
+def test_a_diagonal_after_a_row_reads_its_seeds_directly():
+    H0 = lazyhess.hessian(genrose, X)
+    H0.sparsity  # noqa: B018 (detect)
+    H = H0.at(X)
+    np.testing.assert_allclose(H[5], REF[5], rtol=1e-12)
+    spent = H.cache_info().hvps
+    np.testing.assert_allclose(H.diagonal(), np.diagonal(REF), rtol=1e-12)
+    assert H.cache_info().hvps - spent == _planned_hvps(H0.at(X), np.arange(40))
+
+
+def test_a_diagonal_whose_seeds_the_cache_replaces_costs_no_hvp():
+    H = lazyhess.hessian(genrose, X)
+    for i in range(40):  # every row's own seed: they recover every diagonal entry
+        H[i]
+    spent = H.cache_info().hvps
+    np.testing.assert_allclose(H.diagonal(), np.diagonal(REF), rtol=1e-12)
+    assert H.cache_info().hvps == spent
+
+
 def test_the_diagonal_after_the_whole_hessian_costs_no_hvp():
     H = lazyhess.hessian(_vector_fun, X)
     H.to_sparse()
