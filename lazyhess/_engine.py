@@ -703,7 +703,7 @@ class Engine:
         ``None`` when held seeds of other families recover every entry that one missing
         seed would: diagonal entry ``k`` is ``B[labels[k], k]`` for a seed family that
         colors ``k``'s row for itself (unit seeds, colorings, partial colorings of their
-        rows).
+        rows). The families consulted are those the planner consults (``families()``).
         """
         family, needed = reading.family, reading.needed
         held = self.cache.held(family)
@@ -716,7 +716,7 @@ class Engine:
         wanted = lacking[reading.slot]
         ask, slots = entries[wanted], reading.slot[wanted]
         covered = np.zeros(ask.size, dtype=bool)
-        for other, mask in self.cache.families(limit=None):
+        for other, mask in self.cache.families():
             if other is family or other is self.structure.values_family:
                 continue
             label = other.labels[ask]
