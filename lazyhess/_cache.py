@@ -72,7 +72,7 @@ class DirectionCache:
     """
 
     def __init__(self, max_bytes: int, shares: DirectionCache | None = None):
-        self.max_bytes = max_bytes
+        self.max_bytes = max_bytes if shares is None else shares.max_bytes
         self.hvps = 0
         self.hits = 0
         self.misses = 0
@@ -84,7 +84,6 @@ class DirectionCache:
             self._count: dict[Any, int] = {} if lru is None else lru.count
             self.nonfinite: set[int] = set()
         else:
-            self.max_bytes = shares.max_bytes
             self.lock, self._lru = shares.lock, shares._lru
             self._held, self._count = shares._held, shares._count
             self.nonfinite = shares.nonfinite

@@ -707,12 +707,11 @@ class Engine:
         """
         family, needed = reading.family, reading.needed
         held = self.cache.held(family)
-        missing = needed if held is None else needed[~held[needed]]
+        lacking = np.ones(needed.size, dtype=bool) if held is None else ~held[needed]
+        missing = needed[lacking]
         if not missing.size:
             return missing
         entries = lines if reading.inside is None else lines[reading.inside]
-        lacking = np.zeros(needed.size, dtype=bool)
-        lacking[np.searchsorted(needed, missing)] = True
         wanted = lacking[reading.slot]
         ask, slots = entries[wanted], reading.slot[wanted]
         covered = np.zeros(ask.size, dtype=bool)
@@ -753,7 +752,7 @@ class Engine:
         """Remember which unit seeds gave a non-finite value (one pass over the block)."""
         finite = np.isfinite(block.reshape(len(labels), -1)).all(axis=1)
         if not finite.all():
-            self.cache.nonfinite.update(np.asarray(labels)[~finite].tolist())
+            self.cache.nonfinite.update(labels[~finite].tolist())
 
     def _column_slabs(self, cols: np.ndarray) -> _Slabs:
         """A grid over ``cols`` read from the columns' own unit seeds (cached ones first).
