@@ -298,10 +298,7 @@ class Engine:
             block = self._seeded(family, chunk, only)
             self._first = False
             self.cache.record(len(chunk))
-            if family.unit:
-                self._mark_nonfinite(chunk, block)
-            for t, label in enumerate(chunk):
-                self.cache.put((family, int(label)), block[t])
+            self._keep(family, chunk, block)
             yield block
 
     def _all_units(self, family: SeedFamily) -> np.ndarray:
@@ -319,9 +316,19 @@ class Engine:
         if self._point_state is None:
             self._point_state = state
         self.cache.record(block.shape[0])
-        for label in range(block.shape[0]):
-            self.cache.put((family, label), block[label])
+        self._keep(family, np.arange(block.shape[0]), block)
         return block
+
+    def _keep(self, family: SeedFamily, labels: np.ndarray, block: np.ndarray) -> None:
+        """Cache the results ``block`` of ``family``'s seeds ``labels``, as far as they fit.
+
+        Every unit seed's result is checked for non-finite values first: read from the
+        cache, such a seed is never taken for its row (see :meth:`_asymmetric`).
+        """
+        if family.unit:
+            self._mark_nonfinite(labels, block)
+        for t, label in enumerate(labels):
+            self.cache.put((family, int(label)), block[t])
 
     # --- planning ------------------------------------------------------------------------
 

@@ -79,3 +79,22 @@ def test_a_row_costs_its_columns_only_where_the_point_is_not_finite():
     H[3]
     H[2, 4]
     assert H.cache_info().hvps == 5
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_requests_after_the_whole_hessian_in_one_call_equal_jax_hessian(point):
+    # With n > chunk_size, H[:] computes every unit seed in one compiled call
+    # (Engine._all_units), whose results must be checked like a chunk's before a
+    # later row reads one of them as its row.
+    f, x = FUNCTIONS["sqrt reversed"], POINTS[point]
+    ref = np.asarray(jax.hessian(f)(x))
+    H = lazyhess.hessian(f, x, sparsity=None, chunk_size=2)
+    same(H[:], ref)
+    assert H.cache_info().hvps == x.size
+    for k in range(x.size):
+        same(H[k], ref[k])
+        same(H[:, k], ref[:, k])
+        same([H[k, j] for j in range(x.size)], ref[k])
+    same(H[1:4, 0:2], ref[1:4, 0:2])
+    same(H.diagonal(), np.diagonal(ref))
+    assert H.cache_info().hvps == x.size  # all of it read from the cached columns
