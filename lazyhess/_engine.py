@@ -213,7 +213,7 @@ class Engine:
                 ids,
                 exact_nan=family.unit,
             )
-            return out[:k]
+            return out.reshape(size, lay.p, lay.n)[:k]
         kernels = self.kernels
         with concretely():
             once = self._first and only
@@ -245,7 +245,7 @@ class Engine:
             if serial and kernels.unsettled(key):
                 serial = kernels.race(key, run)
             start = time.perf_counter()
-            block = fetch(run(serial))[:k]
+            block = fetch(run(serial)).reshape(size, lay.p, lay.n)[:k]
             kernels.timed(key, serial, time.perf_counter() - start)
             return block
 

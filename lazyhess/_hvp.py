@@ -85,8 +85,8 @@ class Kernels:
     directions ``v`` of shape ``(k, d)`` to HVP results ``(k, p, n)``; ``seeded`` builds the
     directions on the device from column labels: seed ``t`` is the indicator of
     ``labels == ids[t]`` (``ids[t] = -1`` gives a zero padding direction), repeated in every
-    sample; ``once`` does the same without a kept state. Each kernel compiles once per
-    chunk size.
+    sample; ``once`` does the same without a kept state. Those two return their results
+    flat (see :meth:`seeded`). Each kernel compiles once per chunk size.
 
     ``placement`` shards each chunk's directions over a mesh axis (padded to a multiple of
     its devices); results come back gathered over it (see ``_mesh``).
@@ -431,10 +431,10 @@ class Kernels:
         count = -(-n // chunk)
         ids = jnp.arange(count * chunk, dtype=jnp.int32)
         ids = jnp.where(ids < n, ids, -1).reshape(count, chunk)
-        out = jax.lax.map(
+        flat = jax.lax.map(
             lambda at: self._seeded_impl(True, tree, leaves, x, dyn, labels, at), ids
         )
-        return leaves, out.reshape((count * chunk,) + out.shape[2:])[:n]
+        return leaves, flat.reshape(count * chunk, self.layout.p, n)[:n]
 
     def units(self, x, dyn, labels: jax.Array | np.ndarray, chunk: int) -> tuple[tuple, jax.Array]:
         """The per-point state and ``H e_j`` for every unit seed ``j``: ``(n, p, n)``.
@@ -483,7 +483,8 @@ class Kernels:
             v = jax.lax.optimization_barrier(v)
         if lay.batch is not None:
             v = jnp.broadcast_to(v[:, None, :], (v.shape[0], lay.batch, lay.n))
-        return self._apply_impl(False, tree, leaves, x, dyn, v.reshape(v.shape[0], lay.d), serial)
+        out = self._apply_impl(False, tree, leaves, x, dyn, v.reshape(v.shape[0], lay.d), serial)
+        return out.reshape(-1)
 
     def apply(
         self, state: tuple, x: jax.Array, dyn: Any, v: jax.Array | np.ndarray, keep: bool = False
@@ -505,8 +506,10 @@ class Kernels:
         exact_nan: bool,
         serial: bool = False,
     ) -> jax.Array:
-        """HVP results ``(k, p, n)`` for seeds ``labels == ids[t]`` (one per sample).
+        """HVP results for seeds ``labels == ids[t]`` (one per sample), flat: ``(k * p * n,)``.
 
+        Read as ``(k, p, n)``. Flat, the product of one seed of one output is its own array,
+        which a request for its whole row returns as it is (see ``_formats.to_device``).
         ``exact_nan`` propagates NaNs through zero seed entries as ``jax.hessian`` does
         (``nan * 0 = nan``). Without it XLA may treat seeds as masks, which is faster and,
         with a sparsity pattern, keeps NaNs out of entries they do not reach.
