@@ -268,6 +268,23 @@ def test_large_results_are_exact_and_independent():
     np.testing.assert_array_equal(third, first)
 
 
+
+def test_a_row_handed_over_without_a_copy_leaves_the_cache_intact():
+    # A fresh point's row is the HVP kernel's own output, whose memory the cache reads:
+    # deleting it or donating it to another program must not change later answers.
+    H0 = lazyhess.hessian(genrose, X)
+    H0[0]
+    H = H0.at(X)
+    row = H[5]
+    np.testing.assert_allclose(row, REF[5], rtol=1e-12)
+    assert np.shares_memory(np.asarray(row), H._engine.cache.take((H._engine.structure.unit, 5)))
+    row.delete()
+    jax.jit(lambda a: a * 0.0, donate_argnums=0)(H[5])
+    jnp.ones(X.size).block_until_ready()  # new buffers may reuse freed memory
+    np.testing.assert_allclose(H[5], REF[5], rtol=1e-12)
+    np.testing.assert_allclose(H[:, 5], REF[:, 5], rtol=1e-12)
+    assert H.cache_info().hvps == 1
+
 def _batched(x):
     return jnp.sum(jnp.sin(x[:, 1:] * x[:, :-1]), axis=1) + jnp.sum(x**3, axis=1)
 
