@@ -520,7 +520,7 @@ class Engine:
         structure = self.structure
         if structure.dense:
             return count > 0
-        return count == structure.n and structure.row_entries(np.array([line]))[1][0] > 0
+        return count == structure.n and structure.row_size(line) > 0
 
     def _fill_slabs(self, out, slabs: _Slabs, P, urows, ucols, whole_p) -> None:
         unit = self.structure.unit

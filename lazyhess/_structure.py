@@ -172,6 +172,11 @@ class Structure:
         """``(positions, counts)`` of the stored entries of ``rows``; see :func:`segments`."""
         return segments(self._indptr, rows)
 
+    def row_size(self, row: int) -> int:
+        """How many entries row ``row`` stores (two reads: a row request asks it first)."""
+        indptr = self._indptr
+        return int(indptr[row + 1] - indptr[row])
+
     def positions(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """The pattern position of each entry ``(rows[e], cols[e])``; ``-1`` outside it.
 
