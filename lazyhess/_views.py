@@ -181,13 +181,17 @@ class HessianBlock(_ArrayOps):
         engine = self._engine
         one = entry(key, self._prefix, self._rows.shape, self._cols.shape)
         if one is not None:
-            p, r, c = one
-            value = engine.cached_entry(
-                self._p_offset + p, self._rows.offset + r, self._cols.offset + c
+            p, r, c = (
+                self._p_offset + one[0],
+                self._rows.offset + one[1],
+                self._cols.offset + one[2],
             )
+            value = engine.cached_entry(p, r, c)
             if value is not None:
                 # On the host first: jnp.asarray with a dtype costs a second dispatch.
                 return engine.answer(np.asarray(value, dtype=self.dtype))
+            # Planned as the one entry it is: no index arrays from the key, no grid.
+            return self._answer(engine.entries(*(np.array([k]) for k in (p, r, c))), ())
         row = line(key, self._prefix, self._rows.shape)
         if row is not None:
             start = self._cols.offset

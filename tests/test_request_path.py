@@ -268,7 +268,6 @@ def test_large_results_are_exact_and_independent():
     np.testing.assert_array_equal(third, first)
 
 
-
 def test_a_row_handed_over_without_a_copy_leaves_the_cache_intact():
     # A fresh point's row is the HVP kernel's own output, whose memory the cache reads:
     # deleting it or donating it to another program must not change later answers.
@@ -284,6 +283,7 @@ def test_a_row_handed_over_without_a_copy_leaves_the_cache_intact():
     np.testing.assert_allclose(H[5], REF[5], rtol=1e-12)
     np.testing.assert_allclose(H[:, 5], REF[:, 5], rtol=1e-12)
     assert H.cache_info().hvps == 1
+
 
 def _batched(x):
     return jnp.sum(jnp.sin(x[:, 1:] * x[:, :-1]), axis=1) + jnp.sum(x**3, axis=1)
