@@ -62,6 +62,9 @@ def _memory_bytes() -> int:
 
 # Largest seed chunk embedded in a traced program as a constant (see Engine._constant).
 CONSTANT_SEED_BYTES = 16 * 2**20
+# The families Engine.entry reads an entry from without planning; any other held
+# family sends the entry to the planner.
+_ENTRY_FAMILIES = ("unit", "values", "global")
 
 
 class Cost(NamedTuple):
@@ -562,11 +565,16 @@ class Engine:
             else:
                 out[:, at, :] = np.moveaxis(part(block)[:, :, ucols], 0, 1)
 
-    def cached_entry(self, p: int, row: int, col: int) -> Any:
-        """``H[p, row, col]`` when it needs no HVP (a cached seed or a structural zero).
+    def entry(self, p: int, row: int, col: int) -> Any:
+        """``H[p, row, col]`` without planning; ``None`` when it must be planned.
 
-        ``None`` when it must be planned. Plain Python on the cache and the pattern: the
-        cost of a notebook's ``H[i, j]`` once its row, column or color is cached.
+        Read from a cached seed (its column's or row's unit seed, the stored values, its
+        global color), zero outside the pattern, or, when no other cached family could
+        serve it, read from its column's unit seed computed now: the planner's choice for
+        one entry (one HVP, the column read directly, so NaNs sit where ``jax.hessian``
+        puts them). Plain Python on the cache and the pattern: a notebook's ``H[i, j]``
+        costs its HVP, or about 10 us once its row, column or color is cached (planning
+        one entry took ~80 us).
         """
         if self.traced:
             return None
@@ -576,25 +584,26 @@ class Engine:
             held = cache.held(unit)
             if held is not None and held[col]:
                 return cache.take((unit, col))[p, row]
-            if held is not None and held[row]:
-                if not self._symmetric(row):
-                    return None
+            if held is not None and held[row] and self._symmetric(row):
                 return cache.take((unit, row))[p, col]
-            if not structure.known or structure.dense:
+            if not structure.known:
                 return None
-            at = structure.position(row, col)
-            if at < 0:
-                return self.layout.dtype.type(0)
-            if cache.held(structure.values_family) is not None:
-                return cache.take((structure.values_family, 0))[p, at]
-            if not structure.colored_known:
-                return None
-            family = structure.global_family
-            held = cache.held(family)
-            color = structure.colored.recover_color[at]
-            if held is None or not held[color]:
-                return None
-            return cache.take((family, int(color)))[p, structure.colored.recover_index[at]]
+            if not structure.dense:
+                at = structure.position(row, col)
+                if at < 0:
+                    return self.layout.dtype.type(0)
+                if cache.held(structure.values_family) is not None:
+                    return cache.take((structure.values_family, 0))[p, at]
+                if structure.colored_known:
+                    family = structure.global_family
+                    held = cache.held(family)
+                    color = structure.colored.recover_color[at]
+                    if held is not None and held[color]:
+                        index = structure.colored.recover_index[at]
+                        return cache.take((family, int(color)))[p, index]
+            if any(f.key not in _ENTRY_FAMILIES for f, _ in cache.families(limit=None)):
+                return None  # a partial, diagonal or whole coloring's seed may hold it
+            return next(self._computed(unit, np.array([col])))[0][p, row]
 
     def answer(self, values: np.ndarray) -> jax.Array:
         """A host result as a jax array, on the point's devices (replicated over its mesh)."""

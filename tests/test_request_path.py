@@ -36,6 +36,27 @@ def test_cached_entries_cost_no_hvp():
     assert H[np.int64(5), 6].dtype == H.dtype
 
 
+def test_one_entry_after_another_costs_one_hvp_each_unless_a_held_seed_serves_it():
+    H = lazyhess.hessian(genrose, X)
+    H[0]  # detection
+    H = H.at(X)
+    entries = [(5, 6), (9, 9), (20, 19), (33, 34)]
+    for count, (i, j) in enumerate(entries, 1):
+        np.testing.assert_allclose(H[i, j], REF[i, j], rtol=1e-12)
+        assert H.cache_info().hvps == count  # each its column's unit seed
+    np.testing.assert_allclose(H[6, 5], REF[6, 5], rtol=1e-12)  # column 6 is row 6
+    np.testing.assert_allclose(H[2, 30], 0.0)  # outside the pattern
+    assert H.cache_info().hvps == len(entries)
+    # The diagonal's seeds (a distance-1 coloring, neither unit nor global) hold every
+    # diagonal entry: an entry they serve must not cost a unit seed of its own.
+    H = H.at(X)
+    H.diagonal()
+    spent = H.cache_info().hvps
+    for k in (0, 17, 39):
+        np.testing.assert_allclose(H[k, k], REF[k, k], rtol=1e-12)
+    assert H.cache_info().hvps == spent
+
+
 def test_entry_keys_keep_numpy_errors():
     H = lazyhess.hessian(genrose, X)
     with pytest.raises(IndexError):
