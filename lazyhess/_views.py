@@ -191,7 +191,7 @@ class HessianBlock(_ArrayOps):
                 # On the host first: jnp.asarray with a dtype costs a second dispatch.
                 return engine.answer(np.asarray(value, dtype=self.dtype))
             # Planned as the one entry it is: no index arrays from the key, no grid.
-            return self._answer(engine.entries(*(np.array([k]) for k in (p, r, c))), ())
+            return self._answer(engine.entries(np.array([p]), np.array([r]), np.array([c])), ())
         row = line(key, self._prefix, self._rows.shape)
         if row is not None:
             start = self._cols.offset
