@@ -191,7 +191,8 @@ class Engine:
         one shape is compiled exactly. When the chunk is the ``only`` one of a point's first
         request, it is computed with ``Kernels.once`` (one program, no state kept: a point
         asked once, as in an optimisation loop, never writes its linearisation out); the
-        point's later requests linearise it once and reuse the state. Large chunks run
+        point's later requests linearise it once and reuse the state, except one-seed
+        chunks where ``once`` measured faster (``Kernels.stateless``). Large chunks run
         vmapped or seed after seed, whichever the kernels measured faster (see
         ``Kernels.serial``; each run is timed for it). Inside a trace,
         colorings' seeds enter the caller's program as constants (see ``_constant``) up to
@@ -220,6 +221,9 @@ class Engine:
         kernels = self.kernels
         with concretely():
             once = self._first and only
+            if not once and size == 1 and not family.fixed:
+                ways = functools.partial(self._ways, family, ids)
+                once = kernels.stateless(family.unit, ways)
             fixed = (
                 once
                 and family.fixed
@@ -251,6 +255,14 @@ class Engine:
             block = fetch(run(serial)).reshape(size, lay.p, lay.n)[:k]
             kernels.timed(key, serial, time.perf_counter() - start)
             return block
+
+    def _ways(self, family: SeedFamily, ids: np.ndarray) -> tuple[Callable, Callable]:
+        """A chunk's two ways for ``Kernels.stateless``: ``once``, the kept state's ``seeded``."""
+        kernels, labels, state = self.kernels, self.structure.device_labels(family), self._state()
+        return (
+            lambda: kernels.once(self.x, self.dyn, labels, ids, family.unit),
+            lambda: kernels.seeded(state, self.x, self.dyn, labels, ids, family.unit),
+        )
 
     def _device_labels(self, family: SeedFamily) -> jax.Array | np.ndarray:
         """``family.labels`` as the kernels take them (see ``Structure.device_labels``).

@@ -347,6 +347,26 @@ class Kernels:
         self._settled[key] = settled = bool(fastest_of([lambda: run(False), lambda: run(True)]))
         return settled
 
+    def stateless(self, unit: bool, ways: Callable[[], Sequence[Callable[[], Any]]]) -> bool:
+        """Whether a point's later one-seed chunks run through :meth:`once` too.
+
+        A point's first one-chunk request differentiates the gradient along its seeds
+        directly (``once``); later ones apply the point's kept linearisation
+        (``seeded``). For one seed the first was faster on banded problems and the second
+        on others (n = 1e4, best of 10 rounds: GENROSE 35 against 48 us, CLPLATEA 107
+        against 132, DIXMAANE 50 against 77; SPARSINE 781 against 328, ARROW2 259 against
+        235). ``ways()`` gives the two (``once`` first), raced once per function and kind
+        of seed; with several processes (which must run the same programs) the kept
+        linearisation serves.
+        """
+        if jax.process_count() > 1:
+            return False
+        key = ("stateless", unit)
+        settled = self._settled.get(key)
+        if settled is None:
+            settled = self._settled[key] = fastest_of(ways()) == 0
+        return settled
+
     def timed(self, key: tuple, serial: bool, seconds: float) -> None:
         """Record a concrete run of a ``key`` chunk (the first of each way compiles)."""
         runs = self._times.setdefault(key, {}).setdefault(serial, [])

@@ -221,6 +221,33 @@ def test_a_race_settles_the_way_once():
     assert not kernels.serial(key)  # recorded runs no longer decide
 
 
+@pytest.mark.parametrize("winner", [0, 1])
+def test_later_one_seed_chunks_race_once_against_the_kept_linearisation(monkeypatch, winner):
+    import lazyhess._hvp as hvp
+
+    raced = []
+
+    def fastest(runs):
+        raced.append([jax.block_until_ready(run()) for run in runs])
+        return winner
+
+    monkeypatch.setattr(hvp, "fastest_of", fastest)
+    H0 = lazyhess.hessian(genrose, X)
+    H0[0]
+    for point in (X, 0.5 * X):
+        ref = np.asarray(jax.hessian(genrose)(point))
+        H = H0.at(point)
+        for i, j in ((5, 6), (20, 19), (33, 33)):  # the first is the point's first request
+            np.testing.assert_allclose(H[i, j], ref[i, j], rtol=1e-12)
+        assert H.cache_info().hvps == 3  # the race's runs are not the request's
+    # The race needed the first point's linearisation; once settled, a later point keeps
+    # none unless it serves.
+    assert (H._engine._point_state is None) == (winner == 0)
+    assert len(raced) == 1  # one race per function and kind of seed
+    once, seeded = (np.asarray(r).reshape(-1) for r in raced[0])
+    np.testing.assert_allclose(once, seeded, rtol=1e-12)
+
+
 def test_requests_race_when_they_would_try_lax_map(monkeypatch):
     H = lazyhess.hessian(genrose, X)
     kernels = H._engine.kernels
