@@ -44,7 +44,7 @@ def _requests(n: int, H, rng) -> dict:
     csr = H.sparsity.to_scipy("csr")
     i = int(rng.integers(n))
     j = int(csr.indices[csr.indptr[i]])
-    rows = np.sort(rng.choice(n, size=min(100, n), replace=False))
+    rows = rng.choice(n, size=min(100, n), replace=False)  # in the order drawn, as users ask
     b = int(rng.integers(max(n - 100, 1)))
     return {
         "row": lambda h: h[i],

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from jax._src import core as jax_core  # trace_state_clean: is a trace active?
 
 from ._cache import CacheInfo, DirectionCache, format_bytes
-from ._csr import sorted_unique
+from ._csr import segments, sorted_unique
 from ._formats import host_zeros, to_device
 from ._hvp import Kernels
 from ._mesh import fetch, home
@@ -107,6 +107,21 @@ def _sorted_distinct(index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         return index, None
     values, inverse = np.unique(index, return_inverse=True)
     return values, inverse.reshape(-1)
+
+
+def _asked_at(lines: np.ndarray, inverse: np.ndarray | None, count: int):
+    """``(positions, which)``: every position a request asked each of ``lines`` at.
+
+    ``lines`` index ``count`` distinct sorted lines, ``inverse`` maps each asked position
+    to its line (``None``: asked once each, in order). ``which[e]`` is the index into
+    ``lines`` of position ``positions[e]``.
+    """
+    if inverse is None:
+        return lines, np.arange(lines.size)
+    indptr = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(np.bincount(inverse, minlength=count), out=indptr[1:])
+    at, counts = segments(indptr, lines)
+    return np.argsort(inverse, kind="stable")[at], np.repeat(np.arange(lines.size), counts)
 
 
 def _per_output(decompress: Callable[[np.ndarray], np.ndarray], compressed: np.ndarray):
@@ -455,11 +470,35 @@ class Engine:
                 self._fill_slabs(out, self._column_slabs(ucols), P, urows, ucols, whole_p)
             if self.structure.unverified and whole_p and urows.size == ucols.size == self.layout.n:
                 self._check_pattern(lambda v: (out @ v, np.abs(out) @ np.abs(v)))
-        if inv_i is not None:
-            out = out[:, inv_i]
-        if inv_j is not None:
-            out = out[:, :, inv_j]
-        return out
+        if inv_i is None and inv_j is None:
+            return out
+        return self._in_asked_order(out, urows, ucols, inv_i, inv_j)
+
+    def _in_asked_order(self, out, urows, ucols, inv_i, inv_j) -> np.ndarray:
+        """``out[:, inv_i][:, :, inv_j]``: a grid over distinct sorted lines, as it was asked.
+
+        A sparse pattern's grid is mostly pages never written (see ``host_zeros``), which a
+        fancy index reads whole: 100 unsorted rows of GENROSE at n = 1e4 took 3.4 ms more
+        than sorted ones for 300 entries. Only the pattern's cells are moved, to every
+        position their row and column were asked at. A dense structure's grid is written
+        whole anyway and is reordered as it is.
+        """
+        if self.structure.dense:
+            if inv_i is not None:
+                out = out[:, inv_i]
+            return out if inv_j is None else out[:, :, inv_j]
+        shape = (
+            out.shape[0],
+            urows.size if inv_i is None else inv_i.size,
+            ucols.size if inv_j is None else inv_j.size,
+        )
+        asked = host_zeros(shape, out.dtype)
+        i, j, _ = self.structure.cells(urows, ucols)
+        rows, cell = _asked_at(i, inv_i, urows.size)
+        cols, twin = _asked_at(j[cell], inv_j, ucols.size)
+        cell = cell[twin]
+        asked[:, rows[twin], cols] = out[:, i[cell], j[cell]]
+        return asked
 
     def _every_entry(self, urows: np.ndarray, ucols: np.ndarray) -> bool:
         """Whether a grid asks for every entry of a sparse pattern, with no unit seed cached.
