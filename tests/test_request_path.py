@@ -59,10 +59,11 @@ def test_one_entry_after_another_costs_one_hvp_each_unless_a_held_seed_serves_it
 
 @pytest.mark.parametrize("sparsity", ["auto", None])
 def test_rows_and_columns_asked_unsorted_or_repeated_come_back_in_that_order(sparsity):
-    # A grid is computed over distinct sorted lines, then put in the order asked; on a
-    # sparse pattern only its stored cells are moved (Engine._in_asked_order).
+    # A grid is computed over distinct sorted lines; on a sparse pattern each stored cell
+    # is written at every position its row and column were asked at (Engine._fill_grid).
     keys = [
         [7, 3, 7, 30],
+        [4, 4],
         (slice(None), [9, 2, 2]),
         np.ix_([5, 1, 5], [6, 0, 6, 4]),
         (np.array([39, 0, 20]), slice(30, None)),
