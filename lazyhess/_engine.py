@@ -29,7 +29,7 @@ from ._csr import segments, sorted_unique
 from ._formats import host_zeros, to_device
 from ._hvp import Kernels
 from ._mesh import fetch, home
-from ._plan import Plan, plan
+from ._plan import Plan, plan, readings
 from ._progress import bar
 from ._structure import DiagonalReading, SeedFamily, Structure
 from ._verify import check_pattern, pattern_product
@@ -783,9 +783,8 @@ class Engine:
         """The seeds of ``reading`` not cached, or ``None`` if the cache may serve one.
 
         ``None`` when held seeds of other families recover every entry that one missing
-        seed would: diagonal entry ``k`` is ``B[labels[k], k]`` for a seed family that
-        colors ``k``'s row for itself (unit seeds, colorings, partial colorings of their
-        rows). The families consulted are those the planner consults (``families()``).
+        seed would, read the way the planner reads them (``readings``), from the families
+        it consults (``families()``).
         """
         family, needed = reading.family, reading.needed
         held = self.cache.held(family)
@@ -796,16 +795,17 @@ class Engine:
         entries = lines if reading.inside is None else lines[reading.inside]
         wanted = lacking[reading.slot]
         ask, slots = entries[wanted], reading.slot[wanted]
+        pos = self.structure.diagonal_positions[ask]
         covered = np.zeros(ask.size, dtype=bool)
         for other, mask in self.cache.families():
-            if other is family or other is self.structure.values_family:
+            if other is family:
                 continue
-            label = other.labels[ask]
-            ok = label >= 0
-            if other.rows is not None:
-                ok &= np.isin(ask, other.rows)
-            ok[ok] = mask[label[ok]]
-            covered |= ok
+            for valid, label, _ in readings(other, self.structure, ask, ask, pos):
+                ok = label >= 0
+                if valid is not None:
+                    ok &= valid
+                ok[ok] = mask[label[ok]]
+                covered |= ok
         uncovered = np.zeros(needed.size, dtype=bool)
         uncovered[slots[~covered]] = True
         return missing if uncovered[lacking].all() else None

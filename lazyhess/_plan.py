@@ -38,7 +38,7 @@ class Plan:
         return self.seeds[self.reused :]
 
 
-def _readings(
+def readings(
     family: SeedFamily,
     structure: Structure,
     r: np.ndarray,
@@ -116,7 +116,7 @@ def plan(
             break
         p = None if pos is None else pos[open_]
         remaining = np.ones(open_.size, dtype=bool)
-        for valid, lab, at in _readings(family, structure, rows[open_], cols[open_], p):
+        for valid, lab, at in readings(family, structure, rows[open_], cols[open_], p):
             ok = remaining & (lab >= 0)
             ok &= held[np.maximum(lab, 0)]
             if valid is not None:
