@@ -224,6 +224,9 @@ def check_flag(name: str, flag: Any) -> None:
 
 def check_new_point(old: tuple[tuple, dict], new: tuple[tuple, dict]) -> None:
     """``H.at``'s arguments ``new`` are structured as ``old``, arrays alike in shape, dtype."""
+    if not (old[1] or new[1]) and len(old[0]) == len(new[0]):
+        if all(_same_array_type(a, b) for a, b in zip(old[0], new[0], strict=True)):
+            return  # jax arrays alike: the common case, without flattening
     mine = jax.tree_util.tree_flatten_with_path(old)
     theirs = jax.tree_util.tree_flatten_with_path(new)
     if mine[1] != theirs[1]:
@@ -244,6 +247,16 @@ def check_new_point(old: tuple[tuple, dict], new: tuple[tuple, dict]) -> None:
                 f"dtype {sb[1]}, but the Hessian was built with {sa[0]} and {sa[1]}; "
                 "keep shapes and dtypes, or build a new Hessian."
             )
+
+
+def _same_array_type(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are jax arrays of one shape and dtype."""
+    return (
+        isinstance(a, jax.Array)
+        and isinstance(b, jax.Array)
+        and a.shape == b.shape
+        and a.dtype == b.dtype
+    )
 
 
 def check_kwargs(fun: Callable, kwargs: dict) -> None:

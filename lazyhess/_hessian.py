@@ -326,9 +326,9 @@ class Hessian(_ArrayOps):
         """
         old = self._signature
         check_new_point((self._args, self._kwargs), (args, kwargs))
-        signature = Signature(args, kwargs, old.argnums, old.sequence)
+        signature = old.at(args, kwargs)
         shared = self._shared
-        if signature.same_statics(old):
+        if signature is old or signature.same_statics(old):
             new = object.__new__(Hessian)
             new._point(shared, signature, args, kwargs, self._engine)
             return new

@@ -116,6 +116,7 @@ class Kernels:
         self._settled: dict[tuple, bool] = {}
         self._units = jax.jit(self._units_impl, static_argnums=0)
         self._fixed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._fresh: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._first_order_jit = jax.jit(self._first_order)
         self._constant: bool | None = None
 
@@ -404,21 +405,20 @@ class Kernels:
             program = programs[serial] = jax.jit(fixed)
         return program(x, dyn)
 
-    def fixed_values(
+    def values_program(
         self,
         family: Any,
         decompress: Callable[[Any], Any],
-        x,
-        dyn,
         seeds: Callable[[], Any],
         serial: bool,
         materialise: bool,
-    ) -> jax.Array:
-        """``once_fixed``'s results read into stored entries in the same program: ``(p, nnz)``.
+    ) -> Callable[[Any, Any], jax.Array]:
+        """``once_fixed``'s results read into stored entries in one program: ``(p, nnz)``.
 
-        ``decompress`` maps ``B`` (``(size, n)``) to the pattern's values. The program
-        never writes ``B`` out, nor, unless ``materialise`` (see :func:`materialised`),
-        even forms it. Kept with ``once_fixed``'s programs, one per way.
+        The program, called with ``(x, dyn)``. ``decompress`` maps ``B`` (``(size, n)``)
+        to the pattern's values. The program never writes ``B`` out, nor, unless
+        ``materialise`` (see :func:`materialised`), even forms it. Kept with
+        ``once_fixed``'s programs, one per way.
         """
         programs = self._fixed.setdefault(family, {})
         program = programs.get(("values", serial, materialise))
@@ -436,7 +436,19 @@ class Kernels:
                 return jax.vmap(values, in_axes=1)(compressed)
 
             program = programs["values", serial, materialise] = jax.jit(fixed)
-        return program(x, dyn)
+        return program
+
+    def keep_fresh(self, values: Any, family: Any, program: Callable) -> None:
+        """Keep ``program`` (of ``family``) as the one a fresh point runs for ``values``.
+
+        ``values`` is a structure's ``values_family``. Kept once the engine has settled
+        everything that chooses the program; see :meth:`fresh`.
+        """
+        self._fresh[values] = (family, program)
+
+    def fresh(self, values: Any) -> tuple[Any, Callable] | None:
+        """The family and program kept by :meth:`keep_fresh` for ``values``, if any."""
+        return self._fresh.get(values)
 
     def has_fixed(self, family: Any, serial: bool) -> bool:
         """Whether ``once_fixed``'s program for ``family`` and this way is compiled."""

@@ -47,6 +47,7 @@ class Shared(NamedTuple):
     options: dict[str, Any]  # the keyword options of lazyhess.hessian, as given
     kernels: Kernels
     structure: Structure
+    chunk: int  # seeds per chunk, for about 64 MiB of results
 
 
 def _user_pattern(sparsity: Any, n: int) -> SparsityPattern:
@@ -132,6 +133,11 @@ def share(
     out_paths, out_tree = jax.tree_util.tree_flatten_with_path(out_shape)
     layout = Layout(in_tree, inputs, out_tree, leaf_infos(out_paths, False), batch)
     kernels = Kernels(call, layout, options["mode"], holomorphic, placement)
+    per_direction = max(layout.p * layout.n + layout.d, 1) * layout.dtype.itemsize
+    budget = chunk_budget(placement, _CHUNK_BYTES)
+    chunk = options["chunk_size"] or min(
+        _MAX_CHUNK, 1 << max((budget // per_direction).bit_length() - 1, 0)
+    )
 
     def detect() -> SparsityPattern:
         return call_sparsity(lambda p, d: call(p, d)[0], primals, dyn, batch)
@@ -148,7 +154,7 @@ def share(
         check_flag("strict", options["strict"])
         pattern = structure.pattern  # sparsity=None has none: detected for the check alone
         _check_strict(detect() if pattern is None else pattern, signature, paths, layout)
-    return Shared(fun, options, kernels, structure), signature
+    return Shared(fun, options, kernels, structure, chunk * placement.devices), signature
 
 
 def engine_at(
@@ -158,28 +164,23 @@ def engine_at(
     kwargs: dict,
     previous: Engine | None = None,
 ) -> Engine:
-    """The engine of one point; chunks sized to about 64 MiB of results.
+    """The engine of one point.
 
     Its cache is fresh, or, when the Hessian is constant (``Kernels.constant``), holds the
     results of the ``previous`` point's cache, which it shares: both points are concrete
     and caching is on (without it, constancy is not even asked).
     """
     kernels = shared.kernels
-    layout = kernels.layout
-    x = layout.ravel(jax.tree_util.tree_leaves(signature.primals(args)))
-    per_direction = max(layout.p * layout.n + layout.d, 1) * layout.dtype.itemsize
-    budget = chunk_budget(kernels.placement, _CHUNK_BYTES)
-    chunk = shared.options["chunk_size"] or min(
-        _MAX_CHUNK, 1 << max((budget // per_direction).bit_length() - 1, 0)
-    )
-    chunk *= kernels.placement.devices
+    x = kernels.layout.ravel(jax.tree_util.tree_leaves(signature.primals(args)))
     dyn = signature.dynamic(args, kwargs)
+    traced = is_traced((x, dyn))
     shares = None
     if previous is not None and previous.cache.max_bytes and not previous.traced:
-        if not is_traced((x, dyn)) and kernels.constant(x, dyn):
+        if not traced and kernels.constant(x, dyn):
             shares = previous.cache
     cache = DirectionCache(shared.options["cache_bytes"], shares)
-    return Engine(kernels, x, dyn, chunk, cache, shared.structure, shared.structure.progress)
+    structure = shared.structure
+    return Engine(kernels, x, dyn, traced, shared.chunk, cache, structure, structure.progress)
 
 
 def _check_strict(

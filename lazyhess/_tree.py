@@ -61,6 +61,9 @@ def leaf_infos(leaves_with_paths, drop_leading: bool) -> tuple[LeafInfo, ...]:
     return tuple(infos)
 
 
+_NOTHING_ELSE = jax.tree_util.tree_structure(([], {}))
+
+
 class Signature:
     """How ``fun`` is called: which arguments are differentiated, traced or static.
 
@@ -87,8 +90,19 @@ class Signature:
             return tuple(args[i] for i in self.argnums)
         return args[self.argnums[0]]
 
+    def at(self, args: tuple, kwargs: dict) -> Signature:
+        """The signature of the call with ``args`` and ``kwargs``, structured as this one's.
+
+        This one itself when every argument is differentiated: nothing else to compare.
+        """
+        if self.other_tree == _NOTHING_ELSE:
+            return self
+        return Signature(args, kwargs, self.argnums, self.sequence)
+
     def dynamic(self, args: tuple, kwargs: dict) -> list:
         """The array leaves of the non-differentiated arguments."""
+        if not any(self.dynamic_mask):
+            return []
         others = ([a for i, a in enumerate(args) if i not in self.argnums], kwargs)
         leaves = jax.tree_util.tree_leaves(others)
         return [leaf for d, leaf in zip(self.dynamic_mask, leaves, strict=True) if d]
