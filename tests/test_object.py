@@ -158,8 +158,10 @@ def test_repr():
     )
     Hs = lazyhess.hessian(rosen, X)
     assert "engine=auto (pattern not detected yet), hvps=0" in repr(Hs)
-    Hs[0]
-    assert "engine=sparse (nnz=16), hvps=1" in repr(Hs)
+    Hs[0]  # a whole row is its unit seed: no pattern needed yet
+    assert "engine=auto (pattern not detected yet), hvps=1" in repr(Hs)
+    Hs[2, :3]
+    assert "engine=sparse (nnz=16), hvps=2" in repr(Hs)
     Ht = lazyhess.hessian(lambda a, b: jnp.sum(a * b), X, X, argnums=(0, 1))
     assert repr(Ht).startswith("Hessian(blocks=4, flat=(12, 12), dtype=float64")
     assert repr(Ht[0]) == "HessianNode(H[0], tuple of 2 block(s))"

@@ -36,9 +36,28 @@ def test_cached_entries_cost_no_hvp():
     assert H[np.int64(5), 6].dtype == H.dtype
 
 
+def test_a_first_whole_row_or_column_does_not_wait_for_detection():
+    def f(x):  # x[3] is only in a linear term: an empty row and column
+        return genrose(x.at[3].set(0.0)) + 2.0 * x[3]
+
+    ref = np.asarray(jax.hessian(f)(X))
+    for key in (7, (slice(None), 7), 3, -1):
+        H = lazyhess.hessian(f, X)
+        np.testing.assert_allclose(H[key], ref[key], rtol=1e-12, atol=0)
+        assert "pattern not detected yet" in repr(H)
+        assert H.cache_info().hvps == 1
+        np.testing.assert_allclose(H[2:5, 1:6], ref[2:5, 1:6], rtol=1e-12, atol=0)
+        assert "engine=sparse" in repr(H)  # the block needed the pattern
+    # Samples are checked for independence by detection: it comes first.
+    Hb = lazyhess.hessian(jax.vmap(genrose), X.reshape(4, 10), batch_axis=0)
+    per = np.asarray(jax.vmap(jax.hessian(genrose))(X.reshape(4, 10)))
+    np.testing.assert_allclose(Hb[:, 5], per[:, 5], rtol=1e-12)
+    assert "engine=sparse" in repr(Hb)
+
+
 def test_one_entry_after_another_costs_one_hvp_each_unless_a_held_seed_serves_it():
     H = lazyhess.hessian(genrose, X)
-    H[0]  # detection
+    H[0, :2]  # part of a row: planned, so the pattern is detected
     H = H.at(X)
     entries = [(5, 6), (9, 9), (20, 19), (33, 34)]
     for count, (i, j) in enumerate(entries, 1):
