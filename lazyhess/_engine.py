@@ -64,7 +64,7 @@ def _memory_bytes() -> int:
 CONSTANT_SEED_BYTES = 16 * 2**20
 # The families Engine.entry reads an entry from without planning; any other held
 # family sends the entry to the planner.
-_ENTRY_FAMILIES = ("unit", "values", "global")
+_ENTRY_FAMILIES = ("unit", "values", "diagonal values", "global")
 
 
 class Cost(NamedTuple):
@@ -135,6 +135,27 @@ def _gather(block: np.ndarray, local: np.ndarray, p: np.ndarray, read: np.ndarra
     """``block[local, p, read]`` by one flat take (a 3-index gather is several times slower)."""
     _, rows, n = block.shape
     return block.reshape(-1).take((local * rows + p) * n + read)
+
+
+def _rows_of(out: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """``out[P]``; ``out`` itself when ``P`` is every row in order (no copy)."""
+    if P.size == out.shape[0] and bool(np.all(P == np.arange(P.size))):
+        return out
+    return out[P]
+
+
+def _diagonal_read(reading: DiagonalReading, n: int) -> Callable[[jax.Array], jax.Array]:
+    """The diagonal, flat ``(p * n,)``, from ``reading``'s products ``B`` (``(k, p, n)``)."""
+    slot, read, inside = reading.slot, reading.read, reading.inside
+
+    def diagonal(compressed: jax.Array) -> jax.Array:
+        got = compressed.at[slot, :, read].get(mode="promise_in_bounds").T
+        if inside is not None:
+            out = jnp.zeros((compressed.shape[1], n), compressed.dtype)
+            got = out.at[:, inside].set(got, mode="promise_in_bounds")
+        return got.reshape(-1)  # flat: a 1-D diagonal is the program's own output
+
+    return diagonal
 
 
 class Engine:
@@ -220,8 +241,7 @@ class Engine:
         if self.traced and not family.unit and constant_bytes <= CONSTANT_SEED_BYTES:
             seeds = self._constant(family, labels)
             return self.kernels.apply(self._state(), self.x, self.dyn, seeds)
-        whole = family.fixed and k == min(family.size, self.chunk_size)
-        size = k if whole else self._bucket(k)
+        size = self._chunk_size(family, k)
         ids = np.full(size, -1, dtype=np.int32)
         ids[:k] = labels
         if self.traced:
@@ -240,17 +260,7 @@ class Engine:
             if not once and size == 1 and not family.fixed:
                 ways = functools.partial(self._ways, family, ids)
                 once = kernels.stateless(family.unit, ways)
-            fixed = (
-                once
-                and family.fixed
-                and constant_bytes <= CONSTANT_SEED_BYTES
-                and np.array_equal(labels, np.arange(family.size))
-            )
-            key = (
-                self._fixed_key(family)
-                if fixed
-                else ("once" if once else "seeded", family.unit, size)
-            )
+            key, fixed = self._chunk_kind(family, labels, once)
             serial = kernels.serial(key)
             if fixed:  # seeds known in advance: constants of the program, as inside a trace
                 seeds = functools.partial(self._constant, family, labels)
@@ -271,6 +281,29 @@ class Engine:
             block = fetch(run(serial)).reshape(size, lay.p, lay.n)[:k]
             kernels.timed(key, serial, time.perf_counter() - start)
             return block
+
+    def _chunk_size(self, family: SeedFamily, k: int) -> int:
+        """The compiled size of a chunk of ``k`` seeds: exact for a whole fixed family."""
+        whole = family.fixed and k == min(family.size, self.chunk_size)
+        return k if whole else self._bucket(k)
+
+    def _chunk_kind(
+        self, family: SeedFamily, labels: list[int] | np.ndarray, once: bool
+    ) -> tuple[tuple, bool]:
+        """A concrete chunk's kind (``Kernels.serial``'s key), and whether its seeds are fixed.
+
+        Fixed: a whole fixed family run ``once``, its seeds constants of the program.
+        """
+        fixed = (
+            once
+            and family.fixed
+            and len(labels) * self.layout.d * self.layout.dtype.itemsize <= CONSTANT_SEED_BYTES
+            and np.array_equal(labels, np.arange(family.size))
+        )
+        if fixed:
+            return self._fixed_key(family), True
+        size = self._chunk_size(family, len(labels))
+        return ("once" if once else "seeded", family.unit, size), False
 
     def _ways(self, family: SeedFamily, ids: np.ndarray) -> tuple[Callable, Callable]:
         """A chunk's two ways for ``Kernels.stateless``: ``once``, the kept state's ``seeded``."""
@@ -661,6 +694,8 @@ class Engine:
                     return self.layout.dtype.type(0)
                 if cache.held(structure.values_family) is not None:
                     return cache.take((structure.values_family, 0))[p, at]
+                if row == col and cache.held(structure.diagonal_values) is not None:
+                    return cache.take((structure.diagonal_values, 0))[p, row]
                 if structure.colored_known:
                     family = structure.global_family
                     held = cache.held(family)
@@ -760,10 +795,17 @@ class Engine:
             out = host_zeros((P.size, lines.size), self.layout.dtype)
             out[:, inside] = self.cache.take((structure.values_family, 0))[P][:, pos[inside]]
             return out
+        whole = lines.size == structure.n
+        if self.cache.held(structure.diagonal_values) is not None:
+            out = self.cache.take((structure.diagonal_values, 0))
+            return _rows_of(out, P) if whole else _rows_of(out, P)[:, lines]
         reading = structure.diagonal_reading(int(lines[0]), int(lines[-1]) + 1)
         if reading is None:
             return None
         if self.cache.empty():
+            out = self._fresh_diagonal(reading) if whole else None
+            if out is not None:
+                return _rows_of(out, P)
             blocks = self._computed(reading.family, reading.needed)
         else:
             missing = self._missing_reading(reading, lines)
@@ -784,6 +826,54 @@ class Engine:
                 out[:, at] = _gather(block, slot[mine] - offset, P[:, None], read[mine])
             offset += count
         return out
+
+    def _fresh_diagonal(self, reading: DiagonalReading) -> np.ndarray | None:
+        """The whole diagonal ``(p, n)`` from one program at a fresh point, or ``None``.
+
+        The seeds of ``reading`` are constants of the program, which gathers the diagonal
+        from their products (``_read_at_once``) and returns it as the answer: nothing is
+        copied, and ``B`` is never fetched (GENROSE, n = 1e4: 352 -> 97 us in a
+        prototype). Once the chunk's kind is settled (see :meth:`_diagonal_at_once`);
+        the next fresh points run the kept program directly. The diagonal is cached, not
+        ``B``: a second look, and the diagonal's entries, cost nothing; other entries the
+        seeds held cost HVPs of their own.
+        """
+        kept = self.structure.diagonal_values
+        fresh = self._fresh(kept)
+        if fresh is not None:
+            flat = self._run_values(*fresh, lambda: None)
+        else:
+            serial = self._diagonal_at_once(reading)
+            if serial is None:
+                return None
+            read = _diagonal_read(reading, self.layout.n)
+            family, needed = reading.family, reading.needed
+            flat = self._read_at_once(kept, family, needed, serial, read, lambda: None)
+        out = flat.reshape(self.layout.p, self.layout.n)
+        self.cache.put((kept, 0), out)
+        return out
+
+    def _diagonal_at_once(self, reading: DiagonalReading) -> bool | None:
+        """Whether ``reading``'s seeds may run in one program now: their way, or ``None``.
+
+        At a fresh point, in one chunk of constant seeds, on one device, with a pattern
+        known to hold, once the chunk's kind has run enough to settle whether its seeds run
+        vmapped or seed after seed (``Kernels.decided``; as for ``_at_once``).
+        """
+        family, needed = reading.family, reading.needed
+        lay = self.layout
+        kernels = self.kernels
+        key = self._chunk_kind(family, needed, once=True)[0]
+        if (
+            self._first
+            and 0 < needed.size <= self.chunk_size
+            and needed.size * lay.d * lay.dtype.itemsize <= CONSTANT_SEED_BYTES
+            and kernels.placement.devices == 1
+            and not self.structure.unverified
+            and kernels.decided(key)
+        ):
+            return kernels.serial(key)
+        return None
 
     def _missing_reading(self, reading: DiagonalReading, lines: np.ndarray) -> np.ndarray | None:
         """The seeds of ``reading`` not cached, or ``None`` if the cache may serve one.
@@ -991,7 +1081,7 @@ class Engine:
 
     def _computed_values(self, meanwhile: Callable[[], None]) -> np.ndarray:
         """``pattern_values``'s values computed now, ``meanwhile()`` run while the HVPs are."""
-        fresh = self._fresh()
+        fresh = self._fresh(self.structure.values_family)
         if fresh is not None:
             return self._run_values(*fresh, meanwhile)
         family, missing = self._whole()
@@ -1042,49 +1132,70 @@ class Engine:
         Measured at fresh points (n = 1e4): GENROSE's CSR output 362 -> 265 us, WOODS's
         325 -> 196 us, BDQRTIC's 1.16 -> 0.96 ms: one dispatch, no ``B`` fetched, no host
         decompression (on a 2-core machine, host work right after a program runs ~2x
-        slower). The program either writes ``B`` out before reading it or lets XLA fuse
-        the two (see ``Kernels.values_program``); the two ways are raced once. Then the
-        program is kept for the next fresh points (see :meth:`_fresh`).
+        slower). See :meth:`_read_at_once`.
+        """
+        serial = self.kernels.serial(self._fixed_key(family))
+
+        def values(compressed: jax.Array) -> jax.Array:
+            return jax.vmap(colored.decompress_data, in_axes=1)(compressed)
+
+        labels = np.arange(family.size)
+        kept = self.structure.values_family
+        return self._read_at_once(kept, family, labels, serial, values, meanwhile)
+
+    def _read_at_once(
+        self,
+        kept: SeedFamily,
+        family: SeedFamily,
+        labels: np.ndarray,
+        serial: bool,
+        read: Callable[[jax.Array], jax.Array],
+        meanwhile: Callable[[], None],
+    ) -> np.ndarray:
+        """The products of ``family``'s seeds ``labels``, read by ``read``, in one program.
+
+        The seeds are constants of the program. It either writes ``B`` out before
+        reading it or lets XLA fuse the two (see ``Kernels.read_program``); the two ways
+        are raced once. Then the program is kept for the next fresh points as what
+        computes ``kept`` (see :meth:`_fresh`). ``meanwhile()`` runs while it does.
         """
         kernels = self.kernels
-        serial = kernels.serial(self._fixed_key(family))
-        seeds = functools.partial(self._constant, family, np.arange(family.size))
+        seeds = functools.partial(self._constant, family, labels)
 
         def program(materialise: bool) -> Callable[[Any, Any], jax.Array]:
-            return kernels.values_program(
-                family, colored.decompress_data, seeds, serial, materialise
-            )
+            key = (kept.key, serial, materialise)
+            return kernels.read_program(family, key, seeds, read, serial, materialise)
 
-        way = ("values", family.size, serial)
+        way = (kept.key, labels.size, serial)
         if kernels.unsettled(way):
             with concretely():
                 kernels.race(way, lambda materialise: program(materialise)(self.x, self.dyn))
         chosen = program(kernels.settled(way))
-        kernels.keep_fresh(self.structure.values_family, family, chosen)
-        return self._run_values(family, chosen, meanwhile)
+        kernels.keep_fresh(kept, labels.size, chosen)
+        return self._run_values(labels.size, chosen, meanwhile)
 
-    def _fresh(self) -> tuple[SeedFamily, Callable] | None:
-        """At a fresh point, the family and program that compute every stored entry at once.
+    def _fresh(self, kept: SeedFamily) -> tuple[int, Callable] | None:
+        """At a fresh point, the program that computes ``kept`` at once, and its HVPs.
 
-        Kept by the first fresh point that :meth:`_at_once` let run them (an optimiser's
-        iterates after the first): what chose them does not change from point to point,
-        so the next points run the program without asking again (timeline of
-        ``H0.at(x).to_sparse("csr")``, WOODS n = 1e4: 23 us of choosing it, of 238).
+        Kept by the first fresh point that ran it (see :meth:`_read_at_once`): what
+        chose it does not change from point to point, so the next points run it without
+        asking again (timeline of ``H0.at(x).to_sparse("csr")``, WOODS n = 1e4: 23 us of
+        choosing it, of 238).
         """
         if not (self._first and self.cache.empty()):
             return None
-        return self.kernels.fresh(self.structure.values_family)
+        return self.kernels.fresh(kept)
 
     def _run_values(
-        self, family: SeedFamily, program: Callable, meanwhile: Callable[[], None]
+        self, hvps: int, program: Callable, meanwhile: Callable[[], None]
     ) -> np.ndarray:
-        """Run ``family``'s values ``program`` here; ``meanwhile()`` runs while it does."""
+        """Run a ``program`` of ``hvps`` products here; ``meanwhile()`` runs while it does."""
         with concretely():
             pending = program(self.x, self.dyn)
             meanwhile()
             out = fetch(pending)
         self._first = False
-        self.cache.record(family.size)
+        self.cache.record(hvps)
         return out
 
     def _whole(self) -> tuple[SeedFamily, np.ndarray]:

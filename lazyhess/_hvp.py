@@ -393,62 +393,51 @@ class Kernels:
         them (``(k, d)``), once per family and way; the program is kept while the
         family lives (the structure holds it).
         """
-        programs = self._fixed.setdefault(family, {})
-        program = programs.get(serial)
-        if program is None:
-            constant = seeds()
+        return self.read_program(family, serial, seeds, lambda b: b, serial, False)(x, dyn)
 
-            def fixed(x, dyn):
-                tree, leaves = self._once_state(x, dyn)
-                return self._apply_impl(False, tree, leaves, x, dyn, constant, serial)
-
-            program = programs[serial] = jax.jit(fixed)
-        return program(x, dyn)
-
-    def values_program(
+    def read_program(
         self,
         family: Any,
-        decompress: Callable[[Any], Any],
+        key: Any,
         seeds: Callable[[], Any],
+        read: Callable[[Any], Any],
         serial: bool,
         materialise: bool,
     ) -> Callable[[Any, Any], jax.Array]:
-        """``once_fixed``'s results read into stored entries in one program: ``(p, nnz)``.
+        """A program of ``(x, dyn)``: constant seeds' products ``B``, read by ``read``.
 
-        The program, called with ``(x, dyn)``. ``decompress`` maps ``B`` (``(size, n)``)
-        to the pattern's values. The program never writes ``B`` out, nor, unless
-        ``materialise`` (see :func:`materialised`), even forms it. Kept with
-        ``once_fixed``'s programs, one per way.
+        ``seeds()`` builds the seeds (``(k, d)``, see :meth:`once_fixed`); ``B`` is
+        ``(k, p, n)``. Unless ``materialise`` (see :func:`materialised`), XLA may fuse the
+        products into what ``read`` gathers, and need not even form ``B``. Kept under
+        ``key`` with ``family``'s other programs.
         """
         programs = self._fixed.setdefault(family, {})
-        program = programs.get(("values", serial, materialise))
+        program = programs.get(key)
         if program is None:
             constant = seeds()
 
             def fixed(x, dyn):
                 tree, leaves = self._once_state(x, dyn)
                 compressed = self._apply_impl(False, tree, leaves, x, dyn, constant, serial)
-                anchor = jnp.sum(x)
+                if materialise:
+                    return materialised(read, compressed, jnp.sum(x))
+                return read(compressed)
 
-                def values(b: jax.Array) -> jax.Array:
-                    return materialised(decompress, b, anchor) if materialise else decompress(b)
-
-                return jax.vmap(values, in_axes=1)(compressed)
-
-            program = programs["values", serial, materialise] = jax.jit(fixed)
+            program = programs[key] = jax.jit(fixed)
         return program
 
-    def keep_fresh(self, values: Any, family: Any, program: Callable) -> None:
-        """Keep ``program`` (of ``family``) as the one a fresh point runs for ``values``.
+    def keep_fresh(self, kept: Any, hvps: int, program: Callable) -> None:
+        """Keep ``program`` (of ``hvps`` products) as what a fresh point runs for ``kept``.
 
-        ``values`` is a structure's ``values_family``. Kept once the engine has settled
-        everything that chooses the program; see :meth:`fresh`.
+        ``kept`` is a structure's family of values computed at once (every stored entry,
+        the diagonal). Kept once the engine has settled everything that chooses the
+        program; see :meth:`fresh`.
         """
-        self._fresh[values] = (family, program)
+        self._fresh[kept] = (hvps, program)
 
-    def fresh(self, values: Any) -> tuple[Any, Callable] | None:
-        """The family and program kept by :meth:`keep_fresh` for ``values``, if any."""
-        return self._fresh.get(values)
+    def fresh(self, kept: Any) -> tuple[int, Callable] | None:
+        """The HVP count and program kept by :meth:`keep_fresh` for ``kept``, if any."""
+        return self._fresh.get(kept)
 
     def has_fixed(self, family: Any, serial: bool) -> bool:
         """Whether ``once_fixed``'s program for ``family`` and this way is compiled."""

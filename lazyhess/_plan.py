@@ -55,6 +55,8 @@ def readings(
         return []
     if family.key == "values":  # every stored entry, read at its pattern position
         return [(None, np.zeros_like(c), pos)]
+    if family.key == "diagonal values":  # every diagonal entry, read at its column
+        return [(r == c, np.zeros_like(c), r)]
     if family.key == "global":
         colored = structure.colored
         return [(None, colored.recover_color[pos], colored.recover_index[pos])]

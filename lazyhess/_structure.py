@@ -296,6 +296,15 @@ class Structure:
         """
         return SeedFamily("values", np.zeros(self.n, dtype=np.int64), fixed=True)
 
+    @cached_property
+    def diagonal_values(self) -> SeedFamily:
+        """Every diagonal entry's value at a point, cached as one result ``(p, n)``.
+
+        Not a seed: ``Engine`` keeps a whole diagonal it computed in one program under
+        ``(diagonal_values, 0)``, from which ``H[p, k, k]`` is read at column ``k``.
+        """
+        return SeedFamily("diagonal values", np.zeros(self.n, dtype=np.int64), fixed=True)
+
     def diagonal_reading(self, start: int, stop: int) -> DiagonalReading | None:
         """How the diagonal of lines ``start..stop-1`` is read when nothing is cached.
 

@@ -161,6 +161,9 @@ def test_at_with_other_shapes_or_structure():
         H.at(X.astype(jnp.float32))
     with pytest.raises(ValueError, match="structured as the original"):
         H.at(X, X)
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):  # a numpy array, checked too
+        H.at(np.arange(4.0))
+    np.testing.assert_allclose(H.at(np.asarray(X) + 1.0)[0], jax.hessian(mixed)(X + 1.0)[0])
 
 
 @pytest.mark.parametrize("format", ["csr", "csc", "coo", "numpy", "scipy_csr", "tril"])

@@ -456,6 +456,53 @@ def _vector_fun(x):
     return jnp.stack([genrose(x), jnp.sum(jnp.cos(x[1:] * x[:-1]))])
 
 
+def _zero_corner(x):
+    # x[-2] and x[-1] meet only in a product: their diagonal entries are structural zeros.
+    return genrose(x[:-2]) + x[-2] * x[-1] + jnp.sum(jnp.cos(x[:-2]) * x[-1])
+
+
+@pytest.mark.parametrize("materialise", [False, True])
+@pytest.mark.parametrize("fun", [genrose, _zero_corner, _vector_fun])
+def test_fresh_diagonals_run_one_program_and_keep_the_diagonal(fun, materialise):
+    H0 = lazyhess.hessian(fun, X)
+    H0[0]
+    engine, kernels = H0._engine, H0._engine.kernels
+    structure = engine.structure
+    reading = structure.diagonal_reading(0, X.size)
+    key = engine._chunk_kind(reading.family, reading.needed, once=True)[0]
+    kernels._settled["diagonal values", reading.needed.size, kernels.serial(key)] = materialise
+    for step in range(6):
+        point = X + 0.1 * step
+        ref = np.asarray(jax.hessian(fun)(point))
+        H = H0.at(point)
+        np.testing.assert_allclose(
+            H.diagonal(), np.diagonal(ref, axis1=-2, axis2=-1), rtol=1e-12, atol=1e-12
+        )
+        spent = H.cache_info().hvps
+        assert spent == reading.needed.size
+        np.testing.assert_allclose(  # a second look and the diagonal's entries are free
+            H.diagonal(), np.diagonal(ref, axis1=-2, axis2=-1), rtol=1e-12, atol=1e-12
+        )
+        np.testing.assert_allclose(H[..., 5, 5], ref[..., 5, 5], rtol=1e-12, atol=1e-12)
+        assert H.cache_info().hvps == spent
+        np.testing.assert_allclose(H[..., 6, :], ref[..., 6, :], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(H[..., 2:9, 2:9], ref[..., 2:9, 2:9], rtol=1e-12, atol=1e-12)
+    # The earlier points settled the chunk's way; the later ones ran the kept program.
+    assert kernels.fresh(structure.diagonal_values) is not None
+    assert ("diagonal values", kernels.serial(key), materialise) in kernels._fixed[reading.family]
+
+
+def test_a_fresh_batched_diagonal_reads_every_sample():
+    W = X.reshape(4, 10)
+    Hb = lazyhess.hessian(jax.vmap(genrose), W, batch_axis=0)
+    for step in range(4):
+        point = W + 0.1 * step
+        ref = np.asarray(jax.vmap(jax.hessian(genrose))(point))
+        got = Hb.at(point).diagonal()
+        np.testing.assert_allclose(got, np.diagonal(ref, axis1=-2, axis2=-1), rtol=1e-12)
+    assert Hb._engine.kernels.fresh(Hb._engine.structure.diagonal_values) is not None
+
+
 def _planned_hvps(H, lines):
     """HVPs the planner would spend on the diagonal entries of ``lines`` at a fresh point."""
     engine = H._engine
