@@ -426,9 +426,19 @@ class Engine:
         )
 
     def _plan_grid(self, rows: np.ndarray, cols: np.ndarray) -> tuple[Any, Any]:
-        """The plan of the grid ``rows x cols`` (distinct, sorted), and its cells."""
-        if self.structure.dense:
+        """The plan of the grid ``rows x cols`` (distinct, sorted), and its cells.
+
+        With nothing cached, planned once per pattern (``Structure.fresh_plan``).
+        """
+        structure = self.structure
+        if structure.dense:
             return self._slabs(rows, cols), None
+        if self.cache.empty():
+            return structure.fresh_plan(rows, cols, lambda: self._new_plan(rows, cols))
+        return self._new_plan(rows, cols)
+
+    def _new_plan(self, rows: np.ndarray, cols: np.ndarray) -> tuple[Plan, tuple]:
+        """``_plan_grid``'s plan, made now from the cache's coverage."""
         i, j, pos = self.structure.cells(rows, cols)
         return plan(rows[i], cols[j], pos, self.structure, self.cache.families()), (i, j)
 

@@ -55,6 +55,31 @@ def test_a_first_whole_row_or_column_does_not_wait_for_detection():
     assert "engine=sparse" in repr(Hb)
 
 
+def test_a_request_repeated_at_new_points_is_planned_once(monkeypatch):
+    from lazyhess import _engine
+
+    planned = []
+    plan = _engine.plan
+    monkeypatch.setattr(_engine, "plan", lambda *a, **k: planned.append(1) or plan(*a, **k))
+    H0 = lazyhess.hessian(genrose, X)
+    rows = np.array([30, 2, 17, 3])
+    for step in range(4):
+        point = X + 0.1 * step
+        ref = np.asarray(jax.hessian(genrose)(point))
+        H = H0.at(point)
+        np.testing.assert_allclose(H[rows], ref[rows], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(H[5:12, 4:9], ref[5:12, 4:9], rtol=1e-12, atol=1e-12)
+    # The rows at a fresh point: planned at the first only. The block after them: the
+    # rows' seeds are cached, so it is planned with them, at every point.
+    assert len(planned) == 1 + 4
+    for point in (X, X - 0.1):
+        ref = np.asarray(jax.hessian(genrose)(point))
+        np.testing.assert_allclose(H0.at(point)[5:12, 4:9], ref[5:12, 4:9], rtol=1e-12, atol=1e-12)
+    assert len(planned) == 1 + 4 + 1  # the block first at a fresh point: once
+    for kept, (i, j) in H0._engine.structure._fresh_plans.values():
+        assert not any(a.flags.writeable for a in (kept.slot, kept.read, i, j))
+
+
 def test_one_entry_after_another_costs_one_hvp_each_unless_a_held_seed_serves_it():
     H = lazyhess.hessian(genrose, X)
     H[0, :2]  # part of a row: planned, so the pattern is detected
