@@ -864,25 +864,13 @@ class Engine:
         return out
 
     def _diagonal_at_once(self, reading: DiagonalReading) -> bool | None:
-        """Whether ``reading``'s seeds may run in one program now: their way, or ``None``.
+        """How ``reading``'s seeds run in one program now (see :meth:`_one_program`).
 
-        At a fresh point, in one chunk of constant seeds, on one device, with a pattern
-        known to hold, once the chunk's kind has run enough to settle whether its seeds run
-        vmapped or seed after seed (``Kernels.decided``; as for ``_at_once``).
+        ``True`` seed after seed, ``False`` vmapped, ``None`` not in one program.
         """
-        family, needed = reading.family, reading.needed
-        lay = self.layout
-        kernels = self.kernels
-        key = self._chunk_kind(family, needed, once=True)[0]
-        if (
-            self._first
-            and 0 < needed.size <= self.chunk_size
-            and needed.size * lay.d * lay.dtype.itemsize <= CONSTANT_SEED_BYTES
-            and kernels.placement.devices == 1
-            and not self.structure.unverified
-            and kernels.decided(key)
-        ):
-            return kernels.serial(key)
+        key = self._chunk_kind(reading.family, reading.needed, once=True)[0]
+        if self._one_program(reading.needed.size, key):
+            return self.kernels.serial(key)
         return None
 
     def _missing_reading(self, reading: DiagonalReading, lines: np.ndarray) -> np.ndarray | None:
@@ -1109,25 +1097,34 @@ class Engine:
     def _at_once(self, family: SeedFamily, missing: np.ndarray) -> bool:
         """Whether the whole ``family`` and its recovery run as one program now.
 
+        See :meth:`_one_program`; also once an earlier point compiled the family's HVP
+        program in this way (RANDSP8's 45 seeds: 18 ms one way, 43 ms the other): the
+        first points pay one compilation as before, the next compiles and races the
+        combined program once.
+        """
+        key = self._fixed_key(family)
+        return (
+            missing.size == family.size
+            and self._one_program(family.size, key)
+            and self.kernels.has_fixed(family, self.kernels.serial(key))
+        )
+
+    def _one_program(self, count: int, key: tuple) -> bool:
+        """Whether ``count`` seeds of chunk kind ``key`` may run in one program now.
+
         At a fresh point (nothing computed), in one chunk of constant seeds, once earlier
-        points have run the family's HVP program enough to settle whether its seeds run
-        vmapped or seed after seed (``Kernels.decided``; RANDSP8's 45 seeds: 18 ms one
-        way, 43 ms the other): the first points pay one compilation as before, the next
-        compiles and races the combined program once. On one device, and with a pattern
-        known to hold.
+        points have run the kind enough to settle whether its seeds run vmapped or seed
+        after seed (``Kernels.decided``). On one device, and with a pattern known to hold.
         """
         lay = self.layout
         kernels = self.kernels
-        key = self._fixed_key(family)
-        seed_bytes = family.size * lay.d * lay.dtype.itemsize
         return (
             self._first
-            and 0 < missing.size == family.size <= self.chunk_size
-            and seed_bytes <= CONSTANT_SEED_BYTES
+            and 0 < count <= self.chunk_size
+            and count * lay.d * lay.dtype.itemsize <= CONSTANT_SEED_BYTES
             and kernels.placement.devices == 1
             and not self.structure.unverified
             and kernels.decided(key)
-            and kernels.has_fixed(family, kernels.serial(key))
         )
 
     def _fixed_key(self, family: SeedFamily) -> tuple:
