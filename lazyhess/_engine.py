@@ -1299,10 +1299,15 @@ class Engine:
         return jnp.concatenate(parts)
 
     def computed_columns(self) -> np.ndarray:
-        """Mask over the flat columns whose seed direction is cached (rows too, by symmetry)."""
+        """Mask over the flat columns whose seed direction is cached (rows too, by symmetry).
+
+        A cached diagonal alone (``Structure.diagonal_values``) computes no column.
+        """
         seeded = np.zeros(self.layout.n, dtype=bool)
         with self.cache.lock:
             for family, held in self.cache.families(limit=None):
+                if family is self.structure.diagonal_values:
+                    continue
                 labels = family.labels
                 in_seed = labels >= 0
                 seeded[in_seed] |= held[labels[in_seed]]

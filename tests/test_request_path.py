@@ -514,6 +514,9 @@ def test_fresh_diagonals_run_one_program_and_keep_the_diagonal(fun, materialise)
         np.testing.assert_allclose(H[..., 2:9, 2:9], ref[..., 2:9, 2:9], rtol=1e-12, atol=1e-12)
     # The earlier points settled the chunk's way; the later ones ran the kept program.
     assert kernels.fresh(structure.diagonal_values) is not None
+    H = H0.at(X)
+    H.diagonal()
+    assert not H._engine.computed_columns().any()  # the picture: a diagonal is no column
     assert ("diagonal values", kernels.serial(key), materialise) in kernels._fixed[reading.family]
 
 
