@@ -8,6 +8,7 @@ estimate can report without triggering detection or coloring.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import weakref
 from collections.abc import Callable, Hashable
 from functools import cached_property
@@ -121,6 +122,7 @@ class Structure:
         self._device_labels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._diagonal_readings: dict[tuple[int, int], DiagonalReading | None] = {}
         self._fresh_plans: LRUCache = LRUCache(maxsize=FRESH_PLANS)
+        self._plans_lock = threading.Lock()  # points in several threads share the plans
 
     @property
     def known(self) -> bool:
@@ -340,9 +342,12 @@ class Structure:
         if any(FRESH_PLAN_LINES < lines.size < n for lines in (rows, cols)):
             return make()
         key = tuple(b"all" if lines.size == n else lines.tobytes() for lines in (rows, cols))
-        kept = self._fresh_plans.get(key)
+        with self._plans_lock:
+            kept = self._fresh_plans.get(key)
         if kept is None:
-            kept = self._fresh_plans[key] = _frozen(make())
+            kept = _frozen(make())
+            with self._plans_lock:
+                self._fresh_plans[key] = kept
         return kept
 
     def diagonal_reading(self, start: int, stop: int) -> DiagonalReading | None:

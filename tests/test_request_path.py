@@ -193,6 +193,29 @@ def test_threads_share_one_hessian_with_a_small_cache():
     assert H.cache_info().entries <= 3
 
 
+def test_threads_at_points_of_one_function_share_its_kept_plans():
+    H0 = lazyhess.hessian(genrose, X)
+    H0[2:5]
+    rng = np.random.default_rng(1)
+    # More index sets than the plans kept: they are evicted while other threads read.
+    asks = [np.sort(rng.choice(40, size=5, replace=False)) for _ in range(40)]
+    errors = []
+
+    def work(t):
+        try:
+            for rows in asks[t::4] * 3:
+                np.testing.assert_allclose(H0.at(X)[rows], REF[rows], rtol=1e-12)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+
+
 @pytest.mark.slow
 def test_a_detected_dense_pattern_switches_to_the_dense_engine():
     n = 400
