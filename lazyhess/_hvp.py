@@ -40,7 +40,7 @@ def fastest_of(runs: Sequence[Callable[[], Any]]) -> int:
     of a compile. The median, not the best: a program's runs on CPU can split between
     a fast and a slow mode, and the best run then picks the one whose fast mode is rarer
     (WOODS's whole Hessian at n = 1e4: written out first, 79 us best but 151 median,
-    against 87 and 114 fused; at fresh points the fused one was 10 % faster).
+    against 87 and 114 fused; at fresh points the fused one was 3 % faster).
     """
     for run in runs:
         jax.block_until_ready(run())
