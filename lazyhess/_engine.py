@@ -612,17 +612,38 @@ class Engine:
         """The unit seed of row (or column) ``line``, when it serves ``count`` of its entries.
 
         Read from the cache when held (a notebook's second look at a row), or computed when
-        nothing is cached and one unit seed is the fewest (a fresh point's first row: one
-        HVP, no planning). ``None``: the planner decides.
+        one unit seed is the fewest and no other held seed may serve the line (no plan:
+        a fresh point's first row, or a row after entries and other rows, whose unit seeds
+        hold entries of this line but never its diagonal, so one HVP is still needed and
+        this seed is the planner's choice; GENROSE, n = 1e4: 449 -> 176 us). With a
+        coloring's or the stored values' seeds held, ``None``: the planner decides.
         """
+        held = self._line_held(line, count)
+        if held is None:
+            return None
         unit = self.structure.unit
-        held = self.cache.held(unit)
-        if held is not None and held[line]:
+        if held:
             return self.cache.take((unit, line))
+        return next(self._computed(unit, np.array([line])))[0]
+
+    def _line_held(self, line: int, count: int) -> bool | None:
+        """How :meth:`_unit_seed` serves ``line``: held, computed now (``False``), or not."""
+        held = self.cache.held(self.structure.unit)
+        if held is not None and held[line]:
+            return True
         # Before detection only without a batch: detection is where batches are checked.
         known = self.structure.known or self.layout.batch is None
-        if known and self.cache.empty() and self._needs_its_seed(line, count):
-            return next(self._computed(unit, np.array([line])))[0]
+        if not known or not self._needs_its_seed(line, count):
+            return None
+        if self.cache.empty():
+            return False
+        # Held unit seeds hold entries of a whole line but never its diagonal entry: when
+        # that may be nonzero, one HVP is still needed, and the line's own seed is it.
+        structure = self.structure
+        whole = count == structure.n
+        if whole and (structure.dense or structure.position(line, line) >= 0):
+            if all(family.unit for family, _ in self.cache.families(limit=None)):
+                return False
         return None
 
     def _needs_its_seed(self, line: int, count: int) -> bool:
@@ -997,6 +1018,10 @@ class Engine:
             else:
                 size = P.size * rows.size * cols.size
                 rows, cols = _sorted_distinct(rows)[0], _sorted_distinct(cols)[0]
+                for line, other in ((rows, cols), (cols, rows)):
+                    held = self._line_held(int(line[0]), other.size) if line.size == 1 else None
+                    if held is not None:  # as _cached_line serves it
+                        return self._priced(size, 0, 1) if held else self._priced(size, 1, 0)
                 if self._every_entry(rows, cols):
                     if self.cache.held(self.structure.values_family) is not None:
                         return self._priced(size, 0, 1)

@@ -55,6 +55,39 @@ def test_a_first_whole_row_or_column_does_not_wait_for_detection():
     assert "engine=sparse" in repr(Hb)
 
 
+def test_a_whole_row_after_other_unit_seeds_is_its_own_seed_without_planning(monkeypatch):
+    from lazyhess import _engine
+
+    planned = []
+    plan = _engine.plan
+    monkeypatch.setattr(_engine, "plan", lambda *a, **k: planned.append(1) or plan(*a, **k))
+    H = lazyhess.hessian(_zero_corner, X)
+    ref = np.asarray(jax.hessian(_zero_corner)(X))
+    H[4, 5]  # an entry: its column's unit seed
+    H[9]
+    spent, planned_before = H.cache_info().hvps, len(planned)
+    for key in (11, (slice(None), 12)):
+        cost = H.cost(key)
+        assert (cost.new_hvps, cost.cached_hvps) == (1, 0)
+        np.testing.assert_allclose(H[key], ref[key], rtol=1e-12, atol=1e-12)
+    assert H.cache_info().hvps == spent + 2 and len(planned) == planned_before
+    # x[-1]'s diagonal entry is a structural zero: with every other entry of its row held
+    # in its neighbours' unit seeds, the planner finds it costs nothing.
+    neighbours = np.flatnonzero(ref[-1])
+    for j in neighbours:
+        H[:, int(j)]
+    spent = H.cache_info().hvps
+    assert H.cost(-1).new_hvps == 0
+    np.testing.assert_allclose(H[-1], ref[-1], rtol=1e-12, atol=1e-12)
+    assert H.cache_info().hvps == spent
+    # With a coloring's seeds held the planner decides: the block's colors serve row 21.
+    H[20:24, 20:24]
+    spent = H.cache_info().hvps
+    assert H.cost(21).new_hvps == 0
+    np.testing.assert_allclose(H[21], ref[21], rtol=1e-12, atol=1e-12)
+    assert H.cache_info().hvps == spent
+
+
 def test_a_request_repeated_at_new_points_is_planned_once(monkeypatch):
     from lazyhess import _engine
 
