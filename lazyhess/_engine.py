@@ -1017,9 +1017,12 @@ class Engine:
                 size = rows.size
             else:
                 size = P.size * rows.size * cols.size
-                rows, cols = _sorted_distinct(rows)[0], _sorted_distinct(cols)[0]
+                (rows, inv_i), (cols, inv_j) = _sorted_distinct(rows), _sorted_distinct(cols)
+                by_cells = (inv_i is not None or inv_j is not None) and self._by_cells(rows, cols)
                 for line, other in ((rows, cols), (cols, rows)):
-                    held = self._line_held(int(line[0]), other.size) if line.size == 1 else None
+                    if by_cells or line.size != 1:
+                        continue  # grid plans it
+                    held = self._line_held(int(line[0]), other.size)
                     if held is not None:  # as _cached_line serves it
                         return self._priced(size, 0, 1) if held else self._priced(size, 1, 0)
                 if self._every_entry(rows, cols):

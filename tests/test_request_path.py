@@ -71,6 +71,16 @@ def test_a_whole_row_after_other_unit_seeds_is_its_own_seed_without_planning(mon
         assert (cost.new_hvps, cost.cached_hvps) == (1, 0)
         np.testing.assert_allclose(H[key], ref[key], rtol=1e-12, atol=1e-12)
     assert H.cache_info().hvps == spent + 2 and len(planned) == planned_before
+    # Its columns asked out of order, a row is filled cell by cell from its plan, which
+    # reads its entries in the held seeds of rows 9 and 11: priced the same way.
+    before, cost = H.cache_info(), H.cost((10, slice(None, None, -1)))
+    np.testing.assert_allclose(H[10, ::-1], ref[10, ::-1], rtol=1e-12, atol=1e-12)
+    after = H.cache_info()
+    assert (cost.new_hvps, cost.cached_hvps) == (
+        after.hvps - before.hvps,
+        after.hits - before.hits,
+    )
+    assert cost.cached_hvps > 0
     # x[-1]'s diagonal entry is a structural zero: with every other entry of its row held
     # in its neighbours' unit seeds, the planner finds it costs nothing.
     neighbours = np.flatnonzero(ref[-1])
