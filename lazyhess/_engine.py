@@ -237,8 +237,7 @@ class Engine:
         """
         lay = self.layout
         k = len(labels)
-        constant_bytes = k * lay.d * np.dtype(lay.dtype).itemsize
-        if self.traced and not family.unit and constant_bytes <= CONSTANT_SEED_BYTES:
+        if self.traced and not family.unit and self._fits_constant(k):
             seeds = self._constant(family, labels)
             return self.kernels.apply(self._state(), self.x, self.dyn, seeds)
         size = self._chunk_size(family, k)
@@ -282,6 +281,11 @@ class Engine:
             kernels.timed(key, serial, time.perf_counter() - start)
             return block
 
+    def _fits_constant(self, count: int) -> bool:
+        """Whether ``count`` seeds may be constants of a program (``CONSTANT_SEED_BYTES``)."""
+        lay = self.layout
+        return count * lay.d * np.dtype(lay.dtype).itemsize <= CONSTANT_SEED_BYTES
+
     def _chunk_size(self, family: SeedFamily, k: int) -> int:
         """The compiled size of a chunk of ``k`` seeds: exact for a whole fixed family."""
         whole = family.fixed and k == min(family.size, self.chunk_size)
@@ -297,7 +301,7 @@ class Engine:
         fixed = (
             once
             and family.fixed
-            and len(labels) * self.layout.d * self.layout.dtype.itemsize <= CONSTANT_SEED_BYTES
+            and self._fits_constant(len(labels))
             and np.array_equal(labels, np.arange(family.size))
         )
         if fixed:
@@ -1144,12 +1148,11 @@ class Engine:
         points have run the kind enough to settle whether its seeds run vmapped or seed
         after seed (``Kernels.decided``). On one device, and with a pattern known to hold.
         """
-        lay = self.layout
         kernels = self.kernels
         return (
             self._first
             and 0 < count <= self.chunk_size
-            and count * lay.d * lay.dtype.itemsize <= CONSTANT_SEED_BYTES
+            and self._fits_constant(count)
             and kernels.placement.devices == 1
             and not self.structure.unverified
             and kernels.decided(key)
