@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import mmap
 import weakref
@@ -141,7 +142,8 @@ def check_format(format: Any) -> str:
 
 _DEVICE_INDICES: dict[int, jax.Array] = {}
 _HOST_COORDINATES: dict[int, Coordinates] = {}
-_HOST_LOWER: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_HOST_LOWER: dict[int, tuple[np.ndarray, sp.coo_array]] = {}
+_HOST_SHELLS: dict[int, dict[str, Any]] = {}
 
 
 def _per_pattern(cache: dict, csr: sp.csr_array, build: Callable[[], Any]) -> Any:
@@ -221,14 +223,42 @@ def scipy_shell(csr: sp.csr_array, format: str, data: np.ndarray) -> Any:
     values are in), ``"coo"`` a COO array. The array holds ``data`` itself, not a copy:
     writing ``data`` later fills it, so it can be built while the values are computed.
     """
-    n = shape_of(csr)[0]
-    kept = coordinates(csr)
-    if format == "coo":
-        matrix = sp.coo_array((data, (kept.rows.copy(), kept.cols.copy())), shape=(n, n))
+    kind = "coo" if format == "coo" else "csr"
+    templates = _per_pattern(_HOST_SHELLS, csr, dict)
+    template = templates.get(kind)
+    if template is None:
+        n = shape_of(csr)[0]
+        kept = coordinates(csr)
+        empty = np.empty(csr.nnz, data.dtype)
+        if kind == "coo":
+            template = sp.coo_array((empty, (kept.rows, kept.cols)), shape=(n, n))
+        else:
+            template = sp.csr_array((empty, kept.cols, kept.indptr), shape=(n, n))
+        templates[kind] = _held(template)
+    return _filled(template, data)
+
+
+def _filled(template: Any, data: np.ndarray) -> Any:
+    """A copy of the scipy array ``template`` holding ``data`` and index arrays of its own.
+
+    Templates are built by scipy's constructor once per pattern and copied after, without
+    its checks: a cached CSR output of WOODS at n = 1e4 took 11 instead of 19 us, COO 13
+    instead of 35, ``H.tril()`` 27 instead of 52. The copy's indices are its own, so that
+    in-place methods (``eliminate_zeros``) change no other result.
+    """
+    matrix = copy.copy(template)
+    if isinstance(template, sp.coo_array):
+        matrix.coords = tuple(c.copy() for c in template.coords)
     else:
-        matrix = sp.csr_array((data, kept.cols.copy(), kept.indptr.copy()), shape=(n, n))
-    matrix.data = data  # held, not copied, whatever the constructor chose to do
+        matrix.indices, matrix.indptr = template.indices.copy(), template.indptr.copy()
+    matrix.data = data
     return matrix
+
+
+def _held(template: Any) -> Any:
+    """``template`` with its values replaced by one broadcast zero, to keep it small."""
+    template.data = np.broadcast_to(np.zeros((), template.data.dtype), template.data.shape)
+    return template
 
 
 def tril_shell(csr: sp.csr_array, dtype: Any) -> tuple[sp.coo_array, np.ndarray]:
@@ -239,15 +269,16 @@ def tril_shell(csr: sp.csr_array, dtype: Any) -> tuple[sp.coo_array, np.ndarray]
     (recomputed at every call, they took half of ``H.tril()``: GENROSE, n = 1e4).
     """
 
-    def build() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def build() -> tuple[np.ndarray, sp.coo_array]:
         _, rows, cols = coordinates(csr)
         positions = np.flatnonzero(rows >= cols)
-        return positions, rows[positions], cols[positions]
+        n = shape_of(csr)[0]
+        empty = np.empty(positions.size)
+        lower = sp.coo_array((empty, (rows[positions], cols[positions])), shape=(n, n))
+        return positions, _held(lower)
 
-    positions, rows, cols = _per_pattern(_HOST_LOWER, csr, build)
-    n = shape_of(csr)[0]
-    data = np.empty(positions.size, dtype)
-    return sp.coo_array((data, (rows.copy(), cols.copy())), shape=(n, n)), positions
+    positions, template = _per_pattern(_HOST_LOWER, csr, build)
+    return _filled(template, np.empty(positions.size, dtype)), positions
 
 
 def pattern_output(
