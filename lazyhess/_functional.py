@@ -339,16 +339,21 @@ class Program:
     def _choose(self, args: tuple, kwargs: dict) -> tuple[bool, bool]:
         """``(serial, materialise)``: how the seeds run and ``B`` is read, measured once.
 
-        ``serial``: seed after seed (``lax.map``) instead of vmapped, where ``Kernels.serial``
-        would try it (``SERIAL_MIN`` or more seeds per batch, or slow vmapped batches: the
-        vmapped program, compiled ahead of time, runs twice, its first run not counted) and
-        it won the race against vmap (``Kernels.race``). ``materialise``: ``B`` passes through a
-        conditional before decompression (see :meth:`data`), kept when the whole program
-        (HVPs and decompression) ran faster so (the two raced by ``fastest_of``). The
-        measurement needs concrete arguments: this call's, else host copies of the
-        sample's; without them the defaults (vmapped, materialised) serve, undecided.
-        Never on a mesh, whose devices share each chunk's seeds and reduce what they read,
-        nor with several processes (each would time, and might choose, differently).
+        The candidates are whole programs (HVPs and decompression), raced by
+        ``fastest_of``: vmapped seeds with ``B`` fused into its reads or written out first
+        through a conditional (``materialise``, see :meth:`data`), and, where it may pay,
+        seed after seed (``lax.map``, whose ``B`` is written out anyway). ``lax.map`` is a
+        candidate on CPU whenever a batch has two seeds or more: XLA's CPU compiler splits
+        a vmapped batch's fusion across threads, which costs small programs more than it
+        gains (GENROSE at n = 1e4, 3 seeds: 132-170 against 116-119 us, best of rounds in
+        three runs; WOODS 111-126 against 88-106). Elsewhere it is a candidate where
+        ``Kernels.serial`` would try it (``SERIAL_MIN`` or more seeds per batch, or slow
+        vmapped batches: the vmapped program, compiled ahead of time, runs twice first, its
+        first run not counted). The measurement needs concrete arguments: this call's,
+        else host copies of the sample's; without them the defaults (vmapped, materialised)
+        serve, undecided. Never on a mesh, whose devices share each chunk's seeds and reduce
+        what they read, nor with several processes (each would time, and might choose,
+        differently).
         """
         if self._way is not None:
             return self._way
@@ -363,31 +368,33 @@ class Program:
         if concrete is None:
             return (False, True)
         args, kwargs = concrete
-        assert self._compiled is not None
-        kernels = self._compiled[1]
         signature, primals = self.check(args, kwargs)
         dyn = signature.dynamic(args, kwargs)
-        size = self._per_batch()
-        key = ("program", size)
-        serial = False
-        if size >= 2:
-            vmapped = _executable(self._traced(False, primals, dyn), primals, dyn)
-            with concretely():
-                for _ in range(2):
-                    start = time.perf_counter()
-                    jax.block_until_ready(vmapped())
-                    kernels.timed(key, False, time.perf_counter() - start)
-            if kernels.serial(key):
-                mapped = _executable(self._traced(True, primals, dyn), primals, dyn)
-                with concretely():
-                    serial = kernels.race(key, lambda way: (mapped if way else vmapped)())
-        materialise = False
-        if not serial:
-            runs = [self._run(False, m, primals, dyn) for m in (False, True)]
-            with concretely():
-                materialise = bool(fastest_of(runs))
-        self._way = (serial, materialise)
+        ways = [(False, False), (False, True)]
+        if self._size_may_run_serially(primals, dyn):
+            ways.append((True, False))
+        runs = [self._run(serial, materialise, primals, dyn) for serial, materialise in ways]
+        with concretely():
+            self._way = ways[fastest_of(runs)]
         return self._way
+
+    def _size_may_run_serially(self, primals: Any, dyn: list) -> bool:
+        """Whether ``lax.map`` is a candidate for this program's batches (see `_choose`)."""
+        size = self._per_batch()
+        if size < 2:
+            return False
+        if jax.default_backend() == "cpu":
+            return True
+        assert self._compiled is not None
+        kernels = self._compiled[1]
+        key = ("program", size)
+        vmapped = _executable(self._traced(False, primals, dyn), primals, dyn)
+        with concretely():
+            for _ in range(2):
+                start = time.perf_counter()
+                jax.block_until_ready(vmapped())
+                kernels.timed(key, False, time.perf_counter() - start)
+        return kernels.serial(key)
 
     def _concrete(self, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         """Concrete arguments to time with: these, else host copies of the sample."""
@@ -704,8 +711,9 @@ def sparse_hessian(
     for whole Hessians: when an acyclic coloring (recovery by substitution) needs fewer
     colors than the direct one (star or column), the first call with concrete arguments
     (or with the sample, inside a trace) runs the whole Hessian with each and keeps the
-    faster (``fun`` is then traced once per coloring, and two or three more programs
-    compile; ``lazyhess.coloring.whole_candidates``). Until then, and without a concrete
+    faster (``fun`` is then traced once or, on CPU, twice per coloring, and each
+    coloring's two or three ways of running are compiled and raced too;
+    ``lazyhess.coloring.whole_candidates``). Until then, and without a concrete
     sample inside a trace, the one ``whole_cost`` prefers serves. ``False`` uses a column
     (distance-2) coloring. With ``mesh=`` (see :func:`sparse_hessian_from_coloring`)
     every entry is read directly (star or column), so each device decompresses its own
