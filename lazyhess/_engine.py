@@ -27,7 +27,7 @@ from jax._src import core as jax_core  # trace_state_clean: is a trace active?
 from ._cache import CacheInfo, DirectionCache, format_bytes
 from ._csr import segments, sorted_unique
 from ._formats import host_zeros, to_device
-from ._hvp import Kernels
+from ._hvp import Kernels, maps_small_batches
 from ._mesh import fetch, home
 from ._plan import Plan, plan, readings
 from ._progress import bar
@@ -882,8 +882,8 @@ class Engine:
             if serial is None:
                 return None
             read = _diagonal_read(reading, self.layout.n)
-            family, needed = reading.family, reading.needed
-            flat = self._read_at_once(kept, family, needed, serial, read, lambda: None)
+            readings = [(reading.family, reading.needed, serial, read)]
+            flat = self._read_at_once(kept, readings, lambda: None)
         out = flat.reshape(self.layout.p, self.layout.n)
         self.cache.put((kept, 0), out)
         return out
@@ -1030,8 +1030,12 @@ class Engine:
                     if held is not None:  # as _cached_line serves it
                         return self._priced(size, 0, 1) if held else self._priced(size, 1, 0)
                 if self._every_entry(rows, cols):
-                    if self.cache.held(self.structure.values_family) is not None:
+                    kept = self.structure.values_family
+                    if self.cache.held(kept) is not None:
                         return self._priced(size, 0, 1)
+                    fresh = self._fresh(kept)
+                    if fresh is not None:  # the program kept for fresh points
+                        return self._priced(size, fresh[0], 0)
                     family, missing = self._whole()
                     return self._priced(size, missing.size, family.size - missing.size)
                 request, _ = self._plan_grid(rows, cols)
@@ -1170,47 +1174,78 @@ class Engine:
         Measured at fresh points (n = 1e4): GENROSE's CSR output 362 -> 265 us, WOODS's
         325 -> 196 us, BDQRTIC's 1.16 -> 0.96 ms: one dispatch, no ``B`` fetched, no host
         decompression (on a 2-core machine, host work right after a program runs ~2x
-        slower). See :meth:`_read_at_once`.
+        slower). The other whole-Hessian coloring (``Structure.whole_candidates``: the
+        direct one or an acyclic one, of which ``family`` is the model's choice) is raced
+        too when it fits one program, as ``sparse_hessian`` races them: the model knows
+        the pattern only (WOODS at n = 1e4: the model's star program took 137 / 149 us,
+        best / median, the acyclic one now kept 99 / 113; GENROSE 109 / 135 against
+        92 / 111). See :meth:`_read_at_once`.
         """
-        serial = self.kernels.serial(self._fixed_key(family))
+        options = [(family, colored)]
+        options += [
+            (other, coloring)
+            for other, coloring in self.structure.whole_candidates
+            if other is not family
+            and other.size <= self.chunk_size
+            and self._fits_constant(other.size)
+        ]
+        readings = []
+        for option, coloring in options:
 
-        def values(compressed: jax.Array) -> jax.Array:
-            return jax.vmap(colored.decompress_data, in_axes=1)(compressed)
+            def values(compressed: jax.Array, coloring: Any = coloring) -> jax.Array:
+                return jax.vmap(coloring.decompress_data, in_axes=1)(compressed)
 
-        labels = np.arange(family.size)
-        kept = self.structure.values_family
-        return self._read_at_once(kept, family, labels, serial, values, meanwhile)
+            serial = self.kernels.serial(self._fixed_key(option))
+            readings.append((option, np.arange(option.size), serial, values))
+        return self._read_at_once(self.structure.values_family, readings, meanwhile)
 
     def _read_at_once(
         self,
         kept: SeedFamily,
-        family: SeedFamily,
-        labels: np.ndarray,
-        serial: bool,
-        read: Callable[[jax.Array], jax.Array],
+        readings: list[tuple[SeedFamily, np.ndarray, bool, Callable[[jax.Array], jax.Array]]],
         meanwhile: Callable[[], None],
     ) -> np.ndarray:
-        """The products of ``family``'s seeds ``labels``, read by ``read``, in one program.
+        """``kept``'s values in one program: a ``(family, labels, serial, read)`` reading's.
 
-        The seeds are constants of the program. It either writes ``B`` out before
-        reading it or lets XLA fuse the two (see ``Kernels.read_program``); the two ways
-        are raced once. Then the program is kept for the next fresh points as what
-        computes ``kept`` (see :meth:`_fresh`). ``meanwhile()`` runs while it does.
+        Each reading is the products of ``family``'s seeds ``labels``, read by ``read``;
+        the seeds are constants of the program. It either writes ``B`` out before reading
+        it or lets XLA fuse the two (see ``Kernels.read_program``); where
+        ``maps_small_batches``, seeds that ``serial`` would vmap may also run one after
+        another. Every reading's ways are raced once, and the fastest program is kept for
+        the next fresh points as what computes ``kept`` (see :meth:`_fresh`); this point
+        spends the first reading's HVP count, which ``cost()`` priced. ``meanwhile()``
+        runs while it does.
         """
         kernels = self.kernels
-        seeds = functools.partial(self._constant, family, labels)
+        candidates: list[tuple[int, Callable[[], Callable[[Any, Any], jax.Array]]]] = []
+        for family, labels, serial, read in readings:
+            seeds = functools.partial(self._constant, family, labels)
+            ways = [(serial, False), (serial, True)]
+            if not serial and labels.size >= 2 and maps_small_batches():
+                ways.append((True, False))
+            candidates += [
+                (
+                    labels.size,
+                    functools.partial(
+                        kernels.read_program, family, (kept.key, *way), seeds, read, *way
+                    ),
+                )
+                for way in ways
+            ]
 
-        def program(materialise: bool) -> Callable[[Any, Any], jax.Array]:
-            key = (kept.key, serial, materialise)
-            return kernels.read_program(family, key, seeds, read, serial, materialise)
+        def runs() -> list[Callable[[], jax.Array]]:
+            return [functools.partial(program(), self.x, self.dyn) for _, program in candidates]
 
-        way = (kept.key, labels.size, serial)
-        if kernels.unsettled(way):
-            with concretely():
-                kernels.race(way, lambda materialise: program(materialise)(self.x, self.dyn))
-        chosen = program(kernels.settled(way))
-        kernels.keep_fresh(kept, labels.size, chosen)
-        return self._run_values(labels.size, chosen, meanwhile)
+        key = (kept.key, *((labels.size, serial) for _, labels, serial, _ in readings))
+        with concretely():
+            index = kernels.chosen(key, runs)
+        hvps, program = candidates[index]
+        kernels.keep_fresh(kept, hvps, program())
+        if hvps != readings[0][1].size:
+            # Another coloring won: it serves from the next point on. This point spends
+            # the HVPs that ``cost()`` priced before the race, with the first reading.
+            hvps, program = candidates[0]
+        return self._run_values(hvps, program(), meanwhile)
 
     def _fresh(self, kept: SeedFamily) -> tuple[int, Callable] | None:
         """At a fresh point, the program that computes ``kept`` at once, and its HVPs.

@@ -27,7 +27,7 @@ from ._arguments import (
 from ._engine import CONSTANT_SEED_BYTES, concretely, is_traced
 from ._errors import VerificationError
 from ._formats import Format, check_format, pattern_output
-from ._hvp import Kernels, fastest_of, materialised
+from ._hvp import Kernels, fastest_of, maps_small_batches, materialised
 from ._mesh import NO_MESH, Placement, gather_results, place_point, place_seeds, shard_rows
 from ._tree import Layout, Signature, leaf_infos
 from .coloring import (
@@ -343,10 +343,9 @@ class Program:
         ``fastest_of``: vmapped seeds with ``B`` fused into its reads or written out first
         through a conditional (``materialise``, see :meth:`data`), and, where it may pay,
         seed after seed (``lax.map``, whose ``B`` is written out anyway). ``lax.map`` is a
-        candidate on CPU whenever a batch has two seeds or more: XLA's CPU compiler splits
-        a vmapped batch's fusion across threads, which costs small programs more than it
-        gains (GENROSE at n = 1e4, 3 seeds: 132-170 against 116-119 us, best of rounds in
-        three runs; WOODS 111-126 against 88-106). Elsewhere it is a candidate where
+        candidate for any batch of two seeds or more where ``maps_small_batches`` (on CPU:
+        GENROSE at n = 1e4, 3 seeds, 132-170 against 116-119 us, best of rounds in three
+        runs; WOODS 111-126 against 88-106). Elsewhere it is a candidate where
         ``Kernels.serial`` would try it (``SERIAL_MIN`` or more seeds per batch, or slow
         vmapped batches: the vmapped program, compiled ahead of time, runs twice first, its
         first run not counted). The measurement needs concrete arguments: this call's,
@@ -383,7 +382,7 @@ class Program:
         size = self._per_batch()
         if size < 2:
             return False
-        if jax.default_backend() == "cpu":
+        if maps_small_batches():
             return True
         assert self._compiled is not None
         kernels = self._compiled[1]

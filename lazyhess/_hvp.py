@@ -58,6 +58,19 @@ def fastest_of(runs: Sequence[Callable[[], Any]]) -> int:
     return int(np.argmin([np.median(t) for t in times]))
 
 
+def maps_small_batches() -> bool:
+    """Whether ``lax.map`` is worth racing against vmap for any batch of two seeds or more.
+
+    On CPU: XLA's CPU compiler splits a vmapped batch's fusion across threads (the
+    optimized HLO of GENROSE's 3-seed batch has ``outer_dimension_partitions`` 2), while
+    ``lax.map``'s per-seed fusions stay whole, and on a 2-core machine the split costs
+    small programs more than it gains: one core (``taskset``) ran GENROSE's vmapped 2-seed
+    HVPs at n = 1e4 in 29 us against 56-65 us on two. Elsewhere ``Kernels.serial``'s
+    rule (many seeds, or slow batches) decides when to try it.
+    """
+    return jax.default_backend() == "cpu"
+
+
 def materialised(decompress: Callable[[Any], Any], compressed: Any, anchor: Any) -> Any:
     """``decompress(compressed)`` with ``compressed`` written out first on CPU.
 
@@ -117,6 +130,7 @@ class Kernels:
         self._once = jax.jit(self._once_impl, static_argnums=0, static_argnames=("serial",))
         self._times: dict[tuple, dict[bool, list[float]]] = {}
         self._settled: dict[tuple, bool] = {}
+        self._chosen: dict[tuple, int] = {}
         self._units = jax.jit(self._units_impl, static_argnums=0)
         self._fixed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._fresh: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -335,9 +349,15 @@ class Kernels:
         """Whether ``key``'s way is still to be raced (see :meth:`race`)."""
         return key not in self._settled
 
-    def settled(self, key: tuple) -> bool:
-        """The way a :meth:`race` kept for ``key``."""
-        return self._settled[key]
+    def chosen(self, key: tuple, runs: Callable[[], Sequence[Callable[[], Any]]]) -> int:
+        """Which of ``runs()`` is fastest, raced by ``fastest_of`` the first time ``key`` is asked.
+
+        The answer is kept: later asks return it without calling ``runs``.
+        """
+        index = self._chosen.get(key)
+        if index is None:
+            index = self._chosen[key] = fastest_of(runs())
+        return index
 
     def race(self, key: tuple, run: Callable[[bool], Any]) -> bool:
         """Race ``run(False)`` against ``run(True)`` once; keep and return the winner.

@@ -291,23 +291,34 @@ class Structure:
         return SeedFamily("global", np.asarray(self.colored.colors, dtype=np.int64), fixed=True)
 
     @cached_property
-    def whole_colored(self) -> Any:
-        """The coloring for whole-Hessian requests: acyclic when it pays, else ``colored``.
+    def whole_candidates(self) -> list[tuple[SeedFamily, Any]]:
+        """The colorings worth racing for a whole Hessian, as ``(family, coloring)``.
 
+        ``colored`` (as ``global_family``) and an acyclic coloring when it needs fewer
+        colors (``coloring.whole_candidates``), the one ``whole_cost`` prefers first.
         Acyclic colorings need fewer HVPs but recover entries from all of ``B`` at once
         (substitution), so they serve only requests for every stored entry.
         """
-        from .coloring import whole_coloring
+        from .coloring import whole_candidates
 
         with stage("coloring for the whole Hessian", self.progress):
-            return whole_coloring(self.colored)
+            colorings = whole_candidates(self.colored)
+        return [
+            (self.global_family, c)
+            if c is self.colored
+            else (SeedFamily("whole", np.asarray(c.colors, np.int64), fixed=True), c)
+            for c in colorings
+        ]
+
+    @cached_property
+    def whole_colored(self) -> Any:
+        """The coloring whole-Hessian requests use: acyclic when it pays, else ``colored``."""
+        return self.whole_candidates[0][1]
 
     @cached_property
     def whole_family(self) -> SeedFamily:
         """``whole_colored`` as a seed family: ``global_family`` when they are the same."""
-        if self.whole_colored is self.colored:
-            return self.global_family
-        return SeedFamily("whole", np.asarray(self.whole_colored.colors, np.int64), fixed=True)
+        return self.whole_candidates[0][0]
 
     @cached_property
     def values_family(self) -> SeedFamily:

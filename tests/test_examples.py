@@ -48,7 +48,10 @@ def test_large_sparse(capsys):
 def test_newton_scipy(capsys):
     out = _run("newton_scipy.py", capsys, n=1000)
     assert out.count("f = 1.000000000000") == 3
-    assert "2998 nonzeros, 3 HVPs per Hessian" in out
+    # The last iterate's HVPs: star's 3, or the acyclic coloring's 2 when its program ran
+    # faster at the iterates before (Engine._read_at_once races both).
+    line = next(line for line in out.splitlines() if "HVPs per Hessian" in line)
+    assert "2998 nonzeros" in line and _number(line, "nonzeros,") in (2, 3)
     for method in ("Newton,", "trust-constr", "Newton-CG"):
         line = next(line for line in out.splitlines() if method in line)
         assert _number(line, "max|x - 1| =") < 1e-6

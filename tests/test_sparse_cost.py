@@ -9,6 +9,8 @@ from helpers import rosen
 
 import lazyhess
 from benchmarks.problems import PROBLEMS
+from lazyhess import _hvp
+from lazyhess._hvp import maps_small_batches
 
 
 def hvps(H):
@@ -132,20 +134,24 @@ def test_whole_hessians_at_new_points_compile_once():
     H = lazyhess.hessian(f, x)
     H.to_sparse("csr")
     first = len(traces)
+    # The first new point traces the HVP to tell whether the Hessian is constant
+    # (Kernels.constant) and the rows' linearisation; the next, once the HVP program's way
+    # was settled, the program that computes and recovers the whole Hessian at once, each
+    # way it races for each coloring (Engine._read_at_once: two, and lax.map too where
+    # maps_small_batches, for the star coloring and the acyclic one).
+    assert len(H._engine.structure.whole_candidates) == 2
+    traced = first + 2 + 2 * (3 if maps_small_batches() else 2)
     for shift in (0.1, 0.2, 0.3, 0.4):
         if shift == 0.3:
-            # The first new point traced the HVP to tell whether the Hessian is constant
-            # (Kernels.constant) and the rows' linearisation; the next, once the HVP
-            # program's way was settled, the program that computes and recovers the whole
-            # Hessian at once, both ways it races (Engine._at_once).
-            assert len(traces) == first + 4
+            assert len(traces) == traced
         fresh = H.at(x + shift)
+        kept = H._engine.kernels.fresh(H._engine.structure.values_family)
         ref = np.asarray(jax.jit(jax.hessian(rosen))(x + shift))
         np.testing.assert_allclose(fresh.to_sparse("csr").toarray(), ref, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(fresh[7], ref[7], rtol=1e-12)  # served by the cached values
         np.testing.assert_allclose(H.at(x + shift)[7], ref[7], rtol=1e-12)
-        assert hvps(fresh) == 3
-    assert len(traces) == first + 4  # nothing more from the third point on
+        assert hvps(fresh) == (3 if kept is None else kept[0])  # star's 3 or the kept program's
+    assert len(traces) == traced  # nothing more from the third point on
 
 
 @pytest.mark.slow
@@ -203,10 +209,14 @@ def test_whole_hessians_at_fresh_points_from_constant_seeds(mode):
     reference = jax.jit(jax.hessian(f))
     for shift in (0.1, 0.2):
         fresh = H.at(x + shift)
+        kept = H._engine.kernels.fresh(H._engine.structure.values_family)
         dense = fresh.to_sparse("dense")
         np.testing.assert_allclose(dense, reference(x + shift), rtol=1e-12, atol=1e-12)
-        assert hvps(fresh) == H._engine.structure.whole_colored.num_colors
-    assert len(H._engine.kernels._fixed) == 1  # one program for the family, reused
+        assert hvps(fresh) == (
+            H._engine.structure.whole_colored.num_colors if kept is None else kept[0]
+        )
+    # One family's programs for the first fresh point, each whole coloring's once raced.
+    assert len(H._engine.kernels._fixed) == len(H._engine.structure.whole_candidates) == 2
 
     def per(w):
         return jnp.sum(w[1:] ** 2 * w[:-1] ** 2) + jnp.sum(jnp.cos(w))
@@ -344,15 +354,18 @@ def test_scipy_outputs_built_while_the_values_are_computed(format):
         y = x * (1.0 + 0.1 * k)
         ref = np.asarray(jax.jit(jax.hessian(f))(y))
         H = H0.at(y)
+        kept = H0._engine.kernels.fresh(H0._engine.structure.values_family)
         M = request(H)
         assert type(M) is kind and M.nnz == np.count_nonzero(part(H.sparsity.to_dense()))
         np.testing.assert_allclose(M.toarray(), part(ref), rtol=1e-12)
         M.data[:] = 0
         np.testing.assert_allclose(request(H).toarray(), part(ref), rtol=1e-12)
         np.testing.assert_allclose(H[7], ref[7], rtol=1e-12)
-        assert hvps(H) == family.size
-    programs = H0._engine.kernels._fixed[family]
-    assert any(key[0] == "values" for key in programs if isinstance(key, tuple))
+        assert hvps(H) == (family.size if kept is None else kept[0])
+    assert kept is not None  # one program, kept, computed the last point's values
+    for whole, _ in H0._engine.structure.whole_candidates:
+        programs = H0._engine.kernels._fixed[whole]
+        assert any(key[0] == "values" for key in programs if isinstance(key, tuple))
     dense = lazyhess.hessian(f, y, sparsity=None)  # every entry stored: no pattern to run
     np.testing.assert_allclose(request(dense).toarray(), part(ref), rtol=1e-12)
 
@@ -400,3 +413,27 @@ def test_requests_colored_for_themselves_at_new_points_do_not_retrace():
         np.testing.assert_allclose(fresh[rows], ref[rows], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(fresh[rows[::2]], ref[rows[::2]], rtol=1e-12, atol=1e-12)
     assert len(traces) == first
+
+
+@pytest.mark.parametrize("pick", range(6))
+def test_fresh_points_race_both_whole_colorings(pick, monkeypatch):
+    # The program kept for fresh points is the fastest of each whole coloring's ways (star
+    # and acyclic here, as sparse_hessian races them); whichever wins, values are exact,
+    # and cost() prices what the kept program spends.
+    monkeypatch.setattr(_hvp, "fastest_of", lambda runs: min(pick, len(runs) - 1))
+    f, x = tridiagonal_problem(50)
+    H = lazyhess.hessian(f, x)
+    H.to_sparse("csr")
+    structure = H._engine.structure
+    sizes = [family.size for family, _ in structure.whole_candidates]
+    assert sizes == [3, 2]  # the model keeps star; acyclic needs one color fewer
+    ways = 3 if maps_small_batches() else 2
+    for shift in (0.1, 0.2, 0.3, 0.4):
+        fresh = H.at(x + shift)
+        kept = H._engine.kernels.fresh(structure.values_family)
+        expected = 3 if kept is None else kept[0]  # the model's until a program is kept
+        assert fresh.cost(slice(None)).new_hvps == expected
+        ref = np.asarray(jax.jit(jax.hessian(f))(x + shift))
+        np.testing.assert_allclose(fresh.to_sparse("csr").toarray(), ref, rtol=1e-12, atol=1e-12)
+        assert hvps(fresh) == expected
+    assert kept is not None and kept[0] == sizes[min(pick, 2 * ways - 1) // ways]
