@@ -1217,15 +1217,16 @@ class Engine:
         runs while it does.
         """
         kernels = self.kernels
+        # (reading, its program): the first reading's ways come first.
         candidates: list[tuple[int, Callable[[], Callable[[Any, Any], jax.Array]]]] = []
-        for family, labels, serial, read in readings:
+        for number, (family, labels, serial, read) in enumerate(readings):
             seeds = functools.partial(self._constant, family, labels)
             ways = [(serial, False), (serial, True)]
             if not serial and labels.size >= 2 and maps_small_batches():
                 ways.append((True, False))
             candidates += [
                 (
-                    labels.size,
+                    number,
                     functools.partial(
                         kernels.read_program, family, (kept.key, *way), seeds, read, *way
                     ),
@@ -1239,13 +1240,13 @@ class Engine:
         key = (kept.key, *((labels.size, serial) for _, labels, serial, _ in readings))
         with concretely():
             index = kernels.chosen(key, runs)
-        hvps, program = candidates[index]
-        kernels.keep_fresh(kept, hvps, program())
-        if hvps != readings[0][1].size:
-            # Another coloring won: it serves from the next point on. This point spends
+        number, program = candidates[index]
+        kernels.keep_fresh(kept, readings[number][1].size, program())
+        if number:
+            # Another reading won: it serves from the next point on. This point spends
             # the HVPs that ``cost()`` priced before the race, with the first reading.
-            hvps, program = candidates[0]
-        return self._run_values(hvps, program(), meanwhile)
+            number, program = candidates[0]
+        return self._run_values(readings[number][1].size, program(), meanwhile)
 
     def _fresh(self, kept: SeedFamily) -> tuple[int, Callable] | None:
         """At a fresh point, the program that computes ``kept`` at once, and its HVPs.
