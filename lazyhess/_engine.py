@@ -28,7 +28,7 @@ from ._cache import CacheInfo, DirectionCache, format_bytes
 from ._csr import segments, sorted_unique
 from ._formats import host_zeros, to_device
 from ._hvp import Kernels, maps_small_batches
-from ._mesh import fetch, home
+from ._mesh import fetch, home, poll
 from ._plan import Plan, plan, readings
 from ._progress import bar
 from ._structure import DiagonalReading, SeedFamily, Structure
@@ -62,6 +62,10 @@ def _memory_bytes() -> int:
 
 # Largest seed chunk embedded in a traced program as a constant (see Engine._constant).
 CONSTANT_SEED_BYTES = 16 * 2**20
+# A kept fresh-point program whose last run took less than this many seconds is waited
+# for by polling (see Engine._run_values): WOODS's, GENROSE's and ARWHEAD's CSR at
+# n = 1e4 (~100 us programs) gained 45-65 us; ARROW2's (~600 us) lost 120-180 us.
+POLL_UNDER = 2.5e-4
 # The families Engine.entry reads an entry from without planning; any other held
 # family sends the entry to the planner.
 _ENTRY_FAMILIES = ("unit", "values", "diagonal values", "global")
@@ -1263,11 +1267,22 @@ class Engine:
     def _run_values(
         self, hvps: int, program: Callable, meanwhile: Callable[[], None]
     ) -> np.ndarray:
-        """Run a ``program`` of ``hvps`` products here; ``meanwhile()`` runs while it does."""
+        """Run a ``program`` of ``hvps`` products here; ``meanwhile()`` runs while it does.
+
+        A program that took under ``POLL_UNDER`` seconds last time is waited for by
+        polling (``_mesh.poll``, up to three times that long) before its result is read:
+        blocking costs a thread wake-up of tens of microseconds on CPU.
+        """
+        kernels = self.kernels
         with concretely():
+            start = time.perf_counter()
             pending = program(self.x, self.dyn)
             meanwhile()
+            last = kernels.last_run(program)
+            if last is not None and last < POLL_UNDER:
+                poll(pending, 3 * last)
             out = fetch(pending)
+            kernels.ran(program, time.perf_counter() - start)
         self._first = False
         self.cache.record(hvps)
         return out

@@ -134,6 +134,7 @@ class Kernels:
         self._units = jax.jit(self._units_impl, static_argnums=0)
         self._fixed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._fresh: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._last_runs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._first_order_jit = jax.jit(self._first_order)
         self._constant: bool | None = None
 
@@ -457,6 +458,14 @@ class Kernels:
         program; see :meth:`fresh`.
         """
         self._fresh[kept] = (hvps, program)
+
+    def ran(self, program: Callable, seconds: float) -> None:
+        """Record how long a kept ``program`` took, dispatch to result (see :meth:`last_run`)."""
+        self._last_runs[program] = seconds
+
+    def last_run(self, program: Callable) -> float | None:
+        """How long ``program`` took the last time it was recorded (:meth:`ran`), if ever."""
+        return self._last_runs.get(program)
 
     def fresh(self, kept: Any) -> tuple[int, Callable] | None:
         """The HVP count and program kept by :meth:`keep_fresh` for ``kept``, if any."""

@@ -1,5 +1,7 @@
 """With a pattern, requests cost only the seeds they need: zeros free, colorings shared."""
 
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ from helpers import rosen
 
 import lazyhess
 from benchmarks.problems import PROBLEMS
-from lazyhess import _hvp
+from lazyhess import _engine, _hvp, _mesh
 from lazyhess._hvp import maps_small_batches
 
 
@@ -437,3 +439,44 @@ def test_fresh_points_race_both_whole_colorings(pick, monkeypatch):
         np.testing.assert_allclose(fresh.to_sparse("csr").toarray(), ref, rtol=1e-12, atol=1e-12)
         assert hvps(fresh) == expected
     assert kept is not None and kept[0] == sizes[min(pick, 2 * ways - 1) // ways]
+
+
+def test_short_kept_programs_are_polled_long_ones_block(monkeypatch):
+    # A kept fresh-point program is waited for by polling once its last run was short
+    # (POLL_UNDER); a long one is read blocking. Values are the same either way.
+    polled = []
+    monkeypatch.setattr(_engine, "poll", lambda a, seconds: polled.append(seconds))
+    f, x = tridiagonal_problem(50)
+    H = lazyhess.hessian(f, x)
+    H.to_sparse("csr")
+    kernels = H._engine.kernels
+    for shift in (0.1, 0.2, 0.3):  # the third point races and keeps the program
+        H.at(x + shift).to_sparse("csr")
+    _, program = kernels.fresh(H._engine.structure.values_family)
+    for last, expected in [(1e-4, [3e-4]), (_engine.POLL_UNDER, [])]:
+        kernels.ran(program, last)
+        polled.clear()
+        ref = np.asarray(jax.jit(jax.hessian(f))(x + 0.5))
+        M = H.at(x + 0.5).to_sparse("csr")
+        np.testing.assert_allclose(M.toarray(), ref, rtol=1e-12, atol=1e-12)
+        assert polled == pytest.approx(expected)
+        assert 0 < kernels.last_run(program) < 10  # recorded again, in seconds
+
+
+def test_poll_returns_when_ready_or_when_the_time_is_up():
+    class Pending:
+        def __init__(self, ready_after):
+            self.asked, self.ready_after = 0, ready_after
+
+        def is_ready(self):
+            self.asked += 1
+            return self.asked > self.ready_after
+
+    soon = Pending(3)
+    _mesh.poll(soon, 10.0)
+    assert soon.asked == 4
+    never = Pending(10**12)
+    start = time.perf_counter()
+    _mesh.poll(never, 0.01)
+    assert 0.01 <= time.perf_counter() - start < 1.0
+    _mesh.poll(object(), 10.0)  # nothing to poll (a numpy result): returns at once
