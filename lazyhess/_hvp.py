@@ -129,7 +129,6 @@ class Kernels:
         )
         self._once = jax.jit(self._once_impl, static_argnums=0, static_argnames=("serial",))
         self._times: dict[tuple, dict[bool, list[float]]] = {}
-        self._settled: dict[tuple, bool] = {}
         self._chosen: dict[tuple, int] = {}
         self._units = jax.jit(self._units_impl, static_argnums=0)
         self._fixed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -322,9 +321,9 @@ class Kernels:
             # Every process must compile the same program: timings differ between them,
             # and one running lax.map while another runs vmap deadlocks their collectives.
             return False
-        settled = self._settled.get(key)
+        settled = self._chosen.get(key)
         if settled is not None:
-            return settled
+            return bool(settled)
         seen = self._times.get(key, {})
         vmapped, mapped = seen.get(False, []), seen.get(True, [])
         if len(vmapped) < 2:
@@ -339,7 +338,7 @@ class Kernels:
         Raced, never asked (one seed, a mesh, several processes), or run vmapped enough
         to know that ``lax.map`` will not be tried.
         """
-        if key in self._settled or key[-1] < 2 or self.placement.devices > 1:
+        if key in self._chosen or key[-1] < 2 or self.placement.devices > 1:
             return True
         if jax.process_count() > 1:
             return True
@@ -348,7 +347,7 @@ class Kernels:
 
     def unsettled(self, key: tuple) -> bool:
         """Whether ``key``'s way is still to be raced (see :meth:`race`)."""
-        return key not in self._settled
+        return key not in self._chosen
 
     def chosen(self, key: tuple, runs: Callable[[], Sequence[Callable[[], Any]]]) -> int:
         """Which of ``runs()`` is fastest, raced by ``fastest_of`` the first time ``key`` is asked.
@@ -369,8 +368,7 @@ class Kernels:
         kept ``lax.map`` at 8.0 ms against vmap's 5.4 ms. ``fastest_of`` runs both (the
         first run of each may compile it) in alternating rounds, once.
         """
-        self._settled[key] = settled = bool(fastest_of([lambda: run(False), lambda: run(True)]))
-        return settled
+        return bool(self.chosen(key, lambda: [lambda: run(False), lambda: run(True)]))
 
     def stateless(self, unit: bool, ways: Callable[[], Sequence[Callable[[], Any]]]) -> bool:
         """Whether a point's later one-seed chunks run through :meth:`once` too.
@@ -386,11 +384,7 @@ class Kernels:
         """
         if jax.process_count() > 1:
             return False
-        key = ("stateless", unit)
-        settled = self._settled.get(key)
-        if settled is None:
-            settled = self._settled[key] = fastest_of(ways()) == 0
-        return settled
+        return self.chosen(("stateless", unit), ways) == 0
 
     def timed(self, key: tuple, serial: bool, seconds: float) -> None:
         """Record a concrete run of a ``key`` chunk (the first of each way compiles)."""

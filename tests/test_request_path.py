@@ -399,7 +399,7 @@ def test_requests_race_when_they_would_try_lax_map(monkeypatch):
     # Once, at the first request that would try lax.map; then, once, the combined
     # program of the next new point is chosen among its ways (Engine._read_at_once).
     assert raced == [key]
-    serial = kernels._settled[key]
+    serial = kernels.serial(key)  # as raced
     assert [k[:2] for k in kernels._chosen if k[0] == "values"] == [("values", (colors, serial))]
 
 
