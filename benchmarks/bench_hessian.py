@@ -38,24 +38,28 @@ SUITE = [
 ]
 
 
-def median_time(fn, repeat: int = 7) -> float:
+def median_time(fn, repeat: int = 7, between=None) -> float:
+    """The median of ``repeat`` timed calls of ``fn``, each after an untimed ``between()``."""
     times = []
     for _ in range(repeat):
+        if between is not None:
+            between()
         start = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
 
-def rounds(fns: dict, count: int = 7, repeat: int = 5) -> dict:
+def rounds(fns: dict, count: int = 7, repeat: int = 5, between=None) -> dict:
     """Per function, the median time of ``repeat`` calls in each of ``count`` rounds.
 
     The functions take turns round by round, so every contender sees the same machine load.
+    ``between``, if given, runs untimed before every call (see :func:`median_time`).
     """
     times: dict = {key: [] for key in fns}
     for _ in range(count):
         for key, fn in fns.items():
-            times[key].append(median_time(fn, repeat))
+            times[key].append(median_time(fn, repeat, between))
     return times
 
 
