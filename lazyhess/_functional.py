@@ -41,6 +41,15 @@ from .coloring import (
 from .coloring import check_options as check_coloring_options
 from .sparsity import hessian_sparsity
 
+# The functional API races its whole programs (every coloring's every way, in one race)
+# after running them untimed for this many seconds. A program's first 50-100 ms of calls
+# on CPU run up to 2x slower than later ones, by different amounts per program. Racing
+# each coloring's ways right after their compiles, then the winners, kept the star
+# program, the fastest in steady state (1.3-1.8x), in 4 of 24 first calls (8 each of
+# WOODS, GENROSE, PENTADIAG at n = 1e4); one race after the warm-up in 16 (WOODS 8,
+# GENROSE 3, PENTADIAG 5).
+WHOLE_WARMUP = 0.1
+
 
 def format_name(output_format: Any) -> Format:
     """The lazyhess name of a format; asdex's names (``"scipy_csr"``, ...) are mapped."""
@@ -339,19 +348,11 @@ class Program:
     def _choose(self, args: tuple, kwargs: dict) -> tuple[bool, bool]:
         """``(serial, materialise)``: how the seeds run and ``B`` is read, measured once.
 
-        The candidates are whole programs (HVPs and decompression), raced by
-        ``fastest_of``: vmapped seeds with ``B`` fused into its reads or written out first
-        through a conditional (``materialise``, see :meth:`data`), and, where it may pay,
-        seed after seed (``lax.map``, whose ``B`` is written out anyway). ``lax.map`` is a
-        candidate for any batch of two seeds or more where ``maps_small_batches`` (on CPU:
-        GENROSE at n = 1e4, 3 seeds, 132-170 against 116-119 us, best of rounds in three
-        runs; WOODS 111-126 against 88-106). Elsewhere it is a candidate where
-        ``Kernels.serial`` would try it (``SERIAL_MIN`` or more seeds per batch, or slow
-        vmapped batches: the vmapped program, compiled ahead of time, runs twice first, its
-        first run not counted). The measurement needs concrete arguments: this call's,
-        else host copies of the sample's; without them the defaults (vmapped, materialised)
-        serve, undecided. Never on a mesh, whose devices share each chunk's seeds and reduce
-        what they read, nor with several processes (each would time, and might choose,
+        The candidates are :meth:`candidates`, raced by ``fastest_of`` after
+        ``WHOLE_WARMUP``. The measurement needs concrete arguments: this call's, else host
+        copies of the sample's; without them the defaults (vmapped, materialised) serve,
+        undecided. Never on a mesh, whose devices share each chunk's seeds and reduce what
+        they read, nor with several processes (each would time, and might choose,
         differently).
         """
         if self._way is not None:
@@ -363,22 +364,46 @@ class Program:
             # Every process must compile the same program; timings would differ.
             self._way = (False, True)
             return self._way
+        candidates = self.candidates(args, kwargs)
+        if candidates is None:
+            return (False, True)
+        with concretely():
+            won = fastest_of([run for _, run in candidates], warmup=WHOLE_WARMUP)
+        self._way = candidates[won][0]
+        return self._way
+
+    def candidates(
+        self, args: tuple, kwargs: dict
+    ) -> list[tuple[tuple[bool, bool], Callable[[], Any]]] | None:
+        """``[(way, run)]``: the whole Hessian (HVPs and decompression) compiled each way.
+
+        A way is ``(serial, materialise)``: vmapped seeds with ``B`` fused into its reads or
+        written out first through a conditional (``materialise``, see :meth:`data`), and,
+        where it may pay, seed after seed (``lax.map``, whose ``B`` is written out anyway).
+        ``lax.map`` is a candidate for any batch of two seeds or more where
+        ``maps_small_batches`` (on CPU: GENROSE at n = 1e4, 3 seeds, 132-170 against
+        116-119 us, best of rounds in three runs; WOODS 111-126 against 88-106). Elsewhere
+        it is a candidate where ``Kernels.serial`` would try it (``SERIAL_MIN`` or more
+        seeds per batch, or slow vmapped batches: the vmapped program, compiled ahead of
+        time, runs twice first, its first run not counted). A call of ``run`` runs at
+        ``args``, or at the sample's host copies (inside a trace, call it under
+        ``concretely()``); ``None`` without concrete arguments.
+        """
         concrete = self._concrete(args, kwargs)
         if concrete is None:
-            return (False, True)
-        args, kwargs = concrete
-        signature, primals = self.check(args, kwargs)
-        dyn = signature.dynamic(args, kwargs)
+            return None
+        primals, dyn = self._prepared(*concrete)
         ways = [(False, False), (False, True)]
         if self._size_may_run_serially(primals, dyn):
             ways.append((True, False))
-        runs = [self._run(serial, materialise, primals, dyn) for serial, materialise in ways]
-        with concretely():
-            self._way = ways[fastest_of(runs)]
-        return self._way
+        return [(way, self._run(*way, primals, dyn)) for way in ways]
+
+    def keep(self, way: tuple[bool, bool]) -> None:
+        """Run the seeds and read ``B`` this way (``(serial, materialise)``) from now on."""
+        self._way = way
 
     def _size_may_run_serially(self, primals: Any, dyn: list) -> bool:
-        """Whether ``lax.map`` is a candidate for this program's batches (see `_choose`)."""
+        """Whether ``lax.map`` is a candidate for this program's batches (see `candidates`)."""
         size = self._per_batch()
         if size < 2:
             return False
@@ -406,19 +431,6 @@ class Program:
         return jax.tree_util.tree_map(
             lambda a: np.asarray(a) if isinstance(a, jax.Array) else a, self.sample
         )
-
-    def runner(self, args: tuple, kwargs: dict) -> Callable[[], Any] | None:
-        """The whole Hessian (HVPs and decompression, the ways chosen), compiled, to time.
-
-        A call of the result runs it at ``args``, or at the sample's host copies (inside a
-        trace, call it under ``concretely()``); ``None`` without concrete arguments.
-        """
-        concrete = self._concrete(args, kwargs)
-        if concrete is None:
-            return None
-        primals, dyn = self._prepared(*concrete)
-        serial, materialise = self._choose(*concrete)
-        return self._run(serial, materialise, primals, dyn)
 
     def _run(self, serial: bool, materialise: bool, primals: Any, dyn: list) -> Callable:
         """The program and its decompression at ``primals``, compiled (see `_executable`)."""
@@ -582,9 +594,10 @@ class _Fastest:
     Hessian is constant: its star program folds to a 16 µs copy, the acyclic one takes
     71 µs; PENTADIAG's star program, which the model keeps, is faster than asdex's but
     its acyclic one was faster still in some runs). The first call with concrete
-    arguments, or with the sample's host copies inside a trace, races the programs'
-    whole Hessians once (:meth:`Program.runner`, ``fastest_of``) and keeps the fastest.
-    Until then the first program (the model's choice) serves.
+    arguments, or with the sample's host copies inside a trace, compiles every program's
+    ways (:meth:`Program.candidates`) and races them all at once (``fastest_of``, after
+    ``WHOLE_WARMUP``), and keeps the winner's coloring and way. Until then the first
+    program (the model's choice) serves.
     """
 
     def __init__(self, programs: list[Program]):
@@ -597,14 +610,17 @@ class _Fastest:
             if jax.process_count() > 1:
                 self.chosen = self.programs[0]
                 return self.chosen
-            runs = []
+            entries: list[tuple[Program, tuple[bool, bool], Callable[[], Any]]] = []
             for program in self.programs:
-                run = program.runner(args, kwargs)
-                if run is None:  # traced, and no concrete sample to time with
+                candidates = program.candidates(args, kwargs)
+                if candidates is None:  # traced, and no concrete sample to time with
                     return self.programs[0]
-                runs.append(run)
+                entries += [(program, way, run) for way, run in candidates]
             with concretely():  # inside a trace, the runs would be staged into it
-                self.chosen = self.programs[fastest_of(runs)]
+                won = fastest_of([run for _, _, run in entries], warmup=WHOLE_WARMUP)
+            winner, way, _ = entries[won]
+            winner.keep(way)
+            self.chosen = winner
         return self.chosen
 
 
@@ -710,9 +726,9 @@ def sparse_hessian(
     for whole Hessians: when an acyclic coloring (recovery by substitution) needs fewer
     colors than the direct one (star or column), the first call with concrete arguments
     (or with the sample, inside a trace) runs the whole Hessian with each and keeps the
-    faster (``fun`` is then traced once or, on CPU, twice per coloring, and each
-    coloring's two or three ways of running are compiled and raced too;
-    ``lazyhess.coloring.whole_candidates``). Until then, and without a concrete
+    faster (``fun`` is then traced once or, on CPU, twice per coloring, and every
+    coloring's two or three ways of running are compiled and raced at once, after 0.1 s
+    of untimed runs; ``lazyhess.coloring.whole_candidates``). Until then, and without a concrete
     sample inside a trace, the one ``whole_cost`` prefers serves. ``False`` uses a column
     (distance-2) coloring. With ``mesh=`` (see :func:`sparse_hessian_from_coloring`)
     every entry is read directly (star or column), so each device decompresses its own

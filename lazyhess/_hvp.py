@@ -30,20 +30,26 @@ RACE_SECONDS = 0.03
 RACE_MAX_ROUNDS = 25
 
 
-def fastest_of(runs: Sequence[Callable[[], Any]]) -> int:
+def fastest_of(runs: Sequence[Callable[[], Any]], *, warmup: float = 0.0) -> int:
     """Which of ``runs`` (compiled calls of the same result) is fastest, by its median run.
 
-    Each runs once first (that call may compile); then rounds run each once in turn, so a
-    slow spell of the machine hits every candidate alike. Best-of-two-runs measured one
-    after the other picked wrongly on whole Hessians of about 100 us (PENTADIAG, BAND9 at
-    n = 1e4: 20-40 % slower programs kept); for ``RACE_SECONDS`` of rounds they are ~1 %
-    of a compile. The median, not the best: a program's runs on CPU can split between
-    a fast and a slow mode, and the best run then picks the one whose fast mode is rarer
-    (WOODS's whole Hessian at n = 1e4: written out first, 79 us best but 151 median,
-    against 87 and 114 fused; at fresh points the fused one was 3 % faster).
+    Each runs once first (that call may compile), then all run in turn, untimed, for
+    ``warmup`` seconds (the functional API's whole programs: see ``WHOLE_WARMUP`` in
+    ``_functional``); then rounds run each once in turn, so a slow spell of the machine
+    hits every candidate alike. Best-of-two-runs measured one after the other picked
+    wrongly on whole Hessians of about 100 us (PENTADIAG, BAND9 at n = 1e4: 20-40 %
+    slower programs kept); for ``RACE_SECONDS`` of rounds they are ~1 % of a compile. The
+    median, not the best: a program's runs on CPU can split between a fast and a slow
+    mode, and the best run then picks the one whose fast mode is rarer (WOODS's whole
+    Hessian at n = 1e4: written out first, 79 us best but 151 median, against 87 and 114
+    fused; at fresh points the fused one was 3 % faster).
     """
     for run in runs:
         jax.block_until_ready(run())
+    start = time.perf_counter()
+    while time.perf_counter() - start < warmup:
+        for run in runs:
+            jax.block_until_ready(run())
     times: list[list[float]] = [[] for _ in runs]
     start = time.perf_counter()
     rounds = 0
