@@ -27,7 +27,7 @@ from ._arguments import (
 from ._engine import CONSTANT_SEED_BYTES, concretely, is_traced
 from ._errors import VerificationError
 from ._formats import Format, check_format, pattern_output
-from ._hvp import Kernels, fastest_of, maps_small_batches, materialised
+from ._hvp import RACE_WARMUP, Kernels, fastest_of, maps_small_batches, materialised
 from ._mesh import NO_MESH, Placement, gather_results, place_point, place_seeds, shard_rows
 from ._tree import Layout, Signature, leaf_infos
 from .coloring import (
@@ -40,15 +40,6 @@ from .coloring import (
 )
 from .coloring import check_options as check_coloring_options
 from .sparsity import hessian_sparsity
-
-# The functional API races its whole programs (every coloring's every way, in one race)
-# after running them untimed for this many seconds. A program's first 50-100 ms of calls
-# on CPU run up to 2x slower than later ones, by different amounts per program. Racing
-# each coloring's ways right after their compiles, then the winners, kept the star
-# program, the fastest in steady state (1.3-1.8x), in 4 of 24 first calls (8 each of
-# WOODS, GENROSE, PENTADIAG at n = 1e4); one race after the warm-up in 16 (WOODS 8,
-# GENROSE 3, PENTADIAG 5).
-WHOLE_WARMUP = 0.1
 
 
 def format_name(output_format: Any) -> Format:
@@ -349,7 +340,7 @@ class Program:
         """``(serial, materialise)``: how the seeds run and ``B`` is read, measured once.
 
         The candidates are :meth:`candidates`, raced by ``fastest_of`` after
-        ``WHOLE_WARMUP``. The measurement needs concrete arguments: this call's, else host
+        ``RACE_WARMUP``. The measurement needs concrete arguments: this call's, else host
         copies of the sample's; without them the defaults (vmapped, materialised) serve,
         undecided. Never on a mesh, whose devices share each chunk's seeds and reduce what
         they read, nor with several processes (each would time, and might choose,
@@ -368,7 +359,7 @@ class Program:
         if candidates is None:
             return (False, True)
         with concretely():
-            won = fastest_of([run for _, run in candidates], warmup=WHOLE_WARMUP)
+            won = fastest_of([run for _, run in candidates], warmup=RACE_WARMUP)
         self._way = candidates[won][0]
         return self._way
 
@@ -596,7 +587,7 @@ class _Fastest:
     its acyclic one was faster still in some runs). The first call with concrete
     arguments, or with the sample's host copies inside a trace, compiles every program's
     ways (:meth:`Program.candidates`) and races them all at once (``fastest_of``, after
-    ``WHOLE_WARMUP``), and keeps the winner's coloring and way. Until then the first
+    ``RACE_WARMUP``), and keeps the winner's coloring and way. Until then the first
     program (the model's choice) serves.
     """
 
@@ -617,7 +608,7 @@ class _Fastest:
                     return self.programs[0]
                 entries += [(program, way, run) for way, run in candidates]
             with concretely():  # inside a trace, the runs would be staged into it
-                won = fastest_of([run for _, _, run in entries], warmup=WHOLE_WARMUP)
+                won = fastest_of([run for _, _, run in entries], warmup=RACE_WARMUP)
             winner, way, _ = entries[won]
             winner.keep(way)
             self.chosen = winner

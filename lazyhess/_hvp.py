@@ -29,20 +29,30 @@ RACE_ROUNDS = 3
 RACE_SECONDS = 0.03
 RACE_MAX_ROUNDS = 25
 
+# The functional API's race of whole programs first runs its candidates untimed for this
+# many seconds. A program's first 50-100 ms of calls on CPU run up to 2x slower than later
+# ones, by different amounts per program: racing each coloring's ways right after their
+# compiles, then the winners, kept the star program (the fastest in steady state, by
+# 1.3-1.8x) in 4 of 24 first calls (8 each of WOODS, GENROSE, PENTADIAG at n = 1e4); one
+# race of them all after the warm-up kept it in 16 (WOODS 8, GENROSE 3, PENTADIAG 5). A
+# lazy Hessian's fresh-point race does without: with it, its CSR requests at n = 1e4 moved
+# within the runs' noise (one run each, better on 5 problems of 11, worse on 5).
+RACE_WARMUP = 0.1
+
 
 def fastest_of(runs: Sequence[Callable[[], Any]], *, warmup: float = 0.0) -> int:
     """Which of ``runs`` (compiled calls of the same result) is fastest, by its median run.
 
     Each runs once first (that call may compile), then all run in turn, untimed, for
-    ``warmup`` seconds (the functional API's whole programs: see ``WHOLE_WARMUP`` in
-    ``_functional``); then rounds run each once in turn, so a slow spell of the machine
-    hits every candidate alike. Best-of-two-runs measured one after the other picked
-    wrongly on whole Hessians of about 100 us (PENTADIAG, BAND9 at n = 1e4: 20-40 %
-    slower programs kept); for ``RACE_SECONDS`` of rounds they are ~1 % of a compile. The
-    median, not the best: a program's runs on CPU can split between a fast and a slow
-    mode, and the best run then picks the one whose fast mode is rarer (WOODS's whole
-    Hessian at n = 1e4: written out first, 79 us best but 151 median, against 87 and 114
-    fused; at fresh points the fused one was 3 % faster).
+    ``warmup`` seconds (``RACE_WARMUP`` in the functional API); then rounds run each once in
+    turn, so a slow spell of the machine hits every candidate alike. Best-of-two-runs
+    measured one after the other picked wrongly on whole Hessians of about 100 us
+    (PENTADIAG, BAND9 at n = 1e4: 20-40 % slower programs kept); for ``RACE_SECONDS`` of
+    rounds they are ~1 % of a compile. The median, not the best: a program's runs on CPU
+    can split between a fast and a slow mode, and the best run then picks the one whose
+    fast mode is rarer (WOODS's whole Hessian at n = 1e4: written out first, 79 us best
+    but 151 median, against 87 and 114 fused; at fresh points the fused one was 3 %
+    faster).
     """
     for run in runs:
         jax.block_until_ready(run())

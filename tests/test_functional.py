@@ -398,7 +398,7 @@ def test_whole_hessian_programs_race_every_coloring_and_way_at_once(monkeypatch)
     hess = lazyhess.sparse_hessian(f, x)
     np.testing.assert_allclose(hess(x).todense(), jax.hessian(f)(x), rtol=1e-10, atol=1e-10)
     ways = 3 if jax.default_backend() == "cpu" else 2
-    assert raced == [(2 * ways, lazyhess._functional.WHOLE_WARMUP)]  # one race of all
+    assert raced == [(2 * ways, lazyhess._hvp.RACE_WARMUP)]  # one race of all
     # the model's acyclic program first, then star's ways: the last is star's last way
     assert used == [("star", (True, False) if ways == 3 else (False, True))]
 
