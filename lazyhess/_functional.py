@@ -360,8 +360,9 @@ class Program:
             return (False, True)
         with concretely():
             won = fastest_of([run for _, run in candidates], warmup=RACE_WARMUP)
-        self._way = candidates[won][0]
-        return self._way
+        way = candidates[won][0]
+        self.keep(way)
+        return way
 
     def candidates(
         self, args: tuple, kwargs: dict
