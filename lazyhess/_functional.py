@@ -374,7 +374,9 @@ class Program:
         where it may pay, seed after seed (``lax.map``, whose ``B`` is written out anyway).
         ``lax.map`` is a candidate for any batch of two seeds or more where
         ``maps_small_batches`` (on CPU: GENROSE at n = 1e4, 3 seeds, 132-170 against
-        116-119 us, best of rounds in three runs; WOODS 111-126 against 88-106). Elsewhere
+        116-119 us, best of rounds in three runs; WOODS 111-126 against 88-106; on another
+        day GENROSE's mapped program ran 146-157 us against vmap's 80-104, which is why
+        it is raced, not assumed). Elsewhere
         it is a candidate where ``Kernels.serial`` would try it (``SERIAL_MIN`` or more
         seeds per batch, or slow vmapped batches: the vmapped program, compiled ahead of
         time, runs twice first, its first run not counted). A call of ``run`` runs at
