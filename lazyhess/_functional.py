@@ -340,7 +340,8 @@ class Program:
         """``(serial, materialise)``: how the seeds run and ``B`` is read, measured once.
 
         The candidates are :meth:`candidates`, raced by ``fastest_of`` after
-        ``RACE_WARMUP``. The measurement needs concrete arguments: this call's, else host
+        ``RACE_WARMUP``, the vmapped fused way the incumbent (``RACE_SWITCH_SHARE``). The
+        measurement needs concrete arguments: this call's, else host
         copies of the sample's; without them the defaults (vmapped, materialised) serve,
         undecided. Never on a mesh, whose devices share each chunk's seeds and reduce what
         they read, nor with several processes (each would time, and might choose,
@@ -358,9 +359,14 @@ class Program:
         candidates = self.candidates(args, kwargs)
         if candidates is None:
             return (False, True)
+        ways = [way for way, _ in candidates]
         with concretely():
-            won = fastest_of([run for _, run in candidates], warmup=RACE_WARMUP)
-        way = candidates[won][0]
+            won = fastest_of(
+                [run for _, run in candidates],
+                warmup=RACE_WARMUP,
+                incumbent=ways.index((False, False)),
+            )
+        way = ways[won]
         self.keep(way)
         return way
 
@@ -590,8 +596,10 @@ class _Fastest:
     its acyclic one was faster still in some runs). The first call with concrete
     arguments, or with the sample's host copies inside a trace, compiles every program's
     ways (:meth:`Program.candidates`) and races them all at once (``fastest_of``, after
-    ``RACE_WARMUP``), and keeps the winner's coloring and way. Until then the first
-    program (the model's choice) serves.
+    ``RACE_WARMUP``), and keeps the winner's coloring and way. The direct coloring's
+    vmapped fused program (for a star coloring, asdex's own) is the incumbent: another
+    replaces it only if it ran faster in ``RACE_SWITCH_SHARE`` of the rounds. Until then
+    the first program (the model's choice) serves.
     """
 
     def __init__(self, programs: list[Program]):
@@ -610,8 +618,17 @@ class _Fastest:
                 if candidates is None:  # traced, and no concrete sample to time with
                     return self.programs[0]
                 entries += [(program, way, run) for way, run in candidates]
+            plain = [
+                k
+                for k, (program, way, _) in enumerate(entries)
+                if program.coloring.substitution is None and way == (False, False)
+            ]
             with concretely():  # inside a trace, the runs would be staged into it
-                won = fastest_of([run for _, _, run in entries], warmup=RACE_WARMUP)
+                won = fastest_of(
+                    [run for _, _, run in entries],
+                    warmup=RACE_WARMUP,
+                    incumbent=plain[0] if plain else None,
+                )
             winner, way, _ = entries[won]
             winner.keep(way)
             self.chosen = winner

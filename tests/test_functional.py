@@ -9,7 +9,7 @@ import pytest
 
 import lazyhess
 from benchmarks.problems import PROBLEMS
-from lazyhess._hvp import RACE_MAX_ROUNDS, RACE_ROUNDS, fastest_of
+from lazyhess._hvp import RACE_MAX_ROUNDS, RACE_ROUNDS, RACE_SWITCH_SHARE, fastest_of
 
 
 @pytest.fixture(scope="module", params=["GENROSE", "ARWHEAD", "CLPLATEA", "SPARSINE"])
@@ -378,12 +378,33 @@ def test_fastest_of_warms_up_untimed_first():
     assert race(0.1) == 0
 
 
+def test_fastest_of_keeps_its_incumbent_unless_beaten_in_most_rounds():
+    # 1's median (1 ms) beats the incumbent's (2 ms), but it runs 3 ms one call in
+    # three: it wins two rounds of three, short of RACE_SWITCH_SHARE. 2 always runs 1 ms.
+    def run(i):
+        calls = [0]
+
+        def call():
+            calls[0] += 1
+            slow = i == 1 and calls[0] % 3 == 0
+            time.sleep(0.002 if i == 0 else 0.003 if slow else 0.001)
+            return jnp.zeros(())
+
+        return call
+
+    assert RACE_SWITCH_SHARE > 2 / 3
+    assert fastest_of([run(0), run(1)]) == 1
+    assert fastest_of([run(0), run(1)], incumbent=0) == 0
+    assert fastest_of([run(0), run(2)], incumbent=0) == 1
+    assert fastest_of([run(0), run(1), run(2)], incumbent=0) == 2
+
+
 def test_whole_hessian_programs_race_every_coloring_and_way_at_once(monkeypatch):
     f, x = PROBLEMS["BAND9"].make(200)
     raced = []
 
-    def last(runs, warmup):
-        raced.append((len(runs), warmup))
+    def last(runs, warmup, incumbent):
+        raced.append((len(runs), warmup, incumbent))
         return len(runs) - 1
 
     monkeypatch.setattr(lazyhess._functional, "fastest_of", last)
@@ -398,7 +419,9 @@ def test_whole_hessian_programs_race_every_coloring_and_way_at_once(monkeypatch)
     hess = lazyhess.sparse_hessian(f, x)
     np.testing.assert_allclose(hess(x).todense(), jax.hessian(f)(x), rtol=1e-10, atol=1e-10)
     ways = 3 if jax.default_backend() == "cpu" else 2
-    assert raced == [(2 * ways, lazyhess._hvp.RACE_WARMUP)]  # one race of all
+    # one race of all; the incumbent is star's vmapped fused way, after the model's
+    # acyclic program's ways
+    assert raced == [(2 * ways, lazyhess._hvp.RACE_WARMUP, ways)]
     # the model's acyclic program first, then star's ways: the last is star's last way
     assert used == [("star", (True, False) if ways == 3 else (False, True))]
 

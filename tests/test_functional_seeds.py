@@ -118,7 +118,7 @@ def test_each_way_of_a_small_program_is_raced_and_exact(pick, monkeypatch):
     ref = np.asarray(jax.jit(jax.hessian(f))(x))
     raced = []
 
-    def choose(runs, warmup):
+    def choose(runs, warmup, incumbent):
         raced.append(len(runs))
         return min(pick, len(runs) - 1)
 
