@@ -6,6 +6,7 @@ directly with scipy, following the structures in PROBLEMS.md (0-based indices).
     python -m benchmarks.bench_coloring            # n = 1e3, 1e4, 1e5 (+ banded 1e6)
     python -m benchmarks.bench_coloring --sizes 1000 --repeats 3
     python -m benchmarks.bench_coloring --steady 10000 --problems PENTADIAG BAND9
+    python -m benchmarks.bench_coloring --floor 10000 --problems GENROSE WOODS
 """
 
 import argparse
@@ -383,6 +384,78 @@ def steady(names, n, count=5):
     return "\n".join(lines)
 
 
+def floors(names, n, count=5):
+    """What a whole Hessian's parts cost alone, against asdex's whole program, one process.
+
+    Per problem, in ``count`` alternating rounds: ``jax.jit(asdex.hessian(f, x))``, ours
+    (as in :func:`steady`), and the parts of our programs compiled alone: the HVPs of
+    the star and of the acyclic coloring (``B``, vmapped and ``lax.map``-ped: the faster
+    counts), the acyclic recovery on a concrete ``B``, and a jitted ``2 * x`` (one call's
+    dispatch, counted once when two parts are added up). An acyclic program costs at least
+    its HVPs and its recovery, so "acyclic HVPs + recovery" bounds it from below up to
+    what XLA gains by running them in one program; the star program's HVPs bound it the
+    same way, and where its recovery fuses with the HVPs it is asdex's program.
+    Ratios are of best rounds.
+    """
+    import asdex
+    import jax
+
+    from benchmarks.bench_hessian import fmt, once, rounds
+    from benchmarks.problems import PROBLEMS
+
+    head = ["problem", "n", "colors: star / acyclic", "asdex", "ours / asdex"]
+    head += ["star HVPs alone / asdex", "acyclic HVPs alone / asdex"]
+    head += ["acyclic recovery alone / asdex", "acyclic HVPs + recovery / asdex"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        f, x = PROBLEMS[name].make(n)
+        grad = jax.grad(f)
+
+        def hvps(x, seeds, grad=grad):
+            return jax.vmap(lambda s: jax.jvp(grad, (x,), (s,))[1])(seeds)
+
+        def mapped(x, seeds, grad=grad):
+            return jax.lax.map(lambda s: jax.jvp(grad, (x,), (s,))[1], seeds)
+
+        calls = {}
+        colorings = {}
+        for method in ("star", "acyclic"):
+            colored = colorings[method] = lazyhess.hessian_coloring(f, x, method=method)
+            seeds = np.asarray(colored.seeds(x.dtype))  # constants, as in our programs
+            for way, body in (("vmap", hvps), ("map", mapped)):
+                fn = jax.jit(lambda x, body=body, seeds=seeds: body(x, seeds))
+                calls[f"{method} {way}"] = lambda fn=fn, x=x: fn(x)
+        compressed = calls["acyclic vmap"]()
+        recovery = jax.jit(colorings["acyclic"].decompress_data)
+        calls["recovery"] = lambda fn=recovery, b=compressed: fn(b)
+        whole = {
+            "asdex": jax.jit(asdex.hessian(f, x)),
+            "ours": jax.jit(lazyhess.sparse_hessian(f, x)),
+        }
+        for key, fn in whole.items():
+            calls[key] = lambda fn=fn, x=x: fn(x).data
+        double = jax.jit(lambda x: 2 * x)
+        calls["call"] = lambda fn=double, x=x: fn(x)
+        for call in calls.values():
+            jax.block_until_ready(call())
+        slowest = max(once(call) for call in calls.values())
+        repeat = max(1, min(15, int(0.3 / max(slowest, 1e-6))))
+        best = {key: min(t) for key, t in rounds(calls, count, repeat).items()}
+        asdex_time = best["asdex"]
+        alone = {m: min(best[f"{m} vmap"], best[f"{m} map"]) for m in colorings}
+        parts = alone["acyclic"] + best["recovery"] - best["call"]
+        cells = [name, str(x.size)]
+        cells.append(f"{colorings['star'].num_colors} / {colorings['acyclic'].num_colors}")
+        cells.append(fmt(asdex_time))
+        cells += [
+            f"{t / asdex_time:.2f}x"
+            for t in (best["ours"], alone["star"], alone["acyclic"], best["recovery"], parts)
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    return "\n".join(lines)
+
+
 def accuracy(names, n):
     """Float32 errors of whole Hessians, relative to the largest entry of the float64 one.
 
@@ -442,9 +515,15 @@ def main():
         "--problems",
         nargs="+",
         default=list(STEADY_PROBLEMS),
-        help="with --steady: the problems (default: those where acyclic drops colors)",
+        help="with --steady or --floor: the problems (default: where acyclic drops colors)",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="with --steady: rounds")
+    parser.add_argument(
+        "--floor",
+        type=int,
+        metavar="N",
+        help="instead: the cost of HVPs and recovery alone against asdex at size N",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="with --steady or --floor: rounds")
     parser.add_argument(
         "--accuracy",
         type=int,
@@ -457,6 +536,9 @@ def main():
         return
     if args.steady:
         print(steady(args.problems, args.steady, args.rounds))
+        return
+    if args.floor:
+        print(floors(args.problems, args.floor, args.rounds))
         return
     # Warm up numba's compiled kernels (loaded from its cache or compiled) outside timings.
     lazyhess.hessian_coloring_from_sparsity(grid9(100))
