@@ -341,11 +341,10 @@ class Program:
 
         The candidates are :meth:`candidates`, raced by ``fastest_of`` after
         ``RACE_WARMUP``, the vmapped fused way the incumbent (``RACE_SWITCH_SHARE``). The
-        measurement needs concrete arguments: this call's, else host
-        copies of the sample's; without them the defaults (vmapped, materialised) serve,
-        undecided. Never on a mesh, whose devices share each chunk's seeds and reduce what
-        they read, nor with several processes (each would time, and might choose,
-        differently).
+        measurement needs concrete arguments: this call's, else host copies of the
+        sample's; without them the defaults (vmapped, materialised) serve, undecided.
+        Never on a mesh, whose devices share each chunk's seeds and reduce what they read,
+        nor with several processes (each would time, and might choose, differently).
         """
         if self._way is not None:
             return self._way

@@ -39,14 +39,15 @@ RACE_MAX_ROUNDS = 25
 # within the runs' noise (one run each, better on 5 problems of 11, worse on 5).
 RACE_WARMUP = 0.1
 
-# A race with an incumbent (the program that is asdex's own: direct coloring, vmapped,
-# fused) keeps it unless the fastest median also beat it in this share of the rounds. Whole
-# Hessians of ~100 us alternate call by call at about twice their back-to-back time, and
-# by median alone GENROSE's first call at n = 1e4 kept programs that ran 1.3-2.1x
-# asdex's time in 3 of 4 processes; with the rule, 1.09x at worst in 4 (the fourth kept
-# acyclic `lax.map`, which beat star in 0.83 of its rounds: 0.65x asdex). A tie wins about
-# half the rounds, give or take 0.1 over 25; the gains that matter won every one
-# (PENTADIAG, BAND9, FMINSRF2, BDQRTIC), and ARROW2's 12 % acyclic gain 0.67-0.75.
+# A race with an incumbent (for whole Hessians, the direct coloring's vmapped fused
+# program: with a star coloring, asdex's own) keeps it unless the fastest median also beat
+# it in this share of the rounds. Alternating call by call, whole Hessians of ~100 us take
+# about twice their back-to-back time, and the median alone chose at random: GENROSE's
+# jitted whole Hessian at n = 1e4 ran 1.31, 0.82, 1.29 and 2.14x asdex's time in four runs,
+# and four more first calls kept acyclic lax.map (1.5x slower than star back to back) in
+# three. With the rule star was kept in 8 first calls of 8. A tie wins about half the rounds, give or take 0.1 over
+# 25; real gains won every round (PENTADIAG, BAND9, FMINSRF2, BDQRTIC), ARROW2's acyclic
+# program (12 % faster) 0.67-0.75 of them, and was kept in 4 first calls of 4.
 RACE_SWITCH_SHARE = 0.75
 
 
