@@ -45,9 +45,10 @@ RACE_WARMUP = 0.1
 # about twice their back-to-back time, and the median alone chose at random: GENROSE's
 # jitted whole Hessian at n = 1e4 ran 1.31, 0.82, 1.29 and 2.14x asdex's time in four runs,
 # and four more first calls kept acyclic lax.map (1.5x slower than star back to back) in
-# three. With the rule star was kept in 8 first calls of 8. A tie wins about half the rounds, give or take 0.1 over
-# 25; real gains won every round (PENTADIAG, BAND9, FMINSRF2, BDQRTIC), ARROW2's acyclic
-# program (12 % faster) 0.67-0.75 of them, and was kept in 4 first calls of 4.
+# three. With the rule star was kept in 8 first calls of 8. A tie wins about half the
+# rounds, give or take 0.1 over 25; real gains won every round (PENTADIAG, BAND9,
+# FMINSRF2, BDQRTIC), ARROW2's acyclic program (12 % faster) 0.67-0.75 of them, and was
+# kept in 4 first calls of 4.
 RACE_SWITCH_SHARE = 0.75
 
 
