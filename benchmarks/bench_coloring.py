@@ -434,6 +434,11 @@ def floors(names, n, count=5):
         }
         for key, fn in whole.items():
             calls[key] = lambda fn=fn, x=x: fn(x).data
+        reference = _scipy(whole["asdex"](x))
+        scale = 1.0 + abs(reference).max()
+        recovered = colorings["acyclic"].decompress(np.asarray(compressed), "csr")
+        for key, got in (("ours", _scipy(whole["ours"](x))), ("recovery", recovered)):
+            assert abs(got - reference).max() <= 1e-8 * scale, key
         double = jax.jit(lambda x: 2 * x)
         calls["call"] = lambda fn=double, x=x: fn(x)
         for call in calls.values():
