@@ -339,10 +339,10 @@ class Program:
     def _choose(self, args: tuple, kwargs: dict) -> tuple[bool, bool]:
         """``(serial, materialise)``: how the seeds run and ``B`` is read, measured once.
 
-        The candidates are :meth:`candidates`, raced by ``fastest_of`` after
-        ``RACE_WARMUP``, the vmapped fused way the incumbent (``RACE_SWITCH_SHARE``). The
-        measurement needs concrete arguments: this call's, else host copies of the
-        sample's; without them the defaults (vmapped, materialised) serve, undecided.
+        The candidates are :meth:`candidates`, raced by :func:`_race` (the vmapped fused
+        way the incumbent, ``RACE_SWITCH_SHARE``). The measurement needs concrete
+        arguments: this call's, else host copies of the sample's; without them the
+        defaults (vmapped, materialised) serve, undecided.
         Never on a mesh, whose devices share each chunk's seeds and reduce what they read,
         nor with several processes (each would time, and might choose, differently).
         """
@@ -355,19 +355,8 @@ class Program:
             # Every process must compile the same program; timings would differ.
             self._way = (False, True)
             return self._way
-        candidates = self.candidates(args, kwargs)
-        if candidates is None:
-            return (False, True)
-        ways = [way for way, _ in candidates]
-        with concretely():
-            won = fastest_of(
-                [run for _, run in candidates],
-                warmup=RACE_WARMUP,
-                incumbent=ways.index((False, False)),
-            )
-        way = ways[won]
-        self.keep(way)
-        return way
+        raced = _race([self], args, kwargs)
+        return (False, True) if raced is None else raced[1]
 
     def candidates(
         self, args: tuple, kwargs: dict
@@ -381,10 +370,10 @@ class Program:
         ``maps_small_batches`` (on CPU: GENROSE at n = 1e4, 3 seeds, 132-170 against
         116-119 us, best of rounds in three runs; WOODS 111-126 against 88-106; on another
         day GENROSE's mapped program ran 146-157 us against vmap's 80-104, which is why
-        it is raced, not assumed). Elsewhere
-        it is a candidate where ``Kernels.serial`` would try it (``SERIAL_MIN`` or more
-        seeds per batch, or slow vmapped batches: the vmapped program, compiled ahead of
-        time, runs twice first, its first run not counted). A call of ``run`` runs at
+        it is raced, not assumed). Elsewhere it is a candidate where ``Kernels.serial``
+        would try it (``SERIAL_MIN`` or more seeds per batch, or slow vmapped batches: the
+        vmapped program, compiled ahead of time, runs twice first, its first run not
+        counted). A call of ``run`` runs at
         ``args``, or at the sample's host copies (inside a trace, call it under
         ``concretely()``); ``None`` without concrete arguments.
         """
@@ -585,6 +574,32 @@ def _executable(fun: Callable, primals: Any, dyn: list) -> Callable[[], Any]:
     return functools.partial(jax.jit(fun).lower(*on_device).compile(), *on_device)
 
 
+def _race(
+    programs: list[Program], args: tuple, kwargs: dict
+) -> tuple[Program, tuple[bool, bool]] | None:
+    """The fastest of every program's ways, kept by its program; ``None`` if untimeable.
+
+    All :meth:`Program.candidates` run in one ``fastest_of`` after ``RACE_WARMUP``. The
+    incumbent is the vmapped fused way of the first direct coloring (for a star coloring,
+    asdex's own program), else of the first program. ``None`` without concrete arguments.
+    """
+    entries: list[tuple[Program, tuple[bool, bool], Callable[[], Any]]] = []
+    for program in programs:
+        candidates = program.candidates(args, kwargs)
+        if candidates is None:
+            return None
+        entries += [(program, way, run) for way, run in candidates]
+    plain = [k for k, (_, way, _) in enumerate(entries) if way == (False, False)]
+    direct = [k for k in plain if entries[k][0].coloring.substitution is None]
+    with concretely():  # inside a trace, the runs would be staged into it
+        won = fastest_of(
+            [run for _, _, run in entries], warmup=RACE_WARMUP, incumbent=(direct or plain)[0]
+        )
+    program, way, _ = entries[won]
+    program.keep(way)
+    return program, way
+
+
 class _Fastest:
     """Of programs for one pattern with different colorings, the one that ran fastest.
 
@@ -594,8 +609,8 @@ class _Fastest:
     71 µs; PENTADIAG's star program, which the model keeps, is faster than asdex's but
     its acyclic one was faster still in some runs). The first call with concrete
     arguments, or with the sample's host copies inside a trace, compiles every program's
-    ways (:meth:`Program.candidates`) and races them all at once (``fastest_of``, after
-    ``RACE_WARMUP``), and keeps the winner's coloring and way. The direct coloring's
+    ways and races them all at once (:func:`_race`), and keeps the winner's coloring and
+    way. The direct coloring's
     vmapped fused program (for a star coloring, asdex's own) is the incumbent: another
     replaces it only if it ran faster in ``RACE_SWITCH_SHARE`` of the rounds. Until then
     the first program (the model's choice) serves.
@@ -611,26 +626,10 @@ class _Fastest:
             if jax.process_count() > 1:
                 self.chosen = self.programs[0]
                 return self.chosen
-            entries: list[tuple[Program, tuple[bool, bool], Callable[[], Any]]] = []
-            for program in self.programs:
-                candidates = program.candidates(args, kwargs)
-                if candidates is None:  # traced, and no concrete sample to time with
-                    return self.programs[0]
-                entries += [(program, way, run) for way, run in candidates]
-            plain = [
-                k
-                for k, (program, way, _) in enumerate(entries)
-                if program.coloring.substitution is None and way == (False, False)
-            ]
-            with concretely():  # inside a trace, the runs would be staged into it
-                won = fastest_of(
-                    [run for _, _, run in entries],
-                    warmup=RACE_WARMUP,
-                    incumbent=plain[0] if plain else None,
-                )
-            winner, way, _ = entries[won]
-            winner.keep(way)
-            self.chosen = winner
+            raced = _race(self.programs, args, kwargs)
+            if raced is None:  # traced, and no concrete sample to time with
+                return self.programs[0]
+            self.chosen = raced[0]
         return self.chosen
 
 
