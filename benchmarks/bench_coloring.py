@@ -300,6 +300,25 @@ def _scipy(matrix):
     return sp.coo_array((np.asarray(matrix.data), tuple(coords)), shape=matrix.shape).tocsr()
 
 
+def _check_against(reference, results: dict) -> None:
+    """Every scipy array of ``results`` equals the BCOO ``reference`` to 1e-8 of its scale.
+
+    Sparse: a dense reference needs 80 GB at n = 1e5.
+    """
+    expected = _scipy(reference)
+    scale = 1.0 + abs(expected).max()
+    for key, got in results.items():
+        assert abs(got - expected).max() <= 1e-8 * scale, key
+
+
+def _calls_per_round(calls: dict) -> int:
+    """Timed calls per round: about 0.3 s of the slowest of ``calls``, 1 to 15."""
+    from benchmarks.bench_hessian import once
+
+    slowest = max(once(call) for call in calls.values())
+    return max(1, min(15, int(0.3 / max(slowest, 1e-6))))
+
+
 def steady(names, n, count=5):
     """Jitted whole sparse Hessians, steady state: lazyhess against asdex, one process.
 
@@ -321,7 +340,7 @@ def steady(names, n, count=5):
     import asdex
     import jax
 
-    from benchmarks.bench_hessian import fmt, once, rounds
+    from benchmarks.bench_hessian import fmt, rounds
     from benchmarks.problems import PROBLEMS
 
     head = ["problem", "n", "colors: star / column / acyclic / asdex", "ours (model's coloring)"]
@@ -351,13 +370,9 @@ def steady(names, n, count=5):
                 lazyhess.sparse_hessian_from_coloring(f, colored, sample_args=(x,))
             )
         fns["ours"] = jax.jit(ours)
-        reference = _scipy(fns["asdex"](x))
-        scale = 1.0 + abs(reference).max()
-        for key, fn in fns.items():  # sparse: a dense reference needs 80 GB at n = 1e5
-            assert abs(_scipy(fn(x)) - reference).max() <= 1e-8 * scale, key
+        _check_against(fns["asdex"](x), {key: _scipy(fn(x)) for key, fn in fns.items()})
         calls = {key: (lambda fn=fn, x=x: fn(x).data) for key, fn in fns.items()}
-        slowest = max(once(call) for call in calls.values())
-        repeat = max(1, min(15, int(0.3 / max(slowest, 1e-6))))
+        repeat = _calls_per_round(calls)
         times = rounds(calls, count, repeat)
         best = {key: min(t) for key, t in times.items()}
         median = {key: float(np.median(t)) for key, t in times.items()}
@@ -400,7 +415,7 @@ def floors(names, n, count=5):
     import asdex
     import jax
 
-    from benchmarks.bench_hessian import fmt, once, rounds
+    from benchmarks.bench_hessian import fmt, rounds
     from benchmarks.problems import PROBLEMS
 
     head = ["problem", "n", "colors: star / acyclic", "asdex", "ours / asdex"]
@@ -434,18 +449,15 @@ def floors(names, n, count=5):
         }
         for key, fn in whole.items():
             calls[key] = lambda fn=fn, x=x: fn(x).data
-        reference = _scipy(whole["asdex"](x))
-        scale = 1.0 + abs(reference).max()
         recovered = colorings["acyclic"].decompress(np.asarray(compressed), "csr")
-        for key, got in (("ours", _scipy(whole["ours"](x))), ("recovery", recovered)):
-            assert abs(got - reference).max() <= 1e-8 * scale, key
+        _check_against(
+            whole["asdex"](x), {"ours": _scipy(whole["ours"](x)), "recovery": recovered}
+        )
         double = jax.jit(lambda x: 2 * x)
         calls["call"] = lambda fn=double, x=x: fn(x)
         for call in calls.values():
             jax.block_until_ready(call())
-        slowest = max(once(call) for call in calls.values())
-        repeat = max(1, min(15, int(0.3 / max(slowest, 1e-6))))
-        best = {key: min(t) for key, t in rounds(calls, count, repeat).items()}
+        best = {key: min(t) for key, t in rounds(calls, count, _calls_per_round(calls)).items()}
         asdex_time = best["asdex"]
         alone = {m: min(best[f"{m} vmap"], best[f"{m} map"]) for m in colorings}
         parts = alone["acyclic"] + best["recovery"] - best["call"]
